@@ -1,0 +1,189 @@
+"""``ai-orch``: run the templates headless against the local Dagster instance.
+
+``ai-orch demo`` materializes the invoice template for one partition on the instance at
+``$DAGSTER_HOME`` (the one ``dagster dev`` shows, so the run appears in the UI) and prints
+what it did: calls, models, cost, check results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+OUTPUT_FIELDS = ["vendor", "invoice_number", "date", "currency", "total"]
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ai-orch", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="materialize the invoice template for one day, offline by default")
+    demo.add_argument("--count", type=int, default=20, help="generated invoices (ignored with --input); default 20")
+    demo.add_argument("--date", help="partition date YYYY-MM-DD; default today (UTC)")
+    demo.add_argument("--input", help='JSONL of your own documents, one {"id", "text"} object a line')
+    demo.add_argument("--output", help="write one JSONL row per document with the extracted fields")
+    demo.add_argument("--classification", default="internal", help="data classification of the documents; default internal")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.add_argument("--strict", action="store_true", help="exit non-zero when any check fails")
+    args = parser.parse_args(argv)
+    try:
+        return run_demo(args)
+    except CliError as exc:
+        print(f"ai-orch: {exc}", file=sys.stderr)
+        return 2
+
+
+def _partition_date(text: Optional[str]) -> str:
+    if not text:
+        return datetime.now(timezone.utc).date().isoformat()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--date must be YYYY-MM-DD, got {text!r}") from None
+    from orchestration_assets.invoices.assets import invoice_partitions
+
+    first = invoice_partitions.start.date()
+    if day < first:
+        raise CliError(f"--date {day} is before the first partition, {first}")
+    if day.isoformat() not in invoice_partitions.get_partition_keys():
+        raise CliError(f"--date {day} is not a partition yet (the last one is {invoice_partitions.get_last_partition_key()})")
+    return day.isoformat()
+
+
+def _ensure_dagster_home() -> Path:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(Path.cwd() / ".dagster_home")
+        os.environ["DAGSTER_HOME"] = home
+        print(f"ai-orch: DAGSTER_HOME is not set; using {home} (export it to see this run in `dagster dev`)", file=sys.stderr)
+    path = Path(home).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(path)
+    return path
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from resources.classification import DataClassification
+    from resources.documents import DocumentInputError, read_documents_jsonl
+
+    if args.count < 1:
+        raise CliError(f"--count must be at least 1, got {args.count}")
+    try:
+        classification = DataClassification.parse(args.classification)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.input:
+        try:
+            read_documents_jsonl(args.input, classification)
+        except DocumentInputError as exc:
+            raise CliError(str(exc)) from None
+    partition = _partition_date(args.date)
+    home = _ensure_dagster_home()
+
+    import dagster as dg
+
+    from orchestration_assets import defs
+
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def("invoice_batch")
+    raw_config: dict[str, Any] = {"count": args.count, "classification": classification.value}
+    if args.input:
+        raw_config["input_path"] = str(Path(args.input).expanduser().resolve())
+    run_config = {
+        "ops": {"raw_invoices": {"config": raw_config}},
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    }
+    started = time.perf_counter()
+    result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False)
+    wall_s = time.perf_counter() - started
+
+    failures = result.get_step_failure_events()
+    blocking = [f for f in failures if f.step_failure_data.error and f.step_failure_data.error.cls_name != CHECK_FAILED_ERROR]
+    if blocking:
+        lines = [f"{f.step_key}: {f.step_failure_data.error.message.strip().splitlines()[0]}" for f in blocking]
+        print(f"ai-orch: run {result.run_id} could not complete:\n  " + "\n  ".join(lines), file=sys.stderr)
+        return 1
+
+    summary = _summary(result, defs, partition, home, wall_s)
+    if args.output:
+        _write_output(result.asset_value("invoice_extractions"), Path(args.output))
+        summary["output"] = str(Path(args.output).resolve())
+    if args.json:
+        print(json.dumps(summary, indent=None, default=str))
+    else:
+        _print_summary(summary)
+    if args.strict and not all(summary["checks"].values()):
+        return 3
+    return 0
+
+
+def _summary(result, defs, partition: str, home: Path, wall_s: float) -> dict[str, Any]:
+    from resources.ledger import LedgerResource
+
+    ledger: LedgerResource = defs.resources["ledger"]
+    calls = ledger.store().calls(run_id=result.run_id)
+    checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
+    extractions = result.asset_value("invoice_extractions")
+    approved = [m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == "approved_invoices"]
+    return {
+        "run_id": result.run_id,
+        "partition": partition,
+        "items": int(len(extractions)),
+        "failed_items": int(extractions["error"].notna().sum()),
+        "calls": int(len(calls)),
+        "models": {k: int(v) for k, v in calls["model_id"].value_counts().items()} if len(calls) else {},
+        "cost_usd": round(float(calls["cost_usd"].sum()), 8) if len(calls) else 0.0,
+        "estimated_cost_usd": round(float(calls["estimated_cost_usd"].fillna(0).sum()), 8) if len(calls) else 0.0,
+        "checks": checks,
+        "approved_invoices_materialized": bool(approved),
+        "wall_s": round(wall_s, 2),
+        "dagster_home": str(home),
+        "ledger": str(ledger.resolved_path()),
+    }
+
+
+def _write_output(frame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in frame.to_dict(orient="records"):
+            out = {"id": row["id"], **{k: _plain(row[k]) for k in OUTPUT_FIELDS}}
+            out.update(model=row["model"], route=row["route_reason"], cost_usd=_plain(row["cost_usd"]))
+            if _plain(row["error"]) is not None:
+                out["error"] = row["error"]
+            handle.write(json.dumps(out, ensure_ascii=False) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    checks = ", ".join(f"{name} {'passed' if ok else 'FAILED'}" for name, ok in summary["checks"].items())
+    models = ", ".join(f"{m} ×{n}" for m, n in summary["models"].items())
+    print(
+        f"run {summary['run_id']} · partition {summary['partition']} · {summary['wall_s']} s\n"
+        f"  items {summary['items']} ({summary['failed_items']} failed) · calls {summary['calls']} · models {models}\n"
+        f"  cost ${summary['cost_usd']:.6f} (estimated ${summary['estimated_cost_usd']:.6f})\n"
+        f"  checks: {checks}\n"
+        f"  approved_invoices {'materialized' if summary['approved_invoices_materialized'] else 'blocked by a failed check'}\n"
+        f"  ledger {summary['ledger']}\n"
+        f"  see it in the UI: DAGSTER_HOME={summary['dagster_home']} dagster dev"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Everything wired: the invoice template's assets, checks, job, schedule, the budget sensor, resources.
+
+Hosted-model keys are read with ``EnvVar`` (never stored in run config); a key that is
+not set leaves its models unavailable, which the router reports per item.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from orchestration_assets.invoices import assets as invoice_assets
+from orchestration_assets.invoices.checks import extraction_compliance, extraction_quality
+from orchestration_assets.invoices.quality import InvoiceQualityPolicy
+from orchestration_assets.invoices.schedules import invoice_batch_job, invoice_daily_schedule
+from resources.budget import BudgetResource
+from resources.ledger import LedgerResource
+from resources.model_gateway import ModelGatewayResource
+from resources.routing import RoutingResource
+from resources.warehouse import DuckDBWarehouseResource
+from sensors.budget_sensor import ai_budget_sensor
+
+
+def _key(name: str):
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def default_resources() -> dict:
+    return {
+        "models": ModelGatewayResource(
+            catalog_path=os.environ.get("AI_ORCH_CATALOG") or None,
+            openai_api_key=_key("OPENAI_API_KEY"),
+            anthropic_api_key=_key("ANTHROPIC_API_KEY"),
+        ),
+        "routing": RoutingResource(),
+        "ledger": LedgerResource(),
+        "warehouse": DuckDBWarehouseResource(),
+        "quality": InvoiceQualityPolicy(),
+        "budget": BudgetResource(cap_usd=float(os.environ.get("AI_ORCH_DAILY_BUDGET_USD", "5.0"))),
+    }
+
+
+def build_definitions(resources: "dict | None" = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([invoice_assets]),
+        asset_checks=[extraction_quality, extraction_compliance],
+        jobs=[invoice_batch_job],
+        schedules=[invoice_daily_schedule],
+        sensors=[ai_budget_sensor],
+        resources={**default_resources(), **(resources or {})},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""The invoice-processing template: generated or user invoices → AI extraction → approved table."""

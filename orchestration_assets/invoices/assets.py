@@ -1,0 +1,137 @@
+"""The invoice template's assets: raw_invoices → invoice_extractions → approved_invoices."""
+
+
+import json
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+
+from orchestration_assets.ai_task import AITask, CallContext, ItemOutcome, batch_metadata, run_ai_task
+from orchestration_assets.invoices.generator import generate_invoices
+from orchestration_assets.invoices.quality import InvoiceQualityPolicy, passing_rows
+from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_TASK, InvoiceExtraction
+from resources.classification import DataClassification
+from resources.documents import Document, read_documents_jsonl
+from resources.ledger import LedgerResource
+from resources.model_gateway import ModelGatewayResource
+from resources.routing import RoutingResource
+from resources.warehouse import DuckDBWarehouseResource
+
+invoice_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+
+INVOICE_EXTRACTION = AITask(name=INVOICE_TASK, instructions=INVOICE_INSTRUCTIONS, output_schema=InvoiceExtraction)
+
+FIELDS = ["vendor", "invoice_number", "date", "currency", "total", "tax"]
+
+
+class RawInvoicesConfig(dg.Config):
+    """Generate ``count`` synthetic invoices for the partition, or read the user's own from ``input_path``."""
+
+    count: int = 20
+    input_path: Optional[str] = None
+    classification: str = DataClassification.INTERNAL.value
+    seed: Optional[str] = None
+
+
+@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python"})
+def raw_invoices(context: dg.AssetExecutionContext, config: RawInvoicesConfig) -> dg.Output[list[Document]]:
+    """The day's invoices: generated (seeded by the partition date) or read from a JSONL file."""
+    classification = DataClassification.parse(config.classification)
+    if config.input_path:
+        documents = read_documents_jsonl(config.input_path, classification)
+        source = "input file"
+    else:
+        if config.count < 1:
+            raise dg.Failure(f"count must be at least 1, got {config.count}")
+        generated = generate_invoices(config.count, seed=config.seed or context.partition_key)
+        documents = [
+            Document(id=inv.id, text=inv.text, classification=classification, truth=inv.truth.model_dump())
+            for inv in generated
+        ]
+        source = "generator"
+    return dg.Output(
+        documents,
+        metadata={
+            "documents": len(documents),
+            "source": source,
+            "classification": classification.value,
+            "characters": sum(len(d.text) for d in documents),
+        },
+    )
+
+
+@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python", "ai"})
+def invoice_extractions(
+    context: dg.AssetExecutionContext,
+    raw_invoices: list[Document],
+    routing: RoutingResource,
+    models: ModelGatewayResource,
+    ledger: LedgerResource,
+) -> dg.Output[pd.DataFrame]:
+    """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
+    outcomes = run_ai_task(
+        INVOICE_EXTRACTION,
+        raw_invoices,
+        policy=routing.build_policy(),
+        gateway=models.gateway(),
+        ledger=ledger.store(),
+        where=CallContext.from_asset(context),
+        log=context.log.info,
+    )
+    frame = extraction_frame(outcomes, context.run_id)
+    return dg.Output(frame, metadata=batch_metadata(outcomes))
+
+
+def extraction_frame(outcomes: list[ItemOutcome], run_id: str) -> pd.DataFrame:
+    rows = []
+    for outcome in outcomes:
+        output: Optional[InvoiceExtraction] = outcome.output  # type: ignore[assignment]
+        result = outcome.result
+        rows.append(
+            {
+                "id": outcome.document.id,
+                "classification": outcome.document.classification.value,
+                **{field: getattr(output, field) if output else None for field in FIELDS},
+                "line_items_total": output.line_items_total() if output else None,
+                "line_items": json.dumps([item.model_dump() for item in output.line_items]) if output else None,
+                "model": outcome.decision.model_id,
+                "route_reason": outcome.decision.reason,
+                "complexity": outcome.decision.complexity,
+                "required_tier": outcome.decision.required_tier,
+                "estimated_cost_usd": outcome.decision.estimated_cost_usd,
+                "cost_usd": result.cost_usd if result else 0.0,
+                "input_tokens": result.input_tokens if result else 0,
+                "output_tokens": result.output_tokens if result else 0,
+                "latency_s": result.latency_s if result else 0.0,
+                "error": outcome.error,
+                "run_id": run_id,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for column in ("total", "tax", "line_items_total"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"duckdb"})
+def approved_invoices(
+    context: dg.AssetExecutionContext,
+    invoice_extractions: pd.DataFrame,
+    warehouse: DuckDBWarehouseResource,
+    quality: InvoiceQualityPolicy,
+) -> dg.MaterializeResult:
+    """Extractions that pass every quality rule, as the DuckDB table ``approved_invoices``, one partition a day."""
+    passing = passing_rows(invoice_extractions, quality.total_tolerance)
+    approved = invoice_extractions.loc[passing, ["id", *FIELDS, "line_items", "model", "cost_usd"]].reset_index(drop=True)
+    stored = warehouse.replace_partition("approved_invoices", "partition_date", context.partition_key, approved)
+    return dg.MaterializeResult(
+        metadata={
+            "approved": stored,
+            "rejected": int((~passing).sum()),
+            "table": f"{warehouse.resolved_path()}::approved_invoices",
+            "total_by_currency": dg.MetadataValue.json(
+                {k: round(float(v), 2) for k, v in approved.groupby("currency", dropna=True)["total"].sum().items()}
+            ),
+        }
+    )

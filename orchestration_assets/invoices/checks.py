@@ -1,0 +1,101 @@
+"""Blocking checks on invoice_extractions: output quality (great-expectations) and compliance.
+
+Both are blocking: a failure with ERROR severity stops ``approved_invoices`` in the same run.
+"""
+
+
+import warnings
+
+import dagster as dg
+import pandas as pd
+
+from orchestration_assets.invoices.assets import invoice_extractions, invoice_partitions
+from orchestration_assets.invoices.quality import EXPECTED_COLUMNS, InvoiceQualityPolicy, invoice_rules, with_derived_columns
+from resources.classification import DataClassification
+from resources.ledger import LedgerResource
+from resources.model_gateway import ModelGatewayResource
+
+# Per-partition check results need partitions_def on the check, which Dagster marks as preview.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+
+
+@dg.asset_check(asset=invoice_extractions, blocking=True, partitions_def=invoice_partitions)
+def extraction_quality(invoice_extractions: pd.DataFrame, quality: InvoiceQualityPolicy) -> dg.AssetCheckResult:
+    """Schema, non-null fields, ISO dates and total = line items + tax, each for at least ``min_pass_rate`` of items."""
+    import great_expectations as gx  # ~3 s to import: only when the check runs
+    import great_expectations.expectations as gxe
+
+    frame = with_derived_columns(invoice_extractions)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep the run's log readable
+    batch = (
+        context.data_sources.add_pandas("extractions")
+        .add_dataframe_asset("invoice_extractions")
+        .add_batch_definition_whole_dataframe("batch")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    suite = gx.ExpectationSuite(name="invoice_extraction_quality")
+    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=list(EXPECTED_COLUMNS), exact_match=False))
+    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=1))
+    rules = invoice_rules(quality.total_tolerance)
+    for rule in rules:
+        suite.add_expectation(rule.expectation(quality.min_pass_rate))
+    validation = batch.validate(suite)
+
+    names = ["columns_present", "has_rows", *(rule.name for rule in rules)]
+    outcomes = {}
+    for name, result in zip(names, validation.results):
+        unexpected = result.result.get("unexpected_percent") if result.result else None
+        outcomes[name] = {"passed": bool(result.success), "failing_percent": None if unexpected is None else round(unexpected, 1)}
+    failed = [name for name, outcome in outcomes.items() if not outcome["passed"]]
+    return dg.AssetCheckResult(
+        passed=bool(validation.success),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="all rules pass" if not failed else "failing: " + ", ".join(failed),
+        metadata={
+            "rules": dg.MetadataValue.json(outcomes),
+            "min_pass_rate": quality.min_pass_rate,
+            "items": len(frame),
+            "items_with_errors": int(frame["error"].notna().sum()),
+        },
+    )
+
+
+@dg.asset_check(asset=invoice_extractions, blocking=True, partitions_def=invoice_partitions)
+def extraction_compliance(
+    invoice_extractions: pd.DataFrame, ledger: LedgerResource, models: ModelGatewayResource
+) -> dg.AssetCheckResult:
+    """Every model called for these items, per the ledger (failed calls included), was cleared for the item's classification."""
+    catalog = models.catalog()
+    run_ids = [r for r in invoice_extractions["run_id"].dropna().unique()]
+    calls = pd.concat([ledger.store().calls(run_id=r) for r in run_ids]) if run_ids else pd.DataFrame()
+    ids = set(invoice_extractions["id"])
+    calls = calls[calls["item_id"].isin(ids)] if not calls.empty else calls
+    violations = []
+    for call in calls.itertuples():
+        try:
+            spec = catalog.get(call.model_id)
+            allowed = spec.may_see(DataClassification.parse(call.classification))
+            why = f"{spec.id} ({spec.residency.value}) is not cleared for {call.classification} data"
+        except KeyError:
+            allowed, why = False, f"{call.model_id} is not in the catalog"
+        if not allowed:
+            violations.append({"item": call.item_id, "model": call.model_id, "why": why})
+    routed = int(invoice_extractions["model"].notna().sum())
+    unrecorded = routed - len(calls) if len(calls) < routed else 0
+    if unrecorded:
+        violations.append({"item": "*", "model": "*", "why": f"{unrecorded} routed items have no ledger record"})
+    return dg.AssetCheckResult(
+        passed=not violations,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{len(calls)} calls checked, {len(violations)} violations",
+        metadata={
+            "calls_checked": len(calls),
+            "violations": dg.MetadataValue.json(violations[:100]),
+            "models_by_classification": dg.MetadataValue.json(
+                {} if calls.empty else {str(k): sorted(set(v)) for k, v in calls.groupby("classification")["model_id"]}
+            ),
+        },
+    )

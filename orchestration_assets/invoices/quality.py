@@ -1,0 +1,84 @@
+"""The quality rules for extracted invoices, defined once.
+
+Each rule yields both a great-expectations expectation (the blocking asset check judges
+the batch with it, with a minimum pass rate) and a pandas mask (``approved_invoices``
+keeps only the rows that pass every rule), so the check and the filter cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+REQUIRED_FIELDS = ("vendor", "date", "total")
+EXPECTED_COLUMNS = ("id", "vendor", "invoice_number", "date", "currency", "total", "tax", "line_items_total", "model", "error")
+
+
+class InvoiceQualityPolicy(dg.ConfigurableResource):
+    """How strict the quality gate is. ``min_pass_rate``: share of items that must pass each rule."""
+
+    min_pass_rate: float = 0.8
+    total_tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    column: str
+    kind: str  # "not_null" | "regex" | "between"
+    regex: Optional[str] = None
+    min_value: Optional[float] = None
+    max_value: Optional[float] = None
+
+    def expectation(self, mostly: float):
+        import great_expectations.expectations as gxe
+
+        if self.kind == "not_null":
+            return gxe.ExpectColumnValuesToNotBeNull(column=self.column, mostly=mostly)
+        if self.kind == "regex":
+            return gxe.ExpectColumnValuesToMatchRegex(column=self.column, regex=self.regex, mostly=mostly)
+        return gxe.ExpectColumnValuesToBeBetween(column=self.column, min_value=self.min_value, max_value=self.max_value, mostly=mostly)
+
+    def mask(self, frame: pd.DataFrame) -> pd.Series:
+        """True where the row passes; like GX, non-null rules let nulls through."""
+        values = frame[self.column]
+        if self.kind == "not_null":
+            return values.notna()
+        if self.kind == "regex":
+            return values.isna() | values.astype("string").str.match(self.regex).fillna(False).astype(bool)
+        numbers = pd.to_numeric(values, errors="coerce")
+        ok = pd.Series(True, index=frame.index)
+        if self.min_value is not None:
+            ok &= ~(numbers < self.min_value)
+        if self.max_value is not None:
+            ok &= ~(numbers > self.max_value)
+        return values.isna() | ok
+
+
+def invoice_rules(total_tolerance: float) -> list[Rule]:
+    return [
+        *(Rule(f"{field}_present", field, "not_null") for field in REQUIRED_FIELDS),
+        Rule("date_parses", "date", "regex", regex=ISO_DATE),
+        Rule("total_not_negative", "total", "between", min_value=0),
+        Rule("total_matches_line_items", "arithmetic_gap", "between", min_value=0, max_value=total_tolerance),
+    ]
+
+
+def with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``arithmetic_gap`` = |total − (sum of line items + tax)|, null where no line items were extracted."""
+    total = pd.to_numeric(frame["total"], errors="coerce")
+    lines = pd.to_numeric(frame["line_items_total"], errors="coerce")
+    tax = pd.to_numeric(frame["tax"], errors="coerce").fillna(0.0)
+    return frame.assign(arithmetic_gap=(total - (lines + tax)).abs().round(4))
+
+
+def passing_rows(frame: pd.DataFrame, total_tolerance: float) -> pd.Series:
+    derived = with_derived_columns(frame)
+    ok = derived["error"].isna()
+    for rule in invoice_rules(total_tolerance):
+        ok &= rule.mask(derived)
+    return ok

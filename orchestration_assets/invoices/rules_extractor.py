@@ -1,0 +1,691 @@
+"""A deterministic invoice extractor: regexes and layout heuristics, no model, no network.
+
+Why it exists: it is the cost-0, always-available, on-prem "model" in the catalog. Routing
+sends it the easy documents, it is the baseline every paid model must beat, and it keeps
+the pipeline working offline. It is written for invoices and receipts in general (OCR
+output included), not for any one dataset:
+
+* labels are matched through OCR confusions (``T0TAL``, ``lnvoice``, ``Arnount``) and
+  dropped spaces;
+* the total is the amount on the most specific total label (``GRAND TOTAL``, ``AMOUNT
+  DUE``, ``ROUNDED`` … over plain ``TOTAL``, never ``SUBTOTAL``), cross-checked against
+  ``CASH − CHANGE`` when a receipt prints both;
+* line items are reported only when they add up to the total (with or without the tax),
+  so a partly read table never passes for a complete one.
+
+``extract_invoice`` never raises: on any input it returns an ``InvoiceExtraction``, with
+``None`` for what it could not find.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from orchestration_assets.invoices.normalize import ISO_CURRENCIES, normalize_date, parse_amount
+from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
+
+MAX_LINES = 4000
+MAX_LINE_CHARS = 400
+
+# --------------------------------------------------------------------------- lines and labels
+
+_DIGIT_AS_LETTER = {"0": "O", "1": "I", "5": "S", "8": "B"}
+
+
+@dataclass(frozen=True)
+class Line:
+    index: int
+    raw: str  # markup stripped, original case and spacing
+    canon: str  # same length as raw: upper-cased, digits read as letters inside words
+
+
+def _canon(text: str) -> str:
+    """Upper-case; a 0/1/5/8 touching a letter and no digit reads as O/I/S/B; '_' reads as space."""
+    upper = text.upper().replace("_", " ")
+    if len(upper) != len(text):  # a few characters change length when upper-cased
+        upper = "".join(ch if len(ch) == 1 else "?" for ch in (c.upper() for c in text)).replace("_", " ")
+    chars = list(upper)
+    for i, ch in enumerate(upper):
+        if ch in _DIGIT_AS_LETTER:
+            prev = upper[i - 1] if i else " "
+            nxt = upper[i + 1] if i + 1 < len(upper) else " "
+            if (prev.isalpha() or nxt.isalpha()) and not (prev.isdigit() or nxt.isdigit()):
+                chars[i] = _DIGIT_AS_LETTER[ch]
+    return "".join(chars)
+
+
+def _strip_markup(line: str) -> str:
+    line = line.replace("\t", "    ").replace("**", "").replace("__", "  ")
+    line = re.sub(r"^\s*#{1,6}\s+", "", line)
+    if line.count("|") >= 2:
+        line = "   ".join(cell.strip() for cell in line.strip().strip("|").split("|"))
+    return line.rstrip()
+
+
+def _lines(text: str) -> list[Line]:
+    raw_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if len(raw_lines) > MAX_LINES:  # keep the head and the tail, where the fields are
+        raw_lines = raw_lines[: MAX_LINES // 2] + raw_lines[-MAX_LINES // 2 :]
+    lines = []
+    for raw in raw_lines:
+        cleaned = _strip_markup(raw[:MAX_LINE_CHARS])
+        if cleaned.strip() and not re.fullmatch(r"[\s\-=_*~.|:+]+", cleaned):
+            lines.append(Line(len(lines), cleaned, _canon(cleaned)))
+    return lines
+
+
+_CODES = "(?:" + "|".join(sorted(ISO_CURRENCIES)) + "|RM)"
+
+
+def _fuzzy(phrase: str) -> str:
+    """A label phrase as a regex tolerant of OCR: L/I swaps, m→rn, dropped or doubled spaces."""
+    parts = []
+    for word in phrase.split():
+        letters = []
+        for ch in word:
+            if ch in "LI":
+                letters.append("[LI1]")
+            elif ch == "M":
+                letters.append("(?:M|RN)")
+            elif ch == ".":
+                letters.append(r"\.?")
+            elif ch == "E":
+                letters.append("[EC]")
+            else:
+                letters.append(re.escape(ch))
+        parts.append("[.,'`:;]?".join(letters))
+    return r"[\s.,'`:;]*".join(parts)
+
+
+def _label_re(*phrases: str) -> re.Pattern[str]:
+    alternatives = "|".join(_fuzzy(p) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(rf"(?<![A-Z])(?:{alternatives})(?:(?![A-Z])|(?={_CODES}(?![A-Z])))")
+
+
+# --------------------------------------------------------------------------- amounts
+
+_AMOUNT = re.compile(
+    r"(?:(?<![\w/:.,'-])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥))"
+    r"(?:(?P<int>\d{1,3}(?:(?P<sep>[,.'])\d{3})(?:(?P=sep)\d{3})*|\d+)(?P<dec>[.,]\d{1,2})?|(?P<bare>\.\d{2}))"
+    r"(?![\w%]|\s?%|[.,'/:-]\d)"
+)
+
+
+@dataclass(frozen=True)
+class Amount:
+    value: float
+    decimal: bool
+    start: int
+    end: int
+
+
+def _amounts(text: str, allow_integers: bool = True) -> list[Amount]:
+    found = []
+    for match in _AMOUNT.finditer(text):
+        if match.group("bare"):
+            found.append(Amount(float("0" + match.group("bare")), True, match.start(), match.end()))
+            continue
+        decimal = match.group("dec") is not None
+        if not decimal and not allow_integers:
+            continue
+        value = parse_amount(match.group(0))
+        if value is not None and value < 1e10:
+            found.append(Amount(value, decimal, match.start(), match.end()))
+    return found
+
+
+def _last_amount(text: str, integers: bool) -> Optional[Amount]:
+    amounts = _amounts(text)
+    decimals = [a for a in amounts if a.decimal]
+    if decimals:
+        return decimals[-1]
+    if integers and amounts:
+        return amounts[-1]
+    return None
+
+
+def _uses_decimals(lines: list[Line]) -> bool:
+    return sum(1 for line in lines for a in _amounts(line.raw) if a.decimal) >= 2
+
+
+def _only_amount(line: Line) -> bool:
+    """A line that holds an amount and at most a currency mark: the value of the label above it."""
+    letters = re.sub(r"\b(?:RM|[A-Z]{3})\b|[^A-Z]", "", line.canon)
+    return not letters and bool(_amounts(line.raw))
+
+
+# --------------------------------------------------------------------------- total and tax
+
+_TOTAL_STRONG = _label_re(
+    "GRAND TOTAL", "TOTAL DUE", "AMOUNT DUE", "BALANCE DUE", "TOTAL PAYABLE", "AMOUNT PAYABLE",
+    "NET PAYABLE", "NETT TOTAL", "NETT AMOUNT", "TOTAL ROUNDED", "ROUNDED TOTAL", "TOTAL AMOUNT DUE",
+    "AMOUNT TO PAY", "TOTAL TO PAY", "TOTAL INCL", "INCLUSIVE", "INCL. TAX", "INCL. VAT", "INCL. GST",
+    "TOTAL TTC", "MONTANT TTC", "NET A PAYER", "GESAMTBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TE BETALEN",
+    "TOTAL A PAGAR", "JUMLAH BESAR",
+)
+_TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH")
+_TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
+_TOTAL_EXCLUDE = _label_re(
+    "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
+    "EXCL", "EXCLUDING", "EXCLUSIVE", "BEFORE", "TOTAL TAX", "TOTAL GST", "TOTAL VAT", "TOTAL SST",
+    "DISCOUNT", "SAVING", "SAVINGS", "TOTAL HT", "NET AMOUNT", "NETTOBETRAG", "ZWISCHENSUMME", "CHANGE",
+    "TENDERED", "ROUNDING ADJ", "ADJUSTMENT", "POINTS", "TAXABLE", "WEIGHT", "DEPOSIT", "DUE DATE",
+)
+_ROUNDED = re.compile(r"ROUND")
+_TAX_INCLUDED = re.compile(r"(?:VAT|GST|SST|TAX)\b.*\bINCLUDED|\bINCLUDED\b.*(?:VAT|GST|SST|TAX)\b")
+_CASH = _label_re("CASH", "TENDERED", "CASH PAID", "PAID", "PAYMENT", "CASH TENDERED", "CREDIT", "CARD", "VISA", "PAY")
+_CASH_EXCLUDE = _label_re("CASH BILL", "CASHIER", "CASH SALE", "CASH SALES", "CASH REGISTER")
+_CHANGE = _label_re("CHANGE", "CHANGE DUE", "KEMBALI")
+_EXCHANGE = _label_re("EXCHANGE", "EXCHANGEABLE")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    tier: int
+    value: float
+    index: int
+
+
+def _total_tier(canon: str) -> int:
+    """3: a final-amount label; 2: plain TOTAL; 1: AMOUNT/BALANCE; 0: not a total line."""
+    rounded_total = _ROUNDED.search(canon) and _TOTAL_PLAIN.search(canon) and "ADJ" not in canon
+    if _TAX_INCLUDED.search(canon):  # "GST @6% INCLUDED IN TOTAL: 0.51" states the tax
+        return 0
+    if rounded_total or _TOTAL_STRONG.search(canon):
+        if "SUB" not in canon.replace(" ", "")[:12] and not re.search(r"EXCL|BEFORE", canon):
+            return 3
+    if _TOTAL_EXCLUDE.search(canon) or _TAX_INCLUDED.search(canon):
+        return 0
+    if _TOTAL_PLAIN.search(canon):
+        return 2
+    if _TOTAL_WEAK.search(canon) and not re.search(r"TAX|VAT|GST|SST|PAID|TENDER", canon):
+        return 1
+    return 0
+
+
+def _value_after_label(lines: list[Line], i: int, integers: bool) -> Optional[Amount]:
+    """The amount on the label's line, or on the next line when it holds only an amount."""
+    amount = _last_amount(lines[i].raw, integers)
+    if amount is not None:
+        return amount
+    if i + 1 < len(lines) and _only_amount(lines[i + 1]):
+        return _last_amount(lines[i + 1].raw, integers)
+    return None
+
+
+def _total_candidates(lines: list[Line], integers: bool) -> list[Candidate]:
+    candidates = []
+    for i, line in enumerate(lines):
+        tier = _total_tier(line.canon)
+        if tier:
+            amount = _value_after_label(lines, i, integers)
+            if amount is not None and amount.value >= 0:
+                candidates.append(Candidate(tier, amount.value, i))
+    return candidates
+
+
+def _cash_minus_change(lines: list[Line], integers: bool) -> Optional[float]:
+    cash = change = None
+    for i, line in enumerate(lines):
+        if _CHANGE.search(line.canon) and not _EXCHANGE.search(line.canon):
+            amount = _value_after_label(lines, i, integers)
+            change = amount.value if amount else change
+        elif _CASH.search(line.canon) and not _CASH_EXCLUDE.search(line.canon):
+            amount = _value_after_label(lines, i, integers)
+            cash = amount.value if amount else cash
+    if cash is None or change is None or cash < change:
+        return None
+    return round(cash - change, 2)
+
+
+def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optional[Candidate]:
+    """The amount paid (cash − change) when a total label shows it; else the largest amount on the
+    most specific label; a paid amount a rounding step away from that wins (cash rounding)."""
+    if paid is not None:
+        matching = [c for c in candidates if abs(c.value - paid) < 0.005]
+        if matching:
+            return max(matching, key=lambda c: (c.tier, c.index))
+    if not candidates:
+        return Candidate(0, paid, -1) if paid else None
+    top = max(c.tier for c in candidates)
+    best = [c for c in candidates if c.tier == top]
+    nonzero = [c for c in best if c.value > 0] or best
+    chosen = max(nonzero, key=lambda c: (c.value, c.index))
+    if paid is not None and 0 < abs(paid - chosen.value) <= 0.05:
+        return Candidate(chosen.tier, paid, chosen.index)
+    return chosen
+
+
+_TAX = _label_re(
+    "VAT", "GST", "SST", "TAX", "SALES TAX", "MWST", "UST", "TVA", "BTW", "IVA", "CONSUMPTION TAX",
+    "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER",
+)
+_TAX_EXCLUDE = _label_re(
+    "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "INCL",
+    "EXCLUDING", "INCLUDING", "INCLUSIVE", "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE",
+)
+
+
+def _extract_tax(lines: list[Line], before: int, total: Optional[float], integers: bool) -> Optional[float]:
+    total_line = None
+    values = []
+    for i, line in enumerate(lines[:before]):
+        if not _TAX.search(line.canon) or _TAX_EXCLUDE.search(line.canon):
+            continue
+        amount = _value_after_label(lines, i, integers)
+        if amount is None:
+            continue
+        if re.search(r"TOTAL", line.canon):
+            total_line = amount.value
+        else:
+            values.append(amount.value)
+    tax = total_line if total_line is not None else (round(sum(values), 2) if values else None)
+    if tax is not None and total is not None and tax >= total > 0:
+        return None
+    return tax
+
+
+# --------------------------------------------------------------------------- invoice number
+
+_NUMBER_LABEL = re.compile(
+    r"(?<![A-Z])(?:"
+    + "|".join(
+        [
+            rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|DOC(?:UMENT)?|{_fuzzy('ORDER')}"
+            rf"|TRANS(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}|CHEQUE|CHECK|RECHNUNGS?|FACTURE|FACTUUR)"
+            rf"[\s.,'`:;]*(?:{_fuzzy('NUMBER')}|NO|NR|NUM|N°|#|ID|REF)\b\.?",
+            r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER",
+            r"(?:RECEIPT|INVOICE|BILL)\s*#",
+        ]
+    )
+    + r")"
+)
+_BARE_NUMBER_LABEL = re.compile(rf"(?<![A-Z])(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|REF(?:ERENCE)?)(?![A-Z])\.?")
+_NO_LABEL = re.compile(r"^\s*N(?:O|R|°)\.?(?=[\s:#])")
+_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
+_INV_PATTERN = re.compile(r"(?<![A-Z0-9])INV[-/]?\d{2,}[\w\-/]*", re.I)
+
+
+def _number_value(raw: str, start: int) -> Optional[str]:
+    match = _NUMBER_VALUE.match(raw, start)
+    if not match:
+        return None
+    value = match.group("value").strip(".-/")
+    if not re.search(r"\d", _canon(value)) or _looks_like_date(value):
+        return None
+    if re.fullmatch(r"\d{1,3}(?:[.,]\d{2})", value):  # an amount, not a number
+        return None
+    if " " in value and not re.fullmatch(r"[A-Z]{1,4} \d{3,}", value):
+        value = value.split()[0] if re.search(r"\d", value.split()[0]) else value.split()[-1]
+    return value
+
+
+def _labelled_number(lines: list[Line], pattern: re.Pattern[str]) -> Optional[str]:
+    for line in lines:
+        for match in pattern.finditer(line.canon):
+            value = _number_value(line.raw, match.end())
+            if value:
+                return value
+    return None
+
+
+def _extract_number(lines: list[Line]) -> Optional[str]:
+    """Labelled number first ('Invoice No: X'), then an INV-… token, then 'Invoice X' / 'No. X'."""
+    found = _labelled_number(lines, _NUMBER_LABEL)
+    if found:
+        return found
+    for line in lines:
+        match = _INV_PATTERN.search(line.raw)
+        if match:
+            return match.group(0)
+    found = _labelled_number(lines, _BARE_NUMBER_LABEL)
+    if found:
+        return found
+    found = _labelled_number(lines, _NO_LABEL)
+    return found if found and len(found) >= 4 else None
+
+
+# --------------------------------------------------------------------------- date
+
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_DATE_PATTERNS = [
+    re.compile(r"(?<![\d/.-])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\d])"),
+    re.compile(r"(?<![\d/.-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?![\d]|[/.-]\d)"),
+    re.compile(rf"(?<![\d])(\d{{1,2}})(?:st|nd|rd|th)?[\s\-./]*({_MONTH})[\s\-./,]*(\d{{4}}|\d{{2}})(?!\d)", re.I),
+    re.compile(rf"(?<![a-z])({_MONTH})\s*(\d{{1,2}})(?:st|nd|rd|th)?,?\s*(\d{{4}})(?!\d)", re.I),
+]
+_COMPACT_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+_DATE_LABEL = _label_re("DATE", "DATED", "TARIKH", "DATUM", "ISSUED", "DATE OF ISSUE", "FECHA", "DATA")
+_OTHER_DATE_LABEL = _label_re("DUE", "DELIVERY", "EXPIRY", "EXPIRES", "VALID", "PERIOD", "SHIP", "ORDER DATE", "PRINTED")
+
+
+def _date_text(match: re.Match[str]) -> str:
+    groups = [g for g in match.groups() if g is not None and g not in "-/."]
+    if match.re is _DATE_PATTERNS[0]:
+        return f"{groups[0]}-{groups[1]}-{groups[2]}"
+    if match.re is _DATE_PATTERNS[1]:
+        return f"{groups[0]}/{groups[1]}/{groups[2]}"
+    return " ".join(groups)
+
+
+def _looks_like_date(value: str) -> bool:
+    return any(p.fullmatch(value) for p in _DATE_PATTERNS)
+
+
+def _dates_in(line: Line) -> list[tuple[int, str]]:
+    found = []
+    for pattern in _DATE_PATTERNS:
+        for match in pattern.finditer(line.raw):
+            iso = normalize_date(_date_text(match))
+            if iso and 1990 <= int(iso[:4]) <= 2100:
+                found.append((match.start(), iso))
+    if _DATE_LABEL.search(line.canon):
+        for match in _COMPACT_DATE.finditer(line.raw):
+            iso = normalize_date("-".join(match.groups()))
+            if iso:
+                found.append((match.start(), iso))
+    return sorted(found)
+
+
+def _extract_date(lines: list[Line]) -> Optional[str]:
+    best: Optional[tuple[int, int, str]] = None
+    for line in lines:
+        dates = _dates_in(line)
+        if not dates:
+            continue
+        labelled = _DATE_LABEL.search(line.canon)
+        other = _OTHER_DATE_LABEL.search(line.canon)
+        rank = 0 if labelled and not other else (2 if other else 1)
+        if labelled and other:  # "Date: 01.02.2026  Due: 03.03.2026": the first date follows the date label
+            rank = 0 if labelled.start() < other.start() else 2
+        candidate = (rank, line.index, dates[0][1])
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+        if rank == 0:
+            break
+    return best[2] if best else None
+
+
+# --------------------------------------------------------------------------- currency
+
+_SYMBOLS = [("US$", "USD"), ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
+            ("₹", "INR"), ("$", "USD")]
+_ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
+_RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
+
+
+def _currencies_in(raw: str) -> list[str]:
+    upper = raw.upper()
+    found = [m.group(1) for m in _ISO_RE.finditer(upper)]
+    found += ["MYR"] * len(_RM_RE.findall(upper))
+    rest = raw
+    for symbol, code in _SYMBOLS:
+        count = rest.count(symbol)
+        found += [code] * count
+        rest = rest.replace(symbol, " ")
+    return found
+
+
+def _extract_currency(lines: list[Line], total_index: Optional[int]) -> Optional[str]:
+    if total_index is not None and total_index >= 0:
+        for line in lines[total_index : total_index + 2]:
+            on_total = _currencies_in(line.raw)
+            if on_total:
+                return on_total[0]
+    counts: dict[str, int] = {}
+    for line in lines:
+        for code in _currencies_in(line.raw):
+            counts[code] = counts.get(code, 0) + 1
+    return max(counts, key=lambda c: counts[c]) if counts else None
+
+
+# --------------------------------------------------------------------------- vendor
+
+_LEGAL_SUFFIX = re.compile(
+    r"(?<![A-Z])(?:SDN\.?\s*B[HN]D\.?|BHD\.?|S/B|LTD\.?|LIMITED|GMBH|INC\.?|LLC|L\.L\.C\.|CORP\.?|CORPORATION|SARL|"
+    r"S\.?A\.?R\.?L\.?|SAS|S\.A\.?|B\.?V\.?|N\.?V\.?|AG|PLC|LLP|K\.K\.|CO\.?,? LTD\.?|PTE\.?|PTY\.?|E\.K\.|KG|OY|AB|"
+    r"S\.P\.A\.?|S\.R\.L\.?|COMPANY|CO\.)(?![A-Z])(?!\s*\.?\s*(?:REG|NO\b|NUMBER|ID\b|:))"
+)
+_HEADER_END = re.compile(
+    r"(?<![A-Z])(?:INVOICE|RECEIPT|CASH BILL|CASH SALES?|BILL TO|SOLD TO|SHIP TO|DELIVER|OWNED BY|CUSTOMER|"
+    r"DIMILIKI|DATE)(?![A-Z])"
+)
+_BUSINESS_WORD = re.compile(
+    r"(?<![A-Z])(?:ENTERPRISE|ENTERPRISES|TRADING|RESTAURANT|RESTORAN|MART|MARKET|MINIMARKET|SUPERMARKET|STORE|"
+    r"STORES|SHOP|CAFE|CAFÉ|KOPITIAM|HARDWARE|BAKERY|PHARMACY|STATIONERY|BOOKS?|HOTEL|SUPPLIES|SUPPLY|SERVICES?|"
+    r"HOLDINGS|INDUSTRIES|ELECTRICAL|MACHINERY|GALLERY|KITCHEN|FOOD|FOODS|BISTRO|PERNIAGAAN|SYARIKAT|TRADERS?|"
+    r"STATION|CENTRE|CENTER|GROUP|INTERNATIONAL|CONSULTING|LOGISTICS|SOLUTIONS|WORKS|PRINT|GROCER|DELI|BAR|PUB)"
+    r"(?![A-Z])"
+)
+_VENDOR_LABEL = re.compile(
+    r"^\s*(?:VENDOR|SUPPLIER|SELLER|MERCHANT|COMPANY|ISSUED BY|BILLED BY|SOLD BY|FROM|STORE|SHOP)"
+    r"(?:\s*NAME)?\s*[:\-]+\s*(?=\S)"
+)
+_NOT_VENDOR = re.compile(
+    r"(?<![A-Z])(?:TAX INVOICE|INVOICE|RECEIPT|CASH BILL|BILL|WELCOME|THANK|TEL|PHONE|FAX|EMAIL|E-MAIL|WWW|HTTP|"
+    r"GST|VAT|SST|REG|REGISTRATION|CO\.? ?NO|COMPANY NO|ROC|BRN|DATE|TIME|CASHIER|TABLE|ORDER|DOCUMENT|QUOTATION|STATEMENT|"
+    r"BILL TO|SHIP TO|CUSTOMER|PAGE|COPY|ORIGINAL|MEMBER|OPEN|HOURS)(?![A-Z])"
+)
+_ADDRESS_HINT = re.compile(
+    r"(?<![A-Z])(?:JALAN|JLN|LORONG|TAMAN|LOT|BLOK|BLOCK|FLOOR|SUITE|STREET|ST\.|ROAD|RD\.?|AVENUE|AVE\.?|LANE|"
+    r"BOULEVARD|DRIVE|STRASSE|STRAßE|STR\.|WEG|ALLEE|PLATZ|RUE|PLACE|STRAAT|LAAN|GRACHT|PLEIN|VIA|P\.?O\.? BOX|"
+    r"NO\.?\s*\d|KAWASAN|BANDAR|PERSIARAN|SELANGOR|JOHOR|KUALA LUMPUR|MALAYSIA)(?![A-Z])"
+)
+_REGISTRATION = re.compile(r"\s*[\(\[][^()\[\]]*\d[^()\[\]]*[\)\]]\s*$")
+_TRAILING_REG_NO = re.compile(r"\s+[A-Z]{0,3}\d{5,}[-\s.]?[A-Z]?(?:\s*\([A-Z]{1,5}\))?$")
+
+
+def _strip_registration(text: str) -> str:
+    """'ACME SDN BHD (123456-X)', 'ACME S/B 273500-U (KSB)' → the name without its registration number."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = _REGISTRATION.sub("", text)
+        text = _TRAILING_REG_NO.sub("", text).rstrip()
+    return text
+
+
+def _vendor_cells(line: Line) -> list[tuple[str, str]]:
+    """(raw, canon) of each cell of a line split on column gaps and ' · ' separators, registrations removed."""
+    cells = []
+    for match in re.finditer(r"[^·|]+?(?=\s{3,}|\s·\s|\||$)", line.raw):
+        raw = _strip_registration(match.group(0).strip())
+        if raw:
+            canon = line.canon[match.start() : match.start() + len(match.group(0))].strip()[: len(raw)]
+            cells.append((raw, canon))
+    return cells
+
+
+def _vendor_score(raw: str, canon: str) -> int:
+    """3: legal suffix; 2: business word; 1: a plausible name line; 0: not a vendor."""
+    letters = sum(ch.isalpha() for ch in raw)
+    if letters < 2 or letters < 0.5 * len(raw.replace(" ", "")):
+        return 0
+    if "@" in raw or re.search(r"\d{3}[\s-]?\d{3,}", raw) or re.search(r":\s*\S", raw):
+        return 0
+    suffix = _LEGAL_SUFFIX.search(canon)
+    if _NOT_VENDOR.search(canon) and not suffix:
+        return 0
+    if _ADDRESS_HINT.search(canon) and not suffix:
+        return 0
+    if re.match(r"^\d", raw.strip()) and not suffix:
+        return 0
+    if suffix:
+        return 3
+    return 2 if _BUSINESS_WORD.search(canon) else 1
+
+
+def _clean_vendor(value: str) -> Optional[str]:
+    value = _strip_registration(value)
+    value = re.sub(r"^[#*\s\-:|]+|[\s:|*,;]+$", "", value)
+    value = " ".join(value.split())
+    return value or None
+
+
+def _continues_previous(raw: str, canon: str) -> bool:
+    """A name's second line: it starts with the legal suffix, '(', '&' or ')' closes a bracket opened above."""
+    suffix = _LEGAL_SUFFIX.search(canon)
+    head = canon[: suffix.start()].strip() if suffix else canon
+    if suffix and not re.search(r"[A-Z]{2,}", head.replace("(M)", "")):
+        return True
+    if suffix and len(head.split()) == 1 and not re.search(r"[a-z]", raw):  # 'STATIONERY SDN BHD' under 'WESTERN EASTERN'
+        return True
+    return bool(re.match(r"^\s*[(&)]", raw)) or raw.count(")") > raw.count("(")
+
+
+def _joined_name(lines: list[Line], index: int, raw: str, canon: str) -> str:
+    if index > 0 and _continues_previous(raw, canon):
+        above = _vendor_cells(lines[index - 1])
+        above_ok = above and not re.search(r"[a-z]", above[0][0]) and not _LEGAL_SUFFIX.search(above[0][1])
+        if above_ok and (_vendor_score(*above[0]) or re.search(r"(?:&|\bAND|-|\()$", above[0][0])):
+            raw = f"{above[0][0]} {raw}"
+    if re.search(r"(?:&|\bAND|-)$", raw.strip(), re.I) and index + 1 < len(lines):
+        raw = f"{raw.strip()} {_strip_registration(lines[index + 1].raw.strip())}"
+    return raw
+
+
+def _extract_vendor(lines: list[Line]) -> Optional[str]:
+    for line in lines[:40]:
+        match = _VENDOR_LABEL.match(line.canon)
+        if match and not re.match(r"\s*(?:ADDRESS|REG|NO|ID|TAX|VAT|GST)\b", line.canon[match.end() :]):
+            value = _strip_registration(line.raw[match.end() :].strip())
+            if _vendor_score(value, line.canon[match.end() :].strip()[: len(value)]):
+                return _clean_vendor(value)
+    header_end = next((i for i, line in enumerate(lines[:12]) if _HEADER_END.search(line.canon)), 12)
+    header = lines[:header_end] if any(_vendor_cells(l) and _vendor_score(*_vendor_cells(l)[0]) for l in lines[:header_end]) else lines[:12]
+    scored: list[tuple[int, int, str, str]] = []
+    for position, line in enumerate(header):
+        for raw, canon in _vendor_cells(line)[:1]:
+            score = _vendor_score(raw, canon)
+            if score:
+                scored.append((score, position, raw, canon))
+    if not scored:
+        return None
+    top = max(score for score, *_ in scored)
+    score, position, raw, canon = min((s for s in scored if s[0] == top), key=lambda s: s[1])
+    if top == 1 and position > 3:  # a plain line far from the top is more likely a customer than the issuer
+        score, position, raw, canon = min(scored, key=lambda s: s[1])
+    return _clean_vendor(_joined_name(lines, position, raw, canon))
+
+
+# --------------------------------------------------------------------------- line items
+
+_ITEMS_HEADER = _label_re("DESCRIPTION", "ITEM", "ITEMS", "QTY", "QUANTITY", "PRODUCT", "ARTICLE", "PARTICULARS", "POS")
+_STOP_ITEMS = _label_re(
+    "SUBTOTAL", "SUB TOTAL", "TOTAL", "NET AMOUNT", "GRAND TOTAL", "AMOUNT DUE", "BALANCE DUE", "NETT",
+    "ZWISCHENSUMME", "CASH", "CHANGE", "ROUNDING", "TOTAAL", "GESAMT",
+)
+_SKIP_ITEM = _label_re(
+    "DATE", "TIME", "TEL", "PHONE", "FAX", "INVOICE NO", "RECEIPT", "CASHIER", "GST", "VAT", "TAX", "DISCOUNT",
+    "IBAN", "EMAIL", "DUE", "REG",
+)
+_LINE_PREFIX = re.compile(r"^\s*(?:(?:LINE|ITEM|POS\.?)\s*\d+\s*[:.)]?|\d{1,3}[.)]?\s{2,}|\d{1,3}\s+(?=[A-Za-z]))\s*", re.I)
+
+
+def _close(a: float, b: float, tolerance: float = 0.011) -> bool:
+    return abs(a - b) <= tolerance
+
+
+def _parse_item(raw: str, pending: Optional[str], integers: bool) -> Optional[tuple[LineItem, bool]]:
+    """A LineItem from one table row, and whether it used the pending description line above."""
+    numbers = _amounts(raw)
+    if not numbers or not (numbers[-1].decimal or integers):
+        return None
+    amount = numbers[-1]
+    quantity = unit = None
+    first_used = amount
+    for q_i, u_i in ((-3, -2), (-2, -3)):
+        if len(numbers) >= 3:
+            q, u = numbers[q_i], numbers[u_i]
+            if q.value and _close(q.value * u.value, amount.value, 0.011 + 0.005 * q.value):
+                quantity, unit = q.value, u.value
+                first_used = min(q, u, key=lambda a: a.start)
+                break
+    if quantity is None and len(numbers) >= 2 and numbers[-2].value:
+        other = numbers[-2]
+        if _close(other.value, amount.value):
+            quantity, unit, first_used = 1.0, other.value, other
+    description = raw[: first_used.start]
+    description = re.sub(r"\b(?:qty|unit price|price|amount)\b|[|]", " ", description, flags=re.I)
+    description = _LINE_PREFIX.sub("", description)
+    description = re.sub(r"[\s:x×*@]+$", "", description, flags=re.I).strip(" -:|")
+    used_pending = False
+    if sum(ch.isalpha() for ch in description) < 2:
+        if not pending:
+            return None
+        description, used_pending = pending, True
+    if amount.value <= 0:
+        return None
+    return LineItem(description=" ".join(description.split()), quantity=quantity, unit_price=unit, amount=amount.value), used_pending
+
+
+def _item_region(lines: list[Line], stop: int) -> list[Line]:
+    start = 0
+    for line in lines[:stop]:
+        if len(_ITEMS_HEADER.findall(line.canon)) >= 1 and not _amounts(line.raw, allow_integers=False):
+            start = line.index + 1
+    return lines[start:stop]
+
+
+def _extract_items(lines: list[Line], integers: bool) -> list[LineItem]:
+    stop = next((line.index for line in lines if _STOP_ITEMS.search(line.canon)), len(lines))
+    items: list[LineItem] = []
+    pending: Optional[str] = None
+    for line in _item_region(lines, stop):
+        if _SKIP_ITEM.search(line.canon):
+            pending = None
+            continue
+        parsed = _parse_item(line.raw, pending, integers)
+        if parsed is None:
+            text = line.raw.strip()
+            pending = text if sum(ch.isalpha() for ch in text) >= 3 else pending
+            continue
+        items.append(parsed[0])
+        pending = None
+    return items
+
+
+def _reconciled(items: list[LineItem], total: Optional[float], tax: Optional[float]) -> list[LineItem]:
+    if not items or total is None:
+        return []
+    lines_sum = sum(item.amount or 0.0 for item in items)
+    if _close(lines_sum + (tax or 0.0), total, 0.02) or (tax is None and _close(lines_sum, total, 0.02)):
+        return items
+    return []
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _extract(text: str) -> InvoiceExtraction:
+    lines = _lines(text)
+    if not lines:
+        return InvoiceExtraction()
+    integers = not _uses_decimals(lines)
+    candidates = _total_candidates(lines, integers)
+    chosen = _choose_total(candidates, _cash_minus_change(lines, integers))
+    total = chosen.value if chosen else None
+    tax_limit = chosen.index if chosen and chosen.index >= 0 else len(lines)
+    tax = _extract_tax(lines, tax_limit, total, integers)
+    items = _reconciled(_extract_items(lines, integers), total, tax)
+    return InvoiceExtraction(
+        vendor=_extract_vendor(lines),
+        invoice_number=_extract_number(lines),
+        date=_extract_date(lines),
+        currency=_extract_currency(lines, chosen.index if chosen else None),
+        total=total,
+        tax=tax,
+        line_items=items,
+    )
+
+
+def extract_invoice(text: str) -> InvoiceExtraction:
+    """Fields of one invoice or receipt from its text; ``None`` for anything not found. Never raises."""
+    try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8", errors="replace")
+        return _extract(str(text) if text is not None else "")
+    except Exception:  # noqa: BLE001 - a cost-0 model must answer, even on input it cannot read
+        return InvoiceExtraction()

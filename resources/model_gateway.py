@@ -1,0 +1,125 @@
+"""The gateway: which catalog models can serve right now, and a client for each.
+
+Availability is decided here and explained in words ("OPENAI_API_KEY is not set"), so the
+router can skip a model with a reason instead of crashing on it. Clients, and the local
+model servers behind some of them, are created on first use and closed together.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+import dagster as dg
+from pydantic import BaseModel, PrivateAttr
+
+from resources.catalog import ModelCatalog, ModelSpec, Protocol
+from resources.model_call import CallResult, StructuredRequest
+from resources.providers.base import ModelClient
+from resources.providers.local_server import LocalLlamaServer, LocalServerError, local_server_unavailable_reason
+
+
+class Availability(BaseModel):
+    available: bool
+    reason: str = ""
+
+
+class ModelGateway:
+    def __init__(self, catalog: ModelCatalog, api_keys: Optional[Mapping[str, str]] = None, *, timeout_s: float = 120.0):
+        self.catalog = catalog
+        self._api_keys = {k: v for k, v in (api_keys or {}).items() if v}
+        self.timeout_s = timeout_s
+        self._clients: dict[str, ModelClient] = {}
+        self._servers: dict[str, LocalLlamaServer] = {}
+        self._broken: dict[str, str] = {}
+
+    def api_key(self, spec: ModelSpec) -> Optional[str]:
+        if not spec.api_key_env:
+            return None
+        return self._api_keys.get(spec.api_key_env) or os.environ.get(spec.api_key_env) or None
+
+    def availability(self, spec: ModelSpec) -> Availability:
+        if spec.id in self._broken:
+            return Availability(available=False, reason=self._broken[spec.id])
+        if spec.api_key_env and not self.api_key(spec):
+            return Availability(available=False, reason=f"{spec.api_key_env} is not set")
+        if spec.local_server and not spec.endpoint:
+            reason = local_server_unavailable_reason(spec.local_server)
+            if reason:
+                return Availability(available=False, reason=reason)
+        return Availability(available=True)
+
+    def client(self, model_id: str) -> ModelClient:
+        if model_id not in self._clients:
+            self._clients[model_id] = self._make_client(self.catalog.get(model_id))
+        return self._clients[model_id]
+
+    def _make_client(self, spec: ModelSpec) -> ModelClient:
+        if spec.protocol is Protocol.PYTHON:
+            from resources.providers.python_callable import PythonCallableClient
+
+            return PythonCallableClient(spec)
+        base_url = spec.endpoint or self._start_local_server(spec)
+        if spec.protocol is Protocol.OPENAI_CHAT:
+            from resources.providers.openai_chat import OpenAIChatClient
+
+            return OpenAIChatClient(spec, self.api_key(spec), base_url=base_url, timeout=self.timeout_s)
+        if spec.protocol is Protocol.ANTHROPIC_MESSAGES:
+            from resources.providers.anthropic_messages import AnthropicMessagesClient
+
+            return AnthropicMessagesClient(spec, self.api_key(spec), base_url=base_url, timeout=self.timeout_s)
+        raise ValueError(f"no adapter for protocol {spec.protocol}")
+
+    def _start_local_server(self, spec: ModelSpec) -> str:
+        server = self._servers.get(spec.id) or LocalLlamaServer(spec.local_server, model_alias=spec.wire_model)
+        self._servers[spec.id] = server
+        return server.start()
+
+    def call(self, model_id: str, request: StructuredRequest) -> CallResult:
+        """Call a model; a model that cannot even start is marked unavailable for the rest of this gateway's life."""
+        try:
+            client = self.client(model_id)
+        except (LocalServerError, ImportError, ValueError, OSError) as exc:
+            reason = f"could not start: {exc}"[:300]
+            self._broken[model_id] = reason
+            return CallResult(model_id=model_id, error=reason)
+        return client.call(request)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        for server in self._servers.values():
+            server.stop()
+        self._clients.clear()
+        self._servers.clear()
+
+    def __enter__(self) -> "ModelGateway":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ModelGatewayResource(dg.ConfigurableResource):
+    """Models as a Dagster resource. Keys come from ``EnvVar``; a model whose key is unset is unavailable, not an error."""
+
+    catalog_path: Optional[str] = None
+    openai_api_key: Optional[str] = None
+    anthropic_api_key: Optional[str] = None
+    timeout_s: float = 120.0
+
+    _gateway: Optional[ModelGateway] = PrivateAttr(default=None)
+
+    def catalog(self) -> ModelCatalog:
+        return ModelCatalog.load(self.catalog_path)
+
+    def gateway(self) -> ModelGateway:
+        if self._gateway is None:
+            keys = {"OPENAI_API_KEY": self.openai_api_key or "", "ANTHROPIC_API_KEY": self.anthropic_api_key or ""}
+            self._gateway = ModelGateway(self.catalog(), keys, timeout_s=self.timeout_s)
+        return self._gateway
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+            self._gateway = None

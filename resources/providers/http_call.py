@@ -1,0 +1,153 @@
+"""What every HTTP adapter shares: one timed POST that never raises, error wording, pricing.
+
+The adapters (``openai_chat``, ``anthropic_messages``) only build their protocol's request
+body and read their protocol's reply; transport faults, error statuses, non-JSON bodies and
+the cost of the call are handled here, once, so every provider fails in the same words.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import httpx
+from pydantic import BaseModel
+
+from resources.catalog import ModelSpec
+from resources.model_call import CallResult
+from resources.providers.structured_reply import shorten
+
+DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+
+
+def make_http_client(timeout: "httpx.Timeout | float", http_client: Optional[httpx.Client]) -> tuple[httpx.Client, bool]:
+    """The client to use and whether the adapter owns it (and so closes it)."""
+    if http_client is not None:
+        return http_client, False
+    return httpx.Client(timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)), True
+
+
+def request_timeout(timeout: "httpx.Timeout | float", http_client: Optional[httpx.Client]) -> Optional[httpx.Timeout]:
+    """A timeout given to the adapter applies per request, also on a client passed in."""
+    if http_client is None:
+        return None
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+
+@dataclass
+class HttpReply:
+    """The outcome of one POST: the decoded JSON object on success, else an error in words."""
+
+    latency_s: float
+    status: Optional[int] = None
+    payload: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+
+
+def post_json(
+    http: httpx.Client,
+    url: str,
+    *,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    model_id: str,
+    timeout: Optional[httpx.Timeout] = None,
+) -> HttpReply:
+    """POST ``body`` and decode the JSON object answered; faults come back as ``HttpReply.error``, never raised."""
+    extra = {"timeout": timeout} if timeout is not None else {}
+    started = time.perf_counter()
+    try:
+        response = http.post(url, json=dict(body), headers=dict(headers), **extra)
+        latency = time.perf_counter() - started
+    except httpx.TimeoutException as exc:
+        latency = time.perf_counter() - started
+        return HttpReply(latency, error=shorten(f"timed out after {latency:.1f}s calling {model_id} ({_exc_kind(exc)})"))
+    except httpx.HTTPError as exc:  # connect errors, dropped connections, protocol errors
+        latency = time.perf_counter() - started
+        return HttpReply(latency, error=shorten(f"connection error calling {model_id}: {_exc_kind(exc)}: {exc}"))
+    except Exception as exc:  # e.g. an invalid URL: still a failed call, not a crashed batch
+        latency = time.perf_counter() - started
+        return HttpReply(latency, error=shorten(f"could not call {model_id}: {type(exc).__name__}: {exc}"))
+
+    status = response.status_code
+    try:
+        payload = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        payload = None
+    if status >= 400:
+        message = provider_error_message(payload) or _body_snippet(response) or response.reason_phrase or "no message"
+        retry_after = response.headers.get("retry-after")
+        suffix = f" (retry after {retry_after}s)" if retry_after else ""
+        return HttpReply(latency, status, payload if isinstance(payload, dict) else None,
+                         shorten(f"HTTP {status} from {model_id}: {message}{suffix}"))
+    if not isinstance(payload, dict):
+        what = "not JSON" if payload is None else "not a JSON object"
+        snippet = _body_snippet(response, limit=120)
+        return HttpReply(latency, status, None, shorten(f"HTTP {status} from {model_id}: reply is {what}" + (f": {snippet}" if snippet else "")))
+    return HttpReply(latency, status, payload)
+
+
+def provider_error_message(payload: Any) -> Optional[str]:
+    """The message in OpenAI's ``{"error": {"message"}}`` or Anthropic's ``{"type": "error", "error": {...}}`` body."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        kind = error.get("type") or error.get("code")
+        if message and kind and str(kind) not in str(message):
+            return f"{message} [{kind}]"
+        return str(message or kind or "") or None
+    if isinstance(error, str):
+        return error
+    message = payload.get("message") or payload.get("detail")
+    return str(message) if message else None
+
+
+def token_count(usage: Any, key: str) -> int:
+    """A usage counter as reported, 0 when absent or malformed."""
+    if not isinstance(usage, dict):
+        return 0
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def call_result(
+    spec: ModelSpec,
+    *,
+    latency_s: float,
+    output: Optional[BaseModel] = None,
+    error: Optional[str] = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    finish_reason: Optional[str] = None,
+) -> CallResult:
+    """The result, priced: reported tokens are charged even when the reply failed validation (they were billed)."""
+    return CallResult(
+        model_id=spec.id,
+        output=output if error is None else None,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=spec.call_cost(input_tokens, output_tokens, latency_s),
+        latency_s=latency_s,
+        error=shorten(error) if error else None,
+        finish_reason=finish_reason or ("error" if error else None),
+    )
+
+
+def join_url(base: str, path: str) -> str:
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _exc_kind(exc: Exception) -> str:
+    return type(exc).__name__
+
+
+def _body_snippet(response: httpx.Response, limit: int = 200) -> str:
+    try:
+        text = response.text
+    except Exception:
+        return ""
+    return shorten(text, limit) if text.strip() else ""

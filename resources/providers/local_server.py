@@ -1,0 +1,137 @@
+"""A llama.cpp model served on 127.0.0.1, started on first use and stopped with the step.
+
+Why a server and not the model in-process: the local model then speaks the same
+OpenAI-compatible protocol, through the same adapter, as a hosted model or an on-prem
+vLLM/Ollama endpoint, so the path tested offline is the path used in production; the
+575 MB model lives in its own process, not in every Dagster step process; and swapping it
+for a GPU server is a catalog change (set ``endpoint``), not a code change. It costs about
+a second of start-up per step that uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+from resources.catalog import LocalServerSpec
+
+
+class LocalServerError(RuntimeError):
+    """The local model server could not be started."""
+
+
+def local_server_unavailable_reason(spec: LocalServerSpec) -> Optional[str]:
+    """Why this server cannot run here, or None when it can (cheap: imports nothing heavy)."""
+    if spec.kind != "llama_cpp":
+        return f"unknown local server kind {spec.kind!r}"
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed"
+    if spec.model_path:
+        return None if Path(spec.model_path).expanduser().is_file() else f"model file {spec.model_path} not found"
+    if spec.model_package and importlib.util.find_spec(spec.model_package) is None:
+        return f"model package {spec.model_package} is not installed"
+    if not spec.model_path and not spec.model_package:
+        return "local_server needs model_path or model_package"
+    return None
+
+
+def resolve_model_path(spec: LocalServerSpec) -> Path:
+    if spec.model_path:
+        return Path(spec.model_path).expanduser()
+    module = importlib.import_module(spec.model_package)  # type: ignore[arg-type]
+    return Path(module.assemble())
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalLlamaServer:
+    """One ``python -m llama_cpp.server`` process on a free loopback port."""
+
+    def __init__(self, spec: LocalServerSpec, *, model_alias: str, startup_timeout_s: float = 120.0):
+        self.spec = spec
+        self.model_alias = model_alias
+        self.startup_timeout_s = startup_timeout_s
+        self._process: Optional[subprocess.Popen] = None
+        self._log = None
+        self.base_url: Optional[str] = None
+
+    def start(self) -> str:
+        """Start the server (once) and return its OpenAI-compatible base URL."""
+        if self._process is not None and self._process.poll() is None and self.base_url:
+            return self.base_url
+        reason = local_server_unavailable_reason(self.spec)
+        if reason:
+            raise LocalServerError(reason)
+        model_path = resolve_model_path(self.spec)
+        port = _free_port()
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model_path),
+            "--model_alias", self.model_alias,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--n_ctx", str(self.spec.n_ctx),
+        ]
+        if self.spec.chat_format:
+            command += ["--chat_format", self.spec.chat_format]
+        if self.spec.n_threads:
+            command += ["--n_threads", str(self.spec.n_threads)]
+        self._log = tempfile.TemporaryFile(prefix="llama-server-")
+        self._process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._wait_ready()
+        return self.base_url
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise LocalServerError(f"llama.cpp server exited with code {self._process.returncode}: {self._log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise LocalServerError(f"llama.cpp server not ready after {self.startup_timeout_s:.0f}s")
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-600:].strip()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with_kill = process.poll() is None
+                if with_kill:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.base_url = None

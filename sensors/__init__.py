@@ -1,0 +1,1 @@
+"""Sensors that watch the ledger: budgets now, compliance later."""

@@ -1,0 +1,10 @@
+"""Deliberately wrong 'models' for tests: real python-protocol catalog entries whose output fails checks."""
+
+from orchestration_assets.invoices.rules_extractor import extract_invoice
+from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
+
+
+def inflated_totals(text: str) -> InvoiceExtraction:
+    """The rules extractor's answer with a total that its one line item cannot explain."""
+    extraction = extract_invoice(text)
+    return extraction.model_copy(update={"total": 47.5, "tax": 0.0, "line_items": [LineItem(description="line", amount=10.0)]})

@@ -1,0 +1,71 @@
+"""`ai-orch demo` as a user runs it: a subprocess on a fresh DAGSTER_HOME, offline, no keys."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _demo(tmp_path, *args, check_json=True):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration_assets.cli", "demo", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    summary = json.loads(proc.stdout) if check_json and proc.returncode == 0 else None
+    return proc, summary
+
+
+def test_demo_offline_uses_two_models_prices_every_call_and_shows_in_the_instance(tmp_path):
+    output = tmp_path / "out.jsonl"
+    proc, summary = _demo(tmp_path, "--count", "10", "--date", "2026-03-03", "--json", "--output", str(output))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["calls"] == 10
+    assert set(summary["models"]) == {"rules-invoice", "local-gemma3-270m"}, summary["models"]
+    assert sum(summary["models"].values()) == 10
+    assert summary["cost_usd"] > 0
+    assert set(summary["checks"]) == {"extraction_quality", "extraction_compliance"}
+    assert summary["checks"]["extraction_compliance"] is True
+    assert "items done" in proc.stderr  # progress in the run's logs
+
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 10
+    assert {"id", "vendor", "invoice_number", "date", "currency", "total", "model", "route", "cost_usd"} <= set(rows[0])
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(summary["cost_usd"], abs=1e-6)
+
+    # The run is on the instance `dagster dev` would show.
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        run = instance.get_run_by_id(summary["run_id"])
+        assert run is not None and run.tags.get("dagster/partition") == "2026-03-03"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--count", "0"], "--count must be at least 1"),
+        (["--date", "03/03/2026"], "--date must be YYYY-MM-DD"),
+        (["--date", "2020-01-01"], "before the first partition"),
+        (["--classification", "secret"], "unknown data classification"),
+        (["--input", "/nonexistent/docs.jsonl"], "does not exist"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(tmp_path, args, message):
+    proc, _ = _demo(tmp_path, *args, check_json=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_malformed_input_names_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "ok"}\nnot json\n')
+    proc, _ = _demo(tmp_path, "--input", str(bad), check_json=False)
+    assert proc.returncode == 2
+    assert "bad.jsonl:2: not a JSON object" in proc.stderr

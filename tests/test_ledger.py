@@ -1,0 +1,60 @@
+"""The ledger on a real DuckDB file, written by several processes at once."""
+
+import multiprocessing
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from resources.ledger import CallRecord, DuckDBLedger
+
+PROCESSES, CALLS_EACH = 4, 60
+
+
+def _record(i: int, writer: int, cost: float = 0.001) -> CallRecord:
+    return CallRecord(
+        run_id=f"run-{writer}", item_id=f"item-{writer}-{i}", task="t", model_id="m", provider="p", residency="on_prem",
+        classification="internal", input_tokens=10, output_tokens=5, cost_usd=cost, latency_s=0.01, outcome="ok",
+    )
+
+
+def _write_many(path: str, writer: int) -> None:
+    ledger = DuckDBLedger(path, timeout_s=120)
+    for i in range(CALLS_EACH):
+        ledger.append([_record(i, writer)])
+
+
+def test_parallel_processes_lose_no_call(tmp_path):
+    path = str(tmp_path / "ledger.duckdb")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_many, args=(path, w)) for w in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    # Read while they write: readers must wait their turn, not fail.
+    reader = DuckDBLedger(path)
+    for _ in range(5):
+        reader.spend_since(datetime.now(timezone.utc) - timedelta(hours=1))
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    calls = reader.calls()
+    assert len(calls) == PROCESSES * CALLS_EACH
+    assert calls["call_id"].is_unique
+    assert reader.spend_since(datetime.now(timezone.utc) - timedelta(hours=1)) == pytest.approx(PROCESSES * CALLS_EACH * 0.001)
+
+
+def test_append_is_idempotent_on_call_id(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "l.duckdb")
+    record = _record(0, 0, cost=0.5)
+    ledger.append([record])
+    ledger.append([record])
+    assert len(ledger.calls()) == 1
+    assert ledger.calls(run_id="run-0")["cost_usd"].sum() == pytest.approx(0.5)
+    assert ledger.calls(run_id="other").empty
+
+
+def test_spend_window_excludes_old_calls(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "l.duckdb")
+    old = _record(1, 0, cost=2.0).model_copy(update={"recorded_at": datetime(2020, 1, 1)})
+    ledger.append([old, _record(2, 0, cost=0.25)])
+    assert ledger.spend_since(datetime.now(timezone.utc) - timedelta(days=1)) == pytest.approx(0.25)
+    assert ledger.spend_since(datetime(2019, 1, 1, tzinfo=timezone.utc)) == pytest.approx(2.25)

@@ -1,0 +1,349 @@
+"""The OpenAI-compatible adapter against a real HTTP server on loopback that speaks the protocol."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_TASK, InvoiceExtraction
+from resources.catalog import ModelSpec
+from resources.model_call import StructuredRequest
+from resources.providers.openai_chat import OpenAIChatClient
+from tests.protocol_servers import (
+    DropConnection,
+    HTTPError,
+    InvalidJSON,
+    NotJSON,
+    OpenAIChatServer,
+    RateLimited,
+    RawJSON,
+    ServerError,
+    Slow,
+    Success,
+    Unauthorized,
+    Unavailable,
+)
+
+KEY = "sk-test-0123456789"
+DOCUMENT = "ACME Ltd\nInvoice No: INV-42\nDate: 14/03/2026\nWidget 2 x 5.00 = 10.00\nVAT 2.00\nTOTAL EUR 12.00\nSECRET-MARKER-7781"
+INVOICE = {
+    "vendor": "ACME Ltd",
+    "invoice_number": "INV-42",
+    "date": "2026-03-14",
+    "currency": "EUR",
+    "total": 12.0,
+    "tax": 2.0,
+    "line_items": [{"description": "Widget", "quantity": 2, "unit_price": 5.0, "amount": 10.0}],
+}
+
+
+def cloud_spec(url: str, **overrides) -> ModelSpec:
+    fields = dict(
+        id="gpt-4o-mini", provider="openai", protocol="openai_chat", endpoint=url, api_key_env="OPENAI_API_KEY",
+        price_input_per_mtok=0.15, price_output_per_mtok=0.60, context_window=128000,
+        residency="cloud", classifications=["public"], tier=3,
+    )
+    return ModelSpec(**{**fields, **overrides})
+
+
+def llama_spec(url: str) -> ModelSpec:
+    return ModelSpec(
+        id="local-small", provider="llama.cpp", protocol="openai_chat", endpoint=url, remote_model="small-q4",
+        structured_output="json_object_schema", inline_system_prompt=True, max_list_items=0,
+        compute_usd_per_hour=0.10, context_window=4096, residency="on_prem", classifications=["public", "restricted"], tier=2,
+    )
+
+
+def invoice_request(**overrides) -> StructuredRequest:
+    fields = dict(task=INVOICE_TASK, system=INVOICE_INSTRUCTIONS, document=DOCUMENT, output_schema=InvoiceExtraction, max_output_tokens=700)
+    return StructuredRequest(**{**fields, **overrides})
+
+
+@pytest.fixture
+def server():
+    with OpenAIChatServer(api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server):
+    adapter = OpenAIChatClient(cloud_spec(server.url), KEY, timeout=5.0)
+    yield adapter
+    adapter.close()
+
+
+# --- success ------------------------------------------------------------------------------
+
+
+def test_success_parses_output_counts_tokens_and_prices_them(server, client):
+    server.script(Success(INVOICE, input_tokens=1200, output_tokens=300))
+    result = client.call(invoice_request())
+
+    assert result.error is None and result.ok
+    assert isinstance(result.output, InvoiceExtraction)
+    assert result.output.vendor == "ACME Ltd"
+    assert result.output.invoice_number == "INV-42"
+    assert result.output.total == 12.0
+    assert result.output.line_items[0].amount == 10.0
+    assert (result.input_tokens, result.output_tokens) == (1200, 300)
+    assert result.cost_usd == 0.00036  # 1200 × $0.15/M + 300 × $0.60/M
+    assert result.finish_reason == "stop"
+    assert result.model_id == "gpt-4o-mini"
+    assert 0 < result.latency_s < 5
+
+
+def test_request_shape_json_schema_dialect(server):
+    spec = cloud_spec(server.url, remote_model="gpt-4o-mini-2024-07-18")
+    request = invoice_request()
+    adapter = OpenAIChatClient(spec, KEY)
+    try:
+        assert adapter.call(request).ok
+    finally:
+        adapter.close()
+
+    [sent] = server.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/chat/completions")
+    assert sent.header("authorization") == f"Bearer {KEY}"
+    assert sent.header("content-type") == "application/json"
+    body = sent.body
+    assert body["model"] == "gpt-4o-mini-2024-07-18"  # the wire name, not the catalog id
+    assert body["messages"] == [{"role": "system", "content": INVOICE_INSTRUCTIONS}, {"role": "user", "content": DOCUMENT}]
+    assert body["temperature"] == 0
+    assert body["max_tokens"] == 700
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "InvoiceExtraction", "schema": request.json_schema(), "strict": False},
+    }
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert set(schema["required"]) == set(InvoiceExtraction.model_fields)
+
+
+def test_schema_name_is_sanitized_for_openai(server, client):
+    from pydantic import BaseModel, ConfigDict
+
+    class Odd(BaseModel):
+        model_config = ConfigDict(title="Invoice extraction (v2)!")
+        total: float | None = None
+
+    server.script(Success({"total": 3}))
+    result = client.call(invoice_request(output_schema=Odd))
+    assert result.ok, result.error
+    assert server.requests[-1].body["response_format"]["json_schema"]["name"] == "Invoice_extraction_v2"
+
+
+def test_no_authorization_header_without_a_key():
+    with OpenAIChatServer(api_key=None) as srv:
+        adapter = OpenAIChatClient(cloud_spec(srv.url), None)
+        try:
+            assert adapter.call(invoice_request()).ok
+        finally:
+            adapter.close()
+        assert srv.requests[0].header("authorization") is None
+
+
+def test_llama_cpp_dialect_inlines_instructions_caps_lists_and_prices_compute_time():
+    with OpenAIChatServer(rejects_json_schema=True) as srv:
+        srv.script(Success({**INVOICE, "line_items": []}, input_tokens=400, output_tokens=60))
+        spec = llama_spec(srv.url)
+        adapter = OpenAIChatClient(spec, None, base_url=srv.url)
+        try:
+            result = adapter.call(invoice_request())
+        finally:
+            adapter.close()
+        assert result.ok, result.error
+        body = srv.requests[0].body
+    request = invoice_request()
+    assert body["model"] == "small-q4"
+    assert body["response_format"] == {"type": "json_object", "schema": request.json_schema(max_list_items=0)}
+    assert body["response_format"]["schema"]["properties"]["line_items"]["maxItems"] == 0
+    assert body["messages"] == [{"role": "user", "content": f"{INVOICE_INSTRUCTIONS}\n\n{DOCUMENT}"}]
+    assert result.cost_usd == spec.call_cost(400, 60, result.latency_s) == result.latency_s * 0.10 / 3600
+    assert result.cost_usd > 0
+
+
+def test_base_url_overrides_the_catalog_endpoint(server):
+    adapter = OpenAIChatClient(cloud_spec("http://127.0.0.1:9/v1"), KEY, base_url=server.url)
+    try:
+        assert adapter.call(invoice_request()).ok
+    finally:
+        adapter.close()
+    assert len(server.requests) == 1
+
+
+def test_json_schema_sent_to_a_llama_cpp_server_fails_with_its_500():
+    with OpenAIChatServer(rejects_json_schema=True) as srv:
+        adapter = OpenAIChatClient(cloud_spec(srv.url), None)
+        try:
+            result = adapter.call(invoice_request())
+        finally:
+            adapter.close()
+    assert result.error is not None and "HTTP 500" in result.error and "json_schema" in result.error
+
+
+def test_a_fenced_reply_is_accepted(server, client):
+    server.script(Success("```json\n" + json.dumps(INVOICE) + "\n```\n"))
+    result = client.call(invoice_request())
+    assert result.ok, result.error
+    assert result.output.total == 12.0
+
+
+def test_a_passed_http_client_is_used_and_left_open(server):
+    http = httpx.Client()
+    adapter = OpenAIChatClient(cloud_spec(server.url), KEY, http_client=http, timeout=2.0)
+    assert adapter.call(invoice_request()).ok
+    adapter.close()
+    assert not http.is_closed
+    http.close()
+
+
+# --- provider errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "behaviour, expected",
+    [
+        (RateLimited(retry_after=7), ["HTTP 429 from gpt-4o-mini", "Rate limit reached for gpt-4o-mini", "retry after 7s"]),
+        (ServerError(), ["HTTP 500 from gpt-4o-mini", "The server had an error while processing your request"]),
+        (Unavailable(), ["HTTP 503", "The engine is currently overloaded"]),
+        (Unauthorized(), ["HTTP 401", "Incorrect API key provided"]),
+        (HTTPError(404, "The model `gpt-9` does not exist or you do not have access to it."), ["HTTP 404", "gpt-9` does not exist"]),
+        (NotJSON(status=502), ["HTTP 502", "502 Bad Gateway"]),
+    ],
+    ids=["429", "500", "503", "401", "404", "502-html"],
+)
+def test_error_statuses_come_back_with_status_and_provider_message(server, client, behaviour, expected):
+    server.script(behaviour)
+    result = client.call(invoice_request())
+    assert result.output is None and not result.ok
+    for fragment in expected:
+        assert fragment in result.error
+    assert (result.input_tokens, result.output_tokens, result.cost_usd) == (0, 0, 0.0)
+    assert result.finish_reason == "error"
+    assert len(result.error) <= 300
+
+
+def test_a_wrong_key_is_refused_by_the_server_with_openais_401(server):
+    adapter = OpenAIChatClient(cloud_spec(server.url), "sk-wrong-key-9999")
+    try:
+        result = adapter.call(invoice_request())
+    finally:
+        adapter.close()
+    assert "HTTP 401" in result.error and "Incorrect API key provided" in result.error
+    assert server.requests[0].header("authorization") == "Bearer sk-wrong-key-9999"
+
+
+def test_a_missing_key_is_refused_by_the_server(server):
+    adapter = OpenAIChatClient(cloud_spec(server.url), None)
+    try:
+        result = adapter.call(invoice_request())
+    finally:
+        adapter.close()
+    assert "HTTP 401" in result.error and "You didn't provide an API key" in result.error
+
+
+def test_a_200_body_that_is_not_json(server, client):
+    server.script(NotJSON())
+    result = client.call(invoice_request())
+    assert "HTTP 200" in result.error and "not JSON" in result.error
+
+
+def test_a_completion_without_choices_keeps_the_billed_tokens(server, client):
+    server.script(RawJSON({"id": "chatcmpl-x", "object": "chat.completion", "usage": {"prompt_tokens": 1000, "completion_tokens": 200}}))
+    result = client.call(invoice_request())
+    assert "no choices" in result.error
+    assert (result.input_tokens, result.output_tokens) == (1000, 200)
+    assert result.cost_usd == 0.00027
+
+
+# --- bad content ----------------------------------------------------------------------------
+
+
+def test_invalid_json_content_is_an_error_but_its_tokens_are_charged(server, client):
+    server.script(InvalidJSON(input_tokens=1200, output_tokens=300))
+    result = client.call(invoice_request())
+    assert result.output is None
+    assert result.error.startswith("reply is not valid JSON")
+    assert (result.input_tokens, result.output_tokens) == (1200, 300)
+    assert result.cost_usd == 0.00036
+    assert result.finish_reason == "stop"
+
+
+def test_invalid_json_cut_at_max_tokens_says_it_was_truncated(server, client):
+    server.script(InvalidJSON(finish_reason="length"))
+    result = client.call(invoice_request(max_output_tokens=64))
+    assert "truncated at max tokens (64)" in result.error
+    assert result.finish_reason == "length"
+    assert result.cost_usd > 0
+
+
+def test_prose_around_json_is_not_accepted(server, client):
+    server.script(Success("Here is the invoice: " + json.dumps(INVOICE)))
+    result = client.call(invoice_request())
+    assert result.error.startswith("reply is not valid JSON")
+
+
+def test_content_that_does_not_match_the_schema(server, client):
+    server.script(Success({**INVOICE, "line_items": [{"amount": 10.0, "note": DOCUMENT}]}))
+    result = client.call(invoice_request())
+    assert result.output is None
+    assert result.error.startswith("reply does not match the schema InvoiceExtraction: line_items.0.description: Field required")
+    assert "SECRET-MARKER" not in result.error
+    assert result.cost_usd > 0
+
+
+# --- transport faults -----------------------------------------------------------------------
+
+
+def test_a_slow_reply_times_out_and_the_next_call_works(server):
+    adapter = OpenAIChatClient(cloud_spec(server.url), KEY, timeout=0.3)
+    try:
+        server.script(Slow(2.0, then=Success(INVOICE)))
+        result = adapter.call(invoice_request())
+        assert "timed out" in result.error and "gpt-4o-mini" in result.error
+        assert 0.25 < result.latency_s < 1.5
+        assert (result.input_tokens, result.cost_usd) == (0, 0.0)
+        assert adapter.call(invoice_request()).ok
+    finally:
+        adapter.close()
+
+
+def test_a_dropped_connection_is_an_error_and_the_next_call_works(server, client):
+    server.script(DropConnection())
+    result = client.call(invoice_request())
+    assert result.error.startswith("connection error calling gpt-4o-mini")
+    assert client.call(invoice_request()).ok
+
+
+def test_nothing_listening_is_an_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    adapter = OpenAIChatClient(cloud_spec(f"http://127.0.0.1:{port}/v1"), KEY, timeout=2.0)
+    try:
+        result = adapter.call(invoice_request())
+    finally:
+        adapter.close()
+    assert result.error.startswith("connection error calling gpt-4o-mini: ConnectError")
+
+
+# --- the test server itself behaves like the provider -----------------------------------------
+
+
+def test_server_refuses_bad_requests_with_openais_error_shape(server):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    wrong_path = httpx.post(server.url + "/completions", json={}, headers=auth)
+    assert wrong_path.status_code == 404
+    assert wrong_path.json()["error"]["message"] == "Invalid URL (POST /v1/completions)"
+    no_model = httpx.post(server.url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, headers=auth)
+    assert no_model.status_code == 400 and no_model.json()["error"]["type"] == "invalid_request_error"
+    bad_name = httpx.post(server.url + "/chat/completions", headers=auth, json={
+        "model": "m", "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "has spaces", "schema": {}}},
+    })
+    assert bad_name.status_code == 400 and "json_schema.name" in bad_name.json()["error"]["message"]
+    models = httpx.get(server.url + "/models", headers=auth)
+    assert models.status_code == 200 and models.json()["object"] == "list"
+    assert server.pending == 0 and len(server.requests) == 4

@@ -1,0 +1,96 @@
+"""The rules router: classification, availability, context size and complexity decide, with reasons."""
+
+import pytest
+
+from resources.catalog import ModelCatalog
+from resources.classification import DataClassification
+from resources.complexity import estimate_complexity
+from resources.model_gateway import Availability, ModelGateway
+from resources.routing import RoutingItem, RulesPolicy, required_tier
+
+CLEAN = "ACME Ltd\nInvoice No: INV-1\nDate: 2026-03-14\nWidget: 10.00\nTotal: 10.00\n"
+
+
+def _item(text=CLEAN, classification=DataClassification.INTERNAL):
+    return RoutingItem(item_id="doc-1", task="invoice_extraction", text=text, classification=classification)
+
+
+def _all_available(catalog):
+    return {s.id: Availability(available=True) for s in catalog}
+
+
+def test_simple_item_goes_to_the_cheapest_covering_model():
+    catalog = ModelCatalog.load()
+    decision = RulesPolicy([0.3, 0.6, 0.8]).decide(_item(), catalog, _all_available(catalog))
+    assert decision.required_tier == 1
+    assert decision.model_id == "rules-invoice"
+    assert "chose rules-invoice" in decision.reason
+
+
+def test_hard_item_needs_a_higher_tier_and_pays_for_it():
+    catalog = ModelCatalog.load()
+    policy = RulesPolicy([0.3, 0.6, 0.8])
+    complexity = estimate_complexity(CLEAN, declared=0.7)
+    decision = policy.decide(_item(), catalog, _all_available(catalog), complexity)
+    assert decision.required_tier == 3
+    assert decision.model_id == "gpt-4o-mini"  # cheapest tier-3 model at list prices
+    assert decision.estimated_cost_usd > 0
+
+
+def test_restricted_data_never_routes_to_cloud_even_when_it_needs_more():
+    catalog = ModelCatalog.load()
+    complexity = estimate_complexity(CLEAN, declared=0.95)
+    decision = RulesPolicy([0.3, 0.6, 0.8]).decide(
+        _item(classification=DataClassification.RESTRICTED), catalog, _all_available(catalog), complexity
+    )
+    assert catalog.get(decision.model_id).residency.value == "on_prem"
+    assert decision.model_id == "local-gemma3-270m"
+    assert "restricted data: cloud models excluded" in decision.reason
+    assert "no usable model reaches tier 4" in decision.reason
+
+
+def test_missing_key_makes_a_model_unavailable_with_the_reason(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    catalog = ModelCatalog.load()
+    gateway = ModelGateway(catalog)
+    availability = {s.id: gateway.availability(s) for s in catalog}
+    assert availability["gpt-4o-mini"] == Availability(available=False, reason="OPENAI_API_KEY is not set")
+    assert availability["claude-haiku-4-5"].available
+    decision = RulesPolicy([0.3, 0.6, 0.8]).decide(_item(), catalog, availability, estimate_complexity(CLEAN, declared=0.7))
+    assert decision.model_id == "claude-haiku-4-5"
+    assert "gpt-4o-mini (OPENAI_API_KEY is not set)" in decision.reason
+
+
+def test_disallowed_strict_policy_refuses_rather_than_under_serves():
+    catalog = ModelCatalog.load()
+    availability = {s.id: Availability(available=s.residency.value == "on_prem") for s in catalog}
+    decision = RulesPolicy([0.3, 0.6, 0.8], allow_below_tier=False).decide(
+        _item(), catalog, availability, estimate_complexity(CLEAN, declared=0.9)
+    )
+    assert decision.model_id is None
+    assert "no model may serve this item" in decision.reason
+
+
+def test_context_window_excludes_models_too_small_for_the_item():
+    catalog = ModelCatalog.load()
+    long_text = "Line item widget 10.00\n" * 2000  # ~12k tokens: more than the local model's 4k context
+    decision = RulesPolicy([0.3, 0.6, 0.8]).decide(
+        _item(long_text), catalog, _all_available(catalog), estimate_complexity(long_text, declared=0.5)
+    )
+    assert decision.model_id != "local-gemma3-270m"
+    assert "exceed the context of local-gemma3-270m" in decision.reason
+
+
+def test_thresholds_map_scores_to_tiers():
+    assert [required_tier(s, [0.3, 0.6, 0.8]) for s in (0.0, 0.3, 0.59, 0.6, 0.85)] == [1, 2, 2, 3, 4]
+    with pytest.raises(ValueError):
+        RulesPolicy([0.6, 0.3])
+
+
+def test_complexity_rises_with_ocr_noise_and_length():
+    clean = estimate_complexity(CLEAN)
+    noisy = estimate_complexity("ACME Ltd\nlnv0ice N0: INV-1\nDa7e: 2026-03-14\nWidqet: 1O.0O\nT0ta1: 1O.0O\n")
+    long = estimate_complexity(CLEAN * 60)
+    assert noisy.score > clean.score and noisy.signals["noise"] > clean.signals["noise"]
+    assert long.signals["length"] > clean.signals["length"]
