@@ -60,6 +60,23 @@ def evaluate(gateway: ModelGateway, model_id: str, task: AITask, docs: list[tupl
     }
 
 
+def add_baseline_ratios(report: dict[str, dict]) -> None:
+    """Each model's accuracy and latency as a ratio of the first model's, measured in the same run."""
+    if not report:
+        return
+    baseline_id = next(iter(report))
+    for model_id, by_set in report.items():
+        for name, row in by_set.items():
+            base = report[baseline_id].get(name)
+            if not base:
+                continue
+            row["baseline"] = baseline_id
+            row["core_vs_baseline"] = round(row["core_mean"] / base["core_mean"], 3) if base["core_mean"] else None
+            row["latency_vs_baseline"] = (
+                round(row["latency_p50_s"] / base["latency_p50_s"], 1) if base["latency_p50_s"] else None
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="generated invoices (default 100)")
@@ -81,6 +98,7 @@ def main() -> None:
                 started = time.perf_counter()
                 report.setdefault(model_id, {})[name] = evaluate(gateway, model_id, INVOICE_EXTRACTION, docs)
                 print(f"{model_id} on {name}: {report[model_id][name]} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    add_baseline_ratios(report)
     if args.json:
         print(json.dumps(report))
     else:

@@ -3,6 +3,7 @@
 import multiprocessing
 from datetime import datetime, timedelta, timezone
 
+import dagster as dg
 import pytest
 
 from resources.ledger import CallRecord, DuckDBLedger
@@ -58,3 +59,26 @@ def test_spend_window_excludes_old_calls(tmp_path):
     ledger.append([old, _record(2, 0, cost=0.25)])
     assert ledger.spend_since(datetime.now(timezone.utc) - timedelta(days=1)) == pytest.approx(0.25)
     assert ledger.spend_since(datetime(2019, 1, 1, tzinfo=timezone.utc)) == pytest.approx(2.25)
+
+
+def test_dagster_multiprocess_executor_steps_write_one_ledger(tmp_path):
+    """Dagster's default executor runs each step in its own process; every call must land."""
+    from tests.parallel_ledger_job import CALLS_PER_STEP, WRITERS, parallel_ledger_job_def
+
+    path = str(tmp_path / "ledger.duckdb")
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = dg.execute_job(
+            dg.reconstructable(parallel_ledger_job_def),
+            instance=instance,
+            run_config={"resources": {"ledger": {"config": {"path": path}}}},
+        )
+        assert result.success
+        step_pids = {event.pid for event in result.all_events if event.event_type_value == "STEP_START"}
+    assert len(step_pids) == WRITERS  # really one process per step
+    calls = DuckDBLedger(path).calls(run_id=result.run_id)
+    assert len(calls) == WRITERS * CALLS_PER_STEP
+    assert set(calls["step_key"]) == {f"writer_{i}" for i in range(WRITERS)}
+    assert calls["cost_usd"].sum() == pytest.approx(WRITERS * CALLS_PER_STEP * 0.01)
+
