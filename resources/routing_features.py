@@ -1,0 +1,116 @@
+"""What a learned router sees of an item: hashed words, declared attributes, complexity signals.
+
+Why hashing: the feature space must not depend on a vocabulary fitted to one data set (the
+policy will meet prompts and documents it has never seen), a feature vector must be cheap
+enough to build inside a routing decision (tens of microseconds), and the ledger may keep
+an item's features for retraining without keeping its text: hashed token ids are not the
+document. ``zlib.crc32`` is used because Python's ``hash`` is salted per process.
+
+Three kinds of feature, all in one sparse vector of ``2**bits`` slots:
+
+* word unigrams and bigrams of the text, lower-cased, sublinear counts;
+* declared attributes (``domain=tax_law``, ``task=invoice_extraction``): categorical
+  columns a task or a data set supplies, weighted up so they are not drowned by words;
+* numeric signals (the complexity signals, log length), each in its own reserved slot.
+
+Vectors are L2-normalised, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+
+_TOKEN = re.compile(r"[^\W_]+(?:['.][^\W_]+)*|[^\w\s]")
+_NUMERIC_SIGNALS = ("length", "noise", "unstructured", "non_latin", "log_chars", "digit_share", "lines")
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """How items become vectors. Frozen into every fitted policy, so training and routing agree."""
+
+    bits: int = 18
+    attribute_weight: float = 3.0
+    numeric_weight: float = 1.0
+    max_chars: int = 20_000
+
+    @property
+    def size(self) -> int:
+        return 1 << self.bits
+
+    def _slot(self, key: str) -> int:
+        # The first len(_NUMERIC_SIGNALS) slots are reserved for numeric signals.
+        return len(_NUMERIC_SIGNALS) + zlib.crc32(key.encode("utf-8", "replace")) % (self.size - len(_NUMERIC_SIGNALS))
+
+    def sketch(
+        self, text: str, attributes: Mapping[str, object] | None = None, signals: Mapping[str, float] | None = None
+    ) -> dict[int, float]:
+        """The item's features as ``{slot: weight}``, L2-normalised; no text survives in it.
+
+        ``signals`` are the complexity signals when the caller has them already (the rules
+        policy computed them); otherwise the cheap ones are derived here.
+        """
+        text = text[: self.max_chars]
+        counts: dict[int, float] = {}
+        tokens = _TOKEN.findall(text.lower())
+        previous = None
+        for token in tokens:
+            slot = self._slot(token)
+            counts[slot] = counts.get(slot, 0.0) + 1.0
+            if previous is not None:
+                pair = self._slot(previous + " " + token)
+                counts[pair] = counts.get(pair, 0.0) + 1.0
+            previous = token
+        for slot, count in counts.items():
+            counts[slot] = 1.0 + math.log(count)
+        for name, value in (attributes or {}).items():
+            if value is None or value == "":
+                continue
+            slot = self._slot(f"@{name}={value}")
+            counts[slot] = counts.get(slot, 0.0) + self.attribute_weight
+        for index, value in enumerate(self._numeric(text, signals or {})):
+            if value:
+                counts[index] = value * self.numeric_weight
+        norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
+        return {slot: value / norm for slot, value in counts.items()}
+
+    @staticmethod
+    def _numeric(text: str, signals: Mapping[str, float]) -> list[float]:
+        chars = len(text)
+        digits = sum(c.isdigit() for c in text)
+        return [
+            signals.get("length", 0.0), signals.get("noise", 0.0), signals.get("unstructured", 0.0),
+            signals.get("non_latin", 0.0),
+            math.log1p(chars) / 10.0, digits / chars if chars else 0.0, min(1.0, text.count("\n") / 100.0),
+        ]
+
+    def weighted(self, matrix: sparse.csr_matrix, idf: np.ndarray | None) -> sparse.csr_matrix:
+        """Rows re-weighted by inverse document frequency (fitted on training items) and re-normalised."""
+        if idf is None:
+            return matrix
+        out = sparse.csr_matrix(matrix.multiply(idf[np.newaxis, :]))
+        norms = np.sqrt(np.asarray(out.multiply(out).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sparse.csr_matrix(out.multiply(1.0 / norms[:, np.newaxis]))
+
+    def matrix(self, sketches: list[Mapping[int, float]]) -> sparse.csr_matrix:
+        """Stack sketches into a CSR matrix (rows = items)."""
+        indptr = [0]
+        indices: list[int] = []
+        data: list[float] = []
+        for sketch in sketches:
+            for slot, value in sketch.items():
+                indices.append(int(slot))
+                data.append(float(value))
+            indptr.append(len(indices))
+        return sparse.csr_matrix(
+            (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(sketches), self.size),
+        )
