@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Union
 
 import dagster as dg
 from pydantic import BaseModel
@@ -23,7 +23,10 @@ from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
 from resources.model_call import CallResult, StructuredRequest
 from resources.model_gateway import ModelGateway
-from resources.routing import RoutingDecision, RoutingItem, RulesPolicy
+from resources.routing import CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy
+from resources.routing_features import FeatureSpace
+
+RoutingPolicy = Union[RulesPolicy, LearnedRoutingPolicy, CascadePolicy]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class AITask:
     output_schema: type[BaseModel]
     max_output_tokens: int = 600
     expected_output_tokens: int = 250
+    # The item check: None when an answer is acceptable, else why not. It labels outcomes
+    # for learned routing and decides a cascade's escalation.
+    check: Optional[Callable[[BaseModel], Optional[str]]] = None
+    attributes: tuple[tuple[str, str], ...] = ()  # declared routing signals, e.g. (("domain", "finance"),)
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,9 @@ class CallContext:
 class ItemOutcome:
     document: Document
     decision: RoutingDecision
-    result: Optional[CallResult]
+    result: Optional[CallResult]  # the answer kept: the first accepted one, else the last tried
+    attempts: list[CallResult] = field(default_factory=list)
+    check_failure: Optional[str] = None
 
     @property
     def error(self) -> Optional[str]:
@@ -77,7 +86,7 @@ def run_ai_task(
     task: AITask,
     documents: Sequence[Document],
     *,
-    policy: RulesPolicy,
+    policy: RoutingPolicy,
     gateway: ModelGateway,
     ledger: LedgerStore,
     where: CallContext,
@@ -85,6 +94,7 @@ def run_ai_task(
 ) -> list[ItemOutcome]:
     catalog: ModelCatalog = gateway.catalog
     instruction_tokens = estimate_tokens(task.instructions)
+    space = FeatureSpace()
     outcomes: list[ItemOutcome] = []
     progress = _Progress(len(documents), log)
     for document in documents:
@@ -92,30 +102,53 @@ def run_ai_task(
         item = RoutingItem(
             item_id=document.id, task=task.name, text=document.text, classification=document.classification,
             instructions_tokens=instruction_tokens, expected_output_tokens=task.expected_output_tokens,
+            attributes=dict(task.attributes),
         )
         decision = policy.decide(item, catalog, availability)
-        result = None
-        if decision.model_id is not None:
-            request = StructuredRequest(
-                task=task.name, system=task.instructions, document=document.text,
-                output_schema=task.output_schema, max_output_tokens=task.max_output_tokens,
-            )
-            result = gateway.call(decision.model_id, request)
-            ledger.append([_record(where, task, document, decision, result, catalog)])
-        outcome = ItemOutcome(document, decision, result)
+        features = decision.features or space.sketch(item.text, {"task": item.task, **item.attributes})
+        outcome = _call_chain(task, document, decision, gateway, ledger, where, json.dumps(features))
         outcomes.append(outcome)
         progress.advance(outcome)
     return outcomes
 
 
-def _record(where: CallContext, task: AITask, document: Document, decision: RoutingDecision, result: CallResult, catalog: ModelCatalog) -> CallRecord:
+def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gateway: ModelGateway,
+                ledger: LedgerStore, where: CallContext, features: str) -> ItemOutcome:
+    """Call the chosen model; in a cascade, escalate along the chain while the item check fails."""
+    outcome = ItemOutcome(document, decision, None)
+    if decision.model_id is None:
+        return outcome
+    request = StructuredRequest(
+        task=task.name, system=task.instructions, document=document.text,
+        output_schema=task.output_schema, max_output_tokens=task.max_output_tokens,
+    )
+    chain = [decision.model_id, *decision.escalation]
+    reason = decision.reason
+    for attempt, model_id in enumerate(chain, start=1):
+        result = gateway.call(model_id, request)
+        problem = result.error if not result.ok else (task.check(result.output) if task.check else None)
+        ledger.append([_record(where, task, document, decision, result, gateway.catalog,
+                               attempt=attempt, accepted=problem is None, reason=reason, features=features)])
+        outcome.attempts.append(result)
+        outcome.result, outcome.check_failure = result, problem
+        if problem is None:
+            break
+        if attempt < len(chain):
+            reason = f"cascade step {attempt + 1}: escalated from {model_id} ({problem[:160]})"
+    return outcome
+
+
+def _record(where: CallContext, task: AITask, document: Document, decision: RoutingDecision, result: CallResult,
+            catalog: ModelCatalog, *, attempt: int, accepted: bool, reason: str, features: str) -> CallRecord:
     spec = catalog.get(result.model_id)
+    estimate = decision.estimated_cost_usd if attempt == 1 else None
     return CallRecord(
         run_id=where.run_id, step_key=where.step_key, asset_key=where.asset_key, partition_key=where.partition_key,
         item_id=document.id, task=task.name, model_id=spec.id, provider=spec.provider, residency=spec.residency.value,
         classification=document.classification.value, input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-        cost_usd=result.cost_usd, estimated_cost_usd=decision.estimated_cost_usd, latency_s=result.latency_s,
-        route_reason=decision.reason, outcome="ok" if result.ok else "error", error=result.error,
+        cost_usd=result.cost_usd, estimated_cost_usd=estimate, latency_s=result.latency_s,
+        route_reason=reason, outcome="ok" if result.ok else "error", error=result.error,
+        policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
     )
 
 
@@ -132,7 +165,7 @@ class _Progress:
     def advance(self, outcome: ItemOutcome) -> None:
         self.done += 1
         self.errors += outcome.error is not None
-        self.cost += outcome.result.cost_usd if outcome.result else 0.0
+        self.cost += sum(r.cost_usd for r in outcome.attempts)
         now = time.monotonic()
         if self.log and (self.done % self.every == 0 or self.done == self.total or now - self.last > 10):
             self.last = now
@@ -141,15 +174,18 @@ class _Progress:
 
 def batch_metadata(outcomes: Sequence[ItemOutcome]) -> dict[str, dg.MetadataValue]:
     """What a user reads on the materialization: calls, models, tokens, cost, routes, failures."""
-    results = [o.result for o in outcomes if o.result is not None]
+    results = [r for o in outcomes for r in o.attempts]
     models = Counter(r.model_id for r in results)
-    routes = Counter(o.decision.model_id or "unrouted" for o in outcomes)
+    routes = Counter(o.result.model_id if o.result else "unrouted" for o in outcomes)
     failures = [o for o in outcomes if o.error is not None]
     estimated = sum(o.decision.estimated_cost_usd or 0.0 for o in outcomes if o.result is not None)
     metadata: dict[str, dg.MetadataValue] = {
         "items": dg.MetadataValue.int(len(outcomes)),
         "calls": dg.MetadataValue.int(len(results)),
         "failed_items": dg.MetadataValue.int(len(failures)),
+        "policy": dg.MetadataValue.text(outcomes[0].decision.policy if outcomes else "none"),
+        "escalations": dg.MetadataValue.int(sum(max(0, len(o.attempts) - 1) for o in outcomes)),
+        "items_failing_check": dg.MetadataValue.int(sum(o.check_failure is not None for o in outcomes if o.result)),
         "models": dg.MetadataValue.json(dict(models)),
         "route_share": dg.MetadataValue.json({k: round(v / max(1, len(outcomes)), 3) for k, v in routes.items()}),
         "input_tokens": dg.MetadataValue.int(sum(r.input_tokens for r in results)),
@@ -166,11 +202,8 @@ def failure_table(failures: Sequence[ItemOutcome], limit: int = 50) -> str:
     rows = ["| item | model | error |", "|---|---|---|"]
     for outcome in failures[:limit]:
         error = (outcome.error or "").replace("|", "\\|").replace("\n", " ")[:200]
-        rows.append(f"| {outcome.document.id} | {outcome.decision.model_id or '—'} | {error} |")
+        model = outcome.result.model_id if outcome.result else outcome.decision.model_id
+        rows.append(f"| {outcome.document.id} | {model or '—'} | {error} |")
     if len(failures) > limit:
         rows.append(f"| … | | {len(failures) - limit} more |")
     return "\n".join(rows)
-
-
-def outcome_json(outcome: ItemOutcome) -> str:
-    return json.dumps(outcome.output.model_dump() if outcome.output else None)

@@ -33,14 +33,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--input", help='JSONL of your own documents, one {"id", "text"} object a line')
     demo.add_argument("--output", help="write one JSONL row per document with the extracted fields")
     demo.add_argument("--classification", default="internal", help="data classification of the documents; default internal")
+    demo.add_argument("--policy", choices=("rules", "learned", "cascade"), default=None,
+                      help="routing policy (default: $AI_ORCH_ROUTING_POLICY or rules); learned uses the latest "
+                           "routing_policy materialization (ai-orch fit-routing)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument("--strict", action="store_true", help="exit non-zero when any check fails")
+    fit = commands.add_parser("fit-routing", help="materialize routing_outcomes and routing_policy from the ledger")
+    fit.add_argument("--json", action="store_true", help="print the policy's version and evaluation as JSON")
     args = parser.parse_args(argv)
     try:
-        return run_demo(args)
+        return run_demo(args) if args.command == "demo" else run_fit_routing(args)
     except CliError as exc:
         print(f"ai-orch: {exc}", file=sys.stderr)
         return 2
+
+
+def run_fit_routing(args: argparse.Namespace) -> int:
+    """Fit the learned routing policy on the ledger of the local instance, as the UI would."""
+    home = _ensure_dagster_home()
+    import dagster as dg
+
+    from orchestration_assets import defs
+    from orchestration_assets.routing_assets import routing_outcomes, routing_policy
+
+    result = dg.materialize(
+        [routing_outcomes, routing_policy], instance=dg.DagsterInstance.get(),
+        resources={k: v for k, v in defs.resources.items() if k in ("ledger", "routing")}, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    if not result.success:
+        failure = result.get_step_failure_events()[0].step_failure_data.error
+        print(f"ai-orch: fitting the routing policy failed: {failure.message.strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    materialization = result.asset_materializations_for_node("routing_policy")[0]
+    metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    summary = {"run_id": result.run_id, "dagster_home": str(home), **metadata}
+    print(json.dumps(summary, default=str) if args.json else
+          f"routing policy {metadata['version']}: {metadata['training_items']} items, "
+          f"{metadata['trained_models']} models trained (run {result.run_id})")
+    return 0
 
 
 def _partition_date(text: Optional[str]) -> str:
@@ -92,8 +123,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from orchestration_assets import defs
+    from orchestration_assets.definitions import build_definitions
+    from resources.routing import RoutingResource
 
+    defs = build_definitions({"routing": RoutingResource(policy=args.policy)} if args.policy else None)
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("invoice_batch")
     raw_config: dict[str, Any] = {"count": args.count, "classification": classification.value}

@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from orchestration_assets import routing_assets
 from orchestration_assets.invoices import assets as invoice_assets
 from orchestration_assets.invoices.checks import extraction_compliance, extraction_quality
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy
@@ -33,7 +34,7 @@ def default_resources() -> dict:
             openai_api_key=_key("OPENAI_API_KEY"),
             anthropic_api_key=_key("ANTHROPIC_API_KEY"),
         ),
-        "routing": RoutingResource(),
+        "routing": RoutingResource(policy=os.environ.get("AI_ORCH_ROUTING_POLICY", "rules")),
         "ledger": LedgerResource(),
         "warehouse": DuckDBWarehouseResource(),
         "quality": InvoiceQualityPolicy(),
@@ -43,7 +44,7 @@ def default_resources() -> dict:
 
 def build_definitions(resources: "dict | None" = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([invoice_assets]),
+        assets=dg.load_assets_from_modules([invoice_assets, routing_assets]),
         asset_checks=[extraction_quality, extraction_compliance],
         jobs=[invoice_batch_job],
         schedules=[invoice_daily_schedule],

@@ -45,6 +45,10 @@ class CallRecord(BaseModel):
     route_reason: str = ""
     outcome: str = Field(description="'ok' or 'error'.")
     error: Optional[str] = None
+    policy: str = "rules"
+    attempt: int = Field(1, description="Position in a cascade's chain (1 = first model tried).")
+    accepted: Optional[bool] = Field(None, description="Did the answer pass the task's item check?")
+    features: Optional[str] = Field(None, description="JSON of the hashed routing features (no text), for retraining.")
 
 
 _COLUMNS = list(CallRecord.model_fields)
@@ -71,7 +75,11 @@ CREATE TABLE IF NOT EXISTS ai_calls (
     route_reason VARCHAR NOT NULL,
     outcome VARCHAR NOT NULL,
     error VARCHAR
-)
+);
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS policy VARCHAR DEFAULT 'rules';
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS accepted BOOLEAN;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS features VARCHAR;
 """
 
 

@@ -1,13 +1,20 @@
 """The routing resource: for each item, which model, and why.
 
-First policy (rules): drop the models that may not or cannot serve the item (wrong task,
-not cleared for the data's classification, unavailable, context too small), then choose
-the cheapest one whose capability tier covers the item's estimated complexity. Every
-decision is a value carrying its reasons, recorded in the ledger with the call.
+Every policy first drops the models that may not or cannot serve the item (wrong task,
+not cleared for the data's classification, unavailable, context too small): these are
+hard constraints, never traded off. Then:
+
+* rules: the cheapest model whose capability tier covers the item's estimated complexity;
+* learned: the cheapest model whose success, predicted from recorded outcomes, clears a
+  target (the fitted ``routing_policy`` asset);
+* cascade: the cheapest model first, escalating along a chain when the item check fails.
+
+Every decision is a value carrying its reasons, recorded in the ledger with the call.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import dagster as dg
@@ -16,7 +23,10 @@ from pydantic import BaseModel, Field
 from resources.catalog import ModelCatalog, ModelSpec, Residency
 from resources.classification import DataClassification
 from resources.complexity import ComplexityEstimate, estimate_complexity, estimate_tokens
+from resources.learned_policy import LearnedPolicy
 from resources.model_gateway import Availability
+from resources.policy_store import PolicyStore
+from resources.routing_features import FeatureSpace
 
 
 class RoutingItem(BaseModel):
@@ -24,6 +34,7 @@ class RoutingItem(BaseModel):
     task: str
     text: str
     classification: DataClassification
+    attributes: dict[str, str] = Field(default_factory=dict, description="Declared signals, e.g. domain.")
     instructions_tokens: int = 0
     expected_output_tokens: int = 300
 
@@ -36,6 +47,9 @@ class RoutingDecision(BaseModel):
     classification: DataClassification
     estimated_cost_usd: Optional[float] = None
     reasons: list[str]
+    policy: str = "rules"
+    escalation: list[str] = Field(default_factory=list, description="Cascade: the next models, in order.")
+    features: Optional[dict[int, float]] = Field(None, description="What the learned policy saw (hashed, no text).")
 
     @property
     def reason(self) -> str:
@@ -60,72 +74,174 @@ def required_tier(score: float, thresholds: list[float]) -> int:
     return 1 + sum(1 for t in thresholds if score >= t)
 
 
+@dataclass
+class Eligibility:
+    """The models that may and can serve an item, their estimated costs, and why others were dropped."""
+
+    usable: list[ModelSpec]
+    costs: dict[str, float]
+    complexity: ComplexityEstimate
+    tier: int
+    reasons: list[str]
+
+
+def eligible_models(
+    item: RoutingItem,
+    catalog: ModelCatalog,
+    availability: dict[str, Availability],
+    tier_thresholds: list[float],
+    complexity: Optional[ComplexityEstimate] = None,
+) -> Eligibility:
+    """Hard constraints every policy obeys: task, classification, availability, context window."""
+    complexity = complexity or estimate_complexity(item.text)
+    tier = required_tier(complexity.score, tier_thresholds)
+    input_tokens = estimate_tokens(item.text) + item.instructions_tokens
+    reasons: list[str] = []
+    serving = [s for s in catalog if s.serves(item.task)]
+    cleared = [s for s in serving if s.may_see(item.classification)]
+    excluded = [s for s in serving if not s.may_see(item.classification)]
+    if excluded:
+        cloud = all(s.residency is Residency.CLOUD for s in excluded)
+        what = "cloud models" if cloud else "models not cleared"
+        reasons.append(f"{item.classification.value} data: {what} excluded ({', '.join(s.id for s in excluded)})")
+    unavailable = [(s, availability[s.id]) for s in cleared if not availability[s.id].available]
+    if unavailable:
+        reasons.append("unavailable: " + ", ".join(f"{s.id} ({a.reason})" for s, a in unavailable))
+    usable = [s for s in cleared if availability[s.id].available]
+    too_small = [s for s in usable if s.context_window < input_tokens + item.expected_output_tokens]
+    if too_small:
+        reasons.append(f"~{input_tokens} input tokens exceed the context of " + ", ".join(s.id for s in too_small))
+    usable = [s for s in usable if s not in too_small]
+    costs = {s.id: estimated_cost(s, input_tokens, item.expected_output_tokens) for s in usable}
+    return Eligibility(usable, costs, complexity, tier, reasons)
+
+
+def _decision(item: RoutingItem, found: Eligibility, chosen: Optional[ModelSpec], reasons: list[str], policy: str,
+              escalation: Optional[list[str]] = None, features: Optional[dict[int, float]] = None) -> RoutingDecision:
+    if chosen is None:
+        reasons = [*reasons, "no model may serve this item"]
+    else:
+        reasons = [*reasons, f"chose {chosen.id} (tier {chosen.tier}, {chosen.residency.value}), ${found.costs[chosen.id]:.6f} est."]
+    return RoutingDecision(
+        item_id=item.item_id, model_id=chosen.id if chosen else None, complexity=found.complexity.score,
+        required_tier=found.tier, classification=item.classification,
+        estimated_cost_usd=found.costs[chosen.id] if chosen else None, reasons=reasons, policy=policy,
+        escalation=escalation or [], features=features,
+    )
+
+
 class RulesPolicy:
+    """The cheapest usable model whose capability tier covers the item's estimated complexity."""
+
+    name = "rules"
+
     def __init__(self, tier_thresholds: list[float], allow_below_tier: bool = True):
         if sorted(tier_thresholds) != list(tier_thresholds):
             raise ValueError(f"tier_thresholds must increase: {tier_thresholds}")
         self.tier_thresholds = tier_thresholds
         self.allow_below_tier = allow_below_tier
 
-    def decide(
-        self,
-        item: RoutingItem,
-        catalog: ModelCatalog,
-        availability: dict[str, Availability],
-        complexity: Optional[ComplexityEstimate] = None,
-    ) -> RoutingDecision:
-        complexity = complexity or estimate_complexity(item.text)
-        tier = required_tier(complexity.score, self.tier_thresholds)
-        input_tokens = estimate_tokens(item.text) + item.instructions_tokens
-        reasons: list[str] = []
-
-        serving = [s for s in catalog if s.serves(item.task)]
-        cleared = [s for s in serving if s.may_see(item.classification)]
-        excluded = [s for s in serving if not s.may_see(item.classification)]
-        if excluded:
-            cloud = all(s.residency is Residency.CLOUD for s in excluded)
-            what = "cloud models" if cloud else "models not cleared"
-            reasons.append(f"{item.classification.value} data: {what} excluded ({', '.join(s.id for s in excluded)})")
-        unavailable = [(s, availability[s.id]) for s in cleared if not availability[s.id].available]
-        if unavailable:
-            reasons.append("unavailable: " + ", ".join(f"{s.id} ({a.reason})" for s, a in unavailable))
-        usable = [s for s in cleared if availability[s.id].available]
-        too_small = [s for s in usable if s.context_window < input_tokens + item.expected_output_tokens]
-        if too_small:
-            reasons.append(f"~{input_tokens} input tokens exceed the context of " + ", ".join(s.id for s in too_small))
-        usable = [s for s in usable if s not in too_small]
-
-        reasons.append(f"complexity {complexity.score:.2f} ({complexity.describe()}) needs tier {tier}")
-        costs = {s.id: estimated_cost(s, input_tokens, item.expected_output_tokens) for s in usable}
-        covering = [s for s in usable if s.tier >= tier]
+    def choose(self, found: Eligibility) -> tuple[Optional[ModelSpec], list[str]]:
+        reasons = [f"complexity {found.complexity.score:.2f} ({found.complexity.describe()}) needs tier {found.tier}"]
+        covering = [s for s in found.usable if s.tier >= found.tier]
         if covering:
-            chosen = min(covering, key=lambda s: (costs[s.id], s.tier, s.id))
-        elif usable and self.allow_below_tier:
-            best_tier = max(s.tier for s in usable)
-            chosen = min((s for s in usable if s.tier == best_tier), key=lambda s: (costs[s.id], s.id))
-            reasons.append(f"no usable model reaches tier {tier}; best available is tier {best_tier}")
-        else:
-            reasons.append("no model may serve this item")
-            return RoutingDecision(
-                item_id=item.item_id, model_id=None, complexity=complexity.score, required_tier=tier,
-                classification=item.classification, reasons=reasons,
-            )
-        cost = costs[chosen.id]
-        reasons.append(f"chose {chosen.id} (tier {chosen.tier}, {chosen.residency.value}), ${cost:.6f} est.")
-        return RoutingDecision(
-            item_id=item.item_id, model_id=chosen.id, complexity=complexity.score, required_tier=tier,
-            classification=item.classification, estimated_cost_usd=cost, reasons=reasons,
-        )
+            return min(covering, key=lambda s: (found.costs[s.id], s.tier, s.id)), reasons
+        if found.usable and self.allow_below_tier:
+            best_tier = max(s.tier for s in found.usable)
+            chosen = min((s for s in found.usable if s.tier == best_tier), key=lambda s: (found.costs[s.id], s.id))
+            return chosen, [*reasons, f"no usable model reaches tier {found.tier}; best available is tier {best_tier}"]
+        return None, reasons
+
+    def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
+               complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
+        found = eligible_models(item, catalog, availability, self.tier_thresholds, complexity)
+        chosen, reasons = self.choose(found)
+        return _decision(item, found, chosen, found.reasons + reasons, self.name)
+
+
+class LearnedRoutingPolicy:
+    """Predicted success per model from recorded outcomes; the cheapest one predicted to clear ``target``.
+
+    Models the fitted policy has never seen (a new catalog entry) get no estimate and are
+    left to the rules until outcomes exist; with no fitted policy at all, the rules decide
+    and the decision says so.
+    """
+
+    name = "learned"
+
+    def __init__(self, fitted: Optional[tuple[str, LearnedPolicy]], rules: RulesPolicy, target: float = 0.8,
+                 space: Optional[FeatureSpace] = None):
+        self.version, self.policy = fitted if fitted else (None, None)
+        self.rules = rules
+        self.target = target
+        self.space = self.policy.space if self.policy else (space or FeatureSpace())
+
+    def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
+               complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
+        found = eligible_models(item, catalog, availability, self.rules.tier_thresholds, complexity)
+        features = self.space.sketch(item.text, {"task": item.task, **item.attributes}, found.complexity.signals)
+        known = {s.id: found.costs[s.id] for s in found.usable if self.policy and s.id in self.policy.estimators}
+        if not known:
+            chosen, reasons = self.rules.choose(found)
+            why = "no routing_policy fitted yet" if self.policy is None else "no eligible model has recorded outcomes"
+            return _decision(item, found, chosen, [*found.reasons, f"{why}: rules decide", *reasons], self.name, features=features)
+        choice = self.policy.choose(self.policy.predict(features), known, mode="target", target=self.target)
+        chosen = next(s for s in found.usable if s.id == choice.model_id)
+        reasons = [*found.reasons, f"learned policy {self.version}", *choice.reasons]
+        return _decision(item, found, chosen, reasons, self.name, features=features)
+
+
+class CascadePolicy:
+    """Cheapest first, then escalate (FrugalGPT): the chain is every usable model by rising cost.
+
+    The task's item check judges each answer; a failed check escalates to the next model
+    (see ``run_ai_task``). ``max_steps`` bounds the chain, so one hard item cannot call
+    every model in the catalog.
+    """
+
+    name = "cascade"
+
+    def __init__(self, rules: RulesPolicy, max_steps: int = 3):
+        if max_steps < 1:
+            raise ValueError(f"cascade max_steps must be at least 1, got {max_steps}")
+        self.rules = rules
+        self.max_steps = max_steps
+
+    def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
+               complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
+        found = eligible_models(item, catalog, availability, self.rules.tier_thresholds, complexity)
+        chain = sorted(found.usable, key=lambda s: (found.costs[s.id], s.tier, s.id))[: self.max_steps]
+        if not chain:
+            return _decision(item, found, None, found.reasons, self.name)
+        reasons = [*found.reasons, "cascade: " + " → ".join(s.id for s in chain) + ", escalating when the item check fails"]
+        return _decision(item, found, chain[0], reasons, self.name, escalation=[s.id for s in chain[1:]])
+
+
+POLICIES = ("rules", "learned", "cascade")
 
 
 class RoutingResource(dg.ConfigurableResource):
-    """Picks a model per item. ``tier_thresholds`` map complexity scores to required capability tiers."""
+    """Picks a model per item with the configured ``policy``: ``rules``, ``learned`` or ``cascade``.
+
+    ``tier_thresholds`` map complexity scores to required capability tiers (rules, and the
+    fallback of the others). ``learned_target``: the predicted success the learned policy
+    asks of the cheapest model it picks. ``policy_dir``: where ``routing_policy`` stores its
+    versions (default beside the ledger). ``cascade_max_steps``: the longest escalation chain.
+    """
 
     policy: str = "rules"
     tier_thresholds: list[float] = [0.25, 0.6, 0.8]
     allow_below_tier: bool = True
+    learned_target: float = 0.8
+    policy_dir: Optional[str] = None
+    cascade_max_steps: int = 3
 
-    def build_policy(self) -> RulesPolicy:
-        if self.policy != "rules":
-            raise ValueError(f"unknown routing policy {self.policy!r}; available: rules")
-        return RulesPolicy(self.tier_thresholds, self.allow_below_tier)
+    def build_policy(self) -> "RulesPolicy | LearnedRoutingPolicy | CascadePolicy":
+        rules = RulesPolicy(self.tier_thresholds, self.allow_below_tier)
+        if self.policy == "rules":
+            return rules
+        if self.policy == "learned":
+            return LearnedRoutingPolicy(PolicyStore(self.policy_dir).load(), rules, self.learned_target)
+        if self.policy == "cascade":
+            return CascadePolicy(rules, self.cascade_max_steps)
+        raise ValueError(f"unknown routing policy {self.policy!r}; available: {', '.join(POLICIES)}")

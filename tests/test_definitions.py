@@ -15,7 +15,7 @@ from sensors.budget_sensor import ai_budget_sensor
 def test_definitions_load_with_the_invoice_graph():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices"}
+    assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices", "routing_outcomes", "routing_policy"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert checks == {"extraction_quality", "extraction_compliance"}
     assert defs.resolve_job_def("invoice_batch") is not None

@@ -9,7 +9,7 @@ import pandas as pd
 
 from orchestration_assets.ai_task import AITask, CallContext, ItemOutcome, batch_metadata, run_ai_task
 from orchestration_assets.invoices.generator import generate_invoices
-from orchestration_assets.invoices.quality import InvoiceQualityPolicy, passing_rows
+from orchestration_assets.invoices.quality import InvoiceQualityPolicy, invoice_item_check, passing_rows
 from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_TASK, InvoiceExtraction
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
@@ -20,7 +20,10 @@ from resources.warehouse import DuckDBWarehouseResource
 
 invoice_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
 
-INVOICE_EXTRACTION = AITask(name=INVOICE_TASK, instructions=INVOICE_INSTRUCTIONS, output_schema=InvoiceExtraction)
+INVOICE_EXTRACTION = AITask(
+    name=INVOICE_TASK, instructions=INVOICE_INSTRUCTIONS, output_schema=InvoiceExtraction,
+    check=invoice_item_check, attributes=(("domain", "invoices"),),
+)
 
 FIELDS = ["vendor", "invoice_number", "date", "currency", "total", "tax"]
 
@@ -95,15 +98,17 @@ def extraction_frame(outcomes: list[ItemOutcome], run_id: str) -> pd.DataFrame:
                 **{field: getattr(output, field) if output else None for field in FIELDS},
                 "line_items_total": output.line_items_total() if output else None,
                 "line_items": json.dumps([item.model_dump() for item in output.line_items]) if output else None,
-                "model": outcome.decision.model_id,
+                "model": result.model_id if result else outcome.decision.model_id,
+                "attempts": len(outcome.attempts),
+                "item_check": outcome.check_failure,
                 "route_reason": outcome.decision.reason,
                 "complexity": outcome.decision.complexity,
                 "required_tier": outcome.decision.required_tier,
                 "estimated_cost_usd": outcome.decision.estimated_cost_usd,
-                "cost_usd": result.cost_usd if result else 0.0,
-                "input_tokens": result.input_tokens if result else 0,
-                "output_tokens": result.output_tokens if result else 0,
-                "latency_s": result.latency_s if result else 0.0,
+                "cost_usd": sum(r.cost_usd for r in outcome.attempts),
+                "input_tokens": sum(r.input_tokens for r in outcome.attempts),
+                "output_tokens": sum(r.output_tokens for r in outcome.attempts),
+                "latency_s": sum(r.latency_s for r in outcome.attempts),
                 "error": outcome.error,
                 "run_id": run_id,
             }

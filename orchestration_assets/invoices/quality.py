@@ -82,3 +82,22 @@ def passing_rows(frame: pd.DataFrame, total_tolerance: float) -> pd.Series:
     for rule in invoice_rules(total_tolerance):
         ok &= rule.mask(derived)
     return ok
+
+
+def failed_rules(frame: pd.DataFrame, total_tolerance: float) -> list[list[str]]:
+    """For each row, the names of the rules it fails (empty when it passes all)."""
+    derived = with_derived_columns(frame)
+    masks = {rule.name: rule.mask(derived) for rule in invoice_rules(total_tolerance)}
+    return [[name for name, mask in masks.items() if not bool(mask.iloc[i])] for i in range(len(frame))]
+
+
+def invoice_item_check(extraction, total_tolerance: float = 0.02) -> Optional[str]:
+    """The batch rules applied to one answer: ``None`` when it passes, else the failed rules.
+
+    Used per item, as soon as a model answers: it labels the outcome for learned routing
+    and tells a cascade to escalate, with the same rules the blocking check applies.
+    """
+    row = {field: getattr(extraction, field, None) for field in ("vendor", "date", "total", "tax")}
+    row["line_items_total"] = extraction.line_items_total() if hasattr(extraction, "line_items_total") else None
+    failed = failed_rules(pd.DataFrame([row]), total_tolerance)[0]
+    return ("failed: " + ", ".join(failed)) if failed else None
