@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from resources.complexity import estimate_complexity, estimate_tokens  # noqa: E402
+from resources.documents import DocumentInputError, jsonl_rows  # noqa: E402
 from resources.learned_policy import LearnedPolicy, success_gap  # noqa: E402
 from resources.routing_features import FeatureSpace  # noqa: E402
 from resources.routing_metrics import routing_curve  # noqa: E402
@@ -53,16 +54,13 @@ _RESERVED = {"id", "prompt", "outcomes"}
 
 def load_rows(path: Path) -> list[dict]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("outcomes"), dict):
-            raise SystemExit(f"{path}:{number}: a row needs a 'prompt' string and an 'outcomes' object")
-        rows.append(row)
+    try:
+        for number, row in jsonl_rows(path):
+            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("outcomes"), dict):
+                raise SystemExit(f"{path}:{number}: a row needs a 'prompt' string and an 'outcomes' object")
+            rows.append(row)
+    except DocumentInputError as exc:
+        raise SystemExit(str(exc)) from None
     if len(rows) < 20:
         raise SystemExit(f"{path}: {len(rows)} rows; a replay needs at least 20")
     return rows
