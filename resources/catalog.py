@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -77,6 +77,9 @@ class ModelSpec(BaseModel):
     tasks: Optional[list[str]] = Field(None, description="Tasks it can serve; None means any.")
     inline_system_prompt: bool = Field(False, description="The chat template has no system role (Gemma): send instructions at the top of the user turn.")
     max_list_items: Optional[int] = Field(None, ge=0, description="Cap on every list in the output schema, for small models that loop on lists.")
+    gpu: Optional[Literal["preferred", "required"]] = Field(
+        None, description="On-prem models: runs faster on a GPU (preferred) or only on one (required); see resources.placement.")
+    min_gpu_memory_gb: float = Field(0.0, ge=0, description="GPU memory the model needs when it runs on a GPU.")
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -11,10 +11,12 @@ from orchestration_assets.ai_task import AITask, CallContext, ItemOutcome, batch
 from orchestration_assets.invoices.generator import generate_invoices
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy, invoice_item_check, passing_rows
 from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_TASK, InvoiceExtraction
+from orchestration_assets.placement_plan import placement_tags, task_placement
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
+from resources.placement import HostCapabilities
 from resources.routing import RoutingResource
 from resources.warehouse import DuckDBWarehouseResource
 
@@ -64,7 +66,8 @@ def raw_invoices(context: dg.AssetExecutionContext, config: RawInvoicesConfig) -
     )
 
 
-@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python", "ai"})
+@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python", "ai"},
+          op_tags=placement_tags(INVOICE_TASK))
 def invoice_extractions(
     context: dg.AssetExecutionContext,
     raw_invoices: list[Document],
@@ -83,7 +86,16 @@ def invoice_extractions(
         log=context.log.info,
     )
     frame = extraction_frame(outcomes, context.run_id)
-    return dg.Output(frame, metadata=batch_metadata(outcomes))
+    host = HostCapabilities.detect()
+    placement = task_placement(INVOICE_TASK)
+    metadata = {
+        **batch_metadata(outcomes),
+        "placement": dg.MetadataValue.json(
+            {"planned": placement.kind.value if placement else "unplaced", "reasons": placement.reasons if placement else [],
+             "worker": {"cpu_cores": host.cpu_cores, "memory_gb": host.memory_gb, "gpu": host.gpu_probe}}
+        ),
+    }
+    return dg.Output(frame, metadata=metadata)
 
 
 def extraction_frame(outcomes: list[ItemOutcome], run_id: str) -> pd.DataFrame:
