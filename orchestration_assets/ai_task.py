@@ -18,12 +18,14 @@ import dagster as dg
 from pydantic import BaseModel
 
 from resources.catalog import ModelCatalog
-from resources.complexity import estimate_tokens
+from resources.complexity import estimate_complexity, estimate_tokens
 from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
 from resources.model_call import CallResult, StructuredRequest
 from resources.model_gateway import ModelGateway
-from resources.routing import CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy
+from resources.routing import (
+    CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, item_features,
+)
 from resources.routing_features import FeatureSpace
 
 RoutingPolicy = Union[RulesPolicy, LearnedRoutingPolicy, CascadePolicy]
@@ -105,7 +107,7 @@ def run_ai_task(
             attributes=dict(task.attributes),
         )
         decision = policy.decide(item, catalog, availability)
-        features = decision.features or space.sketch(item.text, {"task": item.task, **item.attributes})
+        features = decision.features or item_features(item, estimate_complexity(item.text), space)
         outcome = _call_chain(task, document, decision, gateway, ledger, where, json.dumps(features))
         outcomes.append(outcome)
         progress.advance(outcome)

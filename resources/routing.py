@@ -159,6 +159,11 @@ class RulesPolicy:
         return _decision(item, found, chosen, found.reasons + reasons, self.name)
 
 
+def item_features(item: RoutingItem, complexity: ComplexityEstimate, space: Optional[FeatureSpace] = None) -> dict[int, float]:
+    """The one way an item becomes learned-routing features, at decision time and when recorded."""
+    return (space or FeatureSpace()).sketch(item.text, {"task": item.task, **item.attributes}, complexity.signals)
+
+
 class LearnedRoutingPolicy:
     """Predicted success per model from recorded outcomes; the cheapest one predicted to clear ``target``.
 
@@ -179,7 +184,7 @@ class LearnedRoutingPolicy:
     def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
         found = eligible_models(item, catalog, availability, self.rules.tier_thresholds, complexity)
-        features = self.space.sketch(item.text, {"task": item.task, **item.attributes}, found.complexity.signals)
+        features = item_features(item, found.complexity, self.space)
         known = {s.id: found.costs[s.id] for s in found.usable if self.policy and s.id in self.policy.estimators}
         if not known:
             chosen, reasons = self.rules.choose(found)
