@@ -123,19 +123,19 @@ def run_demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from orchestration_assets.definitions import build_definitions
-    from resources.routing import RoutingResource
+    from orchestration_assets import defs
 
-    defs = build_definitions({"routing": RoutingResource(policy=args.policy)} if args.policy else None)
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("invoice_batch")
     raw_config: dict[str, Any] = {"count": args.count, "classification": classification.value}
     if args.input:
         raw_config["input_path"] = str(Path(args.input).expanduser().resolve())
-    run_config = {
+    run_config: dict[str, Any] = {
         "ops": {"raw_invoices": {"config": raw_config}},
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
+    if args.policy:  # the same run config a user sets in the launchpad
+        run_config["resources"] = {"routing": {"config": {"policy": args.policy}}}
     started = time.perf_counter()
     result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False)
     wall_s = time.perf_counter() - started

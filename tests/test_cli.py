@@ -69,3 +69,30 @@ def test_malformed_input_names_the_line(tmp_path):
     proc, _ = _demo(tmp_path, "--input", str(bad), check_json=False)
     assert proc.returncode == 2
     assert "bad.jsonl:2: not a JSON object" in proc.stderr
+
+
+def test_policy_flag_is_launch_config_and_fit_routing_learns_from_the_ledger(tmp_path):
+    """`--policy cascade` is the run config the launchpad takes; `fit-routing` then fits on that ledger."""
+    docs = tmp_path / "docs.jsonl"
+    from orchestration_assets.invoices.generator import generate_invoices
+
+    docs.write_text("".join(json.dumps({"id": g.id, "text": g.text}) + "\n" for g in generate_invoices(6, seed=5)))
+    proc, summary = _demo(tmp_path, "--input", str(docs), "--policy", "cascade", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["calls"] >= 6
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        run = instance.get_run_by_id(summary["run_id"])
+        assert run.run_config["resources"]["routing"]["config"]["policy"] == "cascade"
+    from resources.ledger import DuckDBLedger
+
+    calls = DuckDBLedger(tmp_path / "home" / "ai_orchestration" / "ledger.duckdb").calls(run_id=summary["run_id"])
+    assert set(calls["policy"]) == {"cascade"} and calls["route_reason"].str.contains("cascade: rules-invoice").all()
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    fit = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "fit-routing", "--json"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    fitted = json.loads(fit.stdout.strip().splitlines()[-1])
+    assert fitted["training_items"] == 6 and "rules-invoice" in fitted["models"]
+    assert (tmp_path / "home" / "ai_orchestration" / "routing_policy" / f"{fitted['version']}.pkl").is_file()
