@@ -91,8 +91,13 @@ def eligible_models(
     availability: dict[str, Availability],
     tier_thresholds: list[float],
     complexity: Optional[ComplexityEstimate] = None,
+    max_cost_usd: Optional[float] = None,
 ) -> Eligibility:
-    """Hard constraints every policy obeys: task, classification, availability, context window."""
+    """Hard constraints every policy obeys: task, classification, availability, context window, cost cap.
+
+    ``max_cost_usd`` is how a budget forces cheaper routes: models whose estimated cost for
+    the item exceeds it are dropped, and the decision says so.
+    """
     complexity = complexity or estimate_complexity(item.text)
     tier = required_tier(complexity.score, tier_thresholds)
     input_tokens = estimate_tokens(item.text) + item.instructions_tokens
@@ -113,6 +118,11 @@ def eligible_models(
         reasons.append(f"~{input_tokens} input tokens exceed the context of " + ", ".join(s.id for s in too_small))
     usable = [s for s in usable if s not in too_small]
     costs = {s.id: estimated_cost(s, input_tokens, item.expected_output_tokens) for s in usable}
+    if max_cost_usd is not None:
+        over = [s for s in usable if costs[s.id] > max_cost_usd]
+        if over:
+            reasons.append(f"cost cap ${max_cost_usd:g}/item: " + ", ".join(f"{s.id} (${costs[s.id]:.6f})" for s in over) + " excluded")
+            usable = [s for s in usable if s not in over]
     return Eligibility(usable, costs, complexity, tier, reasons)
 
 
@@ -135,11 +145,18 @@ class RulesPolicy:
 
     name = "rules"
 
-    def __init__(self, tier_thresholds: list[float], allow_below_tier: bool = True):
+    def __init__(self, tier_thresholds: list[float], allow_below_tier: bool = True, max_item_cost_usd: Optional[float] = None):
         if sorted(tier_thresholds) != list(tier_thresholds):
             raise ValueError(f"tier_thresholds must increase: {tier_thresholds}")
+        if max_item_cost_usd is not None and max_item_cost_usd < 0:
+            raise ValueError(f"max_item_cost_usd must be non-negative, got {max_item_cost_usd}")
         self.tier_thresholds = tier_thresholds
         self.allow_below_tier = allow_below_tier
+        self.max_item_cost_usd = max_item_cost_usd
+
+    def eligible(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
+                 complexity: Optional[ComplexityEstimate] = None) -> Eligibility:
+        return eligible_models(item, catalog, availability, self.tier_thresholds, complexity, self.max_item_cost_usd)
 
     def choose(self, found: Eligibility) -> tuple[Optional[ModelSpec], list[str]]:
         reasons = [f"complexity {found.complexity.score:.2f} ({found.complexity.describe()}) needs tier {found.tier}"]
@@ -154,7 +171,7 @@ class RulesPolicy:
 
     def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
-        found = eligible_models(item, catalog, availability, self.tier_thresholds, complexity)
+        found = self.eligible(item, catalog, availability, complexity)
         chosen, reasons = self.choose(found)
         return _decision(item, found, chosen, found.reasons + reasons, self.name)
 
@@ -183,7 +200,7 @@ class LearnedRoutingPolicy:
 
     def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
-        found = eligible_models(item, catalog, availability, self.rules.tier_thresholds, complexity)
+        found = self.rules.eligible(item, catalog, availability, complexity)
         features = item_features(item, found.complexity, self.space)
         known = {s.id: found.costs[s.id] for s in found.usable if self.policy and s.id in self.policy.estimators}
         if not known:
@@ -214,7 +231,7 @@ class CascadePolicy:
 
     def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
-        found = eligible_models(item, catalog, availability, self.rules.tier_thresholds, complexity)
+        found = self.rules.eligible(item, catalog, availability, complexity)
         chain = sorted(found.usable, key=lambda s: (found.costs[s.id], s.tier, s.id))[: self.max_steps]
         if not chain:
             return _decision(item, found, None, found.reasons, self.name)
@@ -240,13 +257,20 @@ class RoutingResource(dg.ConfigurableResource):
     learned_target: float = 0.8
     policy_dir: Optional[str] = None
     cascade_max_steps: int = 3
+    task_policies: dict[str, str] = {}
+    max_item_cost_usd: Optional[float] = None
 
-    def build_policy(self) -> "RulesPolicy | LearnedRoutingPolicy | CascadePolicy":
-        rules = RulesPolicy(self.tier_thresholds, self.allow_below_tier)
-        if self.policy == "rules":
+    def policy_for(self, task: Optional[str] = None) -> str:
+        """The configured policy for ``task``: its entry in ``task_policies``, else ``policy``."""
+        return self.task_policies.get(task, self.policy) if task else self.policy
+
+    def build_policy(self, task: Optional[str] = None) -> "RulesPolicy | LearnedRoutingPolicy | CascadePolicy":
+        rules = RulesPolicy(self.tier_thresholds, self.allow_below_tier, self.max_item_cost_usd)
+        name = self.policy_for(task)
+        if name == "rules":
             return rules
-        if self.policy == "learned":
+        if name == "learned":
             return LearnedRoutingPolicy(PolicyStore(self.policy_dir).load(), rules, self.learned_target)
-        if self.policy == "cascade":
+        if name == "cascade":
             return CascadePolicy(rules, self.cascade_max_steps)
-        raise ValueError(f"unknown routing policy {self.policy!r}; available: {', '.join(POLICIES)}")
+        raise ValueError(f"unknown routing policy {name!r}; available: {', '.join(POLICIES)}")

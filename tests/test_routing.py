@@ -94,3 +94,21 @@ def test_complexity_rises_with_ocr_noise_and_length():
     long = estimate_complexity(CLEAN * 60)
     assert noisy.score > clean.score and noisy.signals["noise"] > clean.signals["noise"]
     assert long.signals["length"] > clean.signals["length"]
+
+
+def test_cost_cap_forces_a_cheaper_route_and_task_policies_override():
+    from resources.routing import RoutingResource
+
+    catalog = ModelCatalog.load()
+    availability = {s.id: Availability(available=True) for s in catalog}
+    item = RoutingItem(item_id="hard", task="invoice_extraction", text="Z" * 9000, classification=DataClassification.INTERNAL)
+    free = RoutingResource().build_policy().decide(item, catalog, availability)
+    capped = RoutingResource(max_item_cost_usd=free.estimated_cost_usd / 2).build_policy().decide(item, catalog, availability)
+    assert capped.model_id != free.model_id
+    assert capped.estimated_cost_usd <= free.estimated_cost_usd / 2
+    assert f"cost cap" in capped.reason and free.model_id in capped.reason
+    routing = RoutingResource(policy="rules", task_policies={"invoice_extraction": "cascade"})
+    assert routing.build_policy("invoice_extraction").name == "cascade"
+    assert routing.build_policy("ticket_triage").name == "rules"
+    with pytest.raises(ValueError, match="unknown routing policy 'fast'"):
+        RoutingResource(task_policies={"t": "fast"}).build_policy("t")

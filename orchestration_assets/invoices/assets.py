@@ -79,7 +79,7 @@ def invoice_extractions(
     outcomes = run_ai_task(
         INVOICE_EXTRACTION,
         raw_invoices,
-        policy=routing.build_policy(),
+        policy=routing.build_policy(INVOICE_EXTRACTION.name),
         gateway=models.gateway(),
         ledger=ledger.store(),
         where=CallContext.from_asset(context),
