@@ -106,8 +106,9 @@ def run_ai_task(
             instructions_tokens=instruction_tokens, expected_output_tokens=task.expected_output_tokens,
             attributes=dict(task.attributes),
         )
-        decision = policy.decide(item, catalog, availability)
-        features = decision.features or item_features(item, estimate_complexity(item.text), space)
+        complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
+        decision = policy.decide(item, catalog, availability, complexity)
+        features = decision.features or item_features(item, complexity, space)
         outcome = _call_chain(task, document, decision, gateway, ledger, where, json.dumps(features))
         outcomes.append(outcome)
         progress.advance(outcome)

@@ -14,8 +14,8 @@ Every decision is a value carrying its reasons, recorded in the ledger with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import dagster as dg
 from pydantic import BaseModel, Field
@@ -39,17 +39,20 @@ class RoutingItem(BaseModel):
     expected_output_tokens: int = 300
 
 
-class RoutingDecision(BaseModel):
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """One item's route and why. A plain value (no validation): thousands are made per second."""
+
     item_id: str
-    model_id: Optional[str] = Field(description="None when no model may serve the item.")
+    model_id: Optional[str]  # None when no model may serve the item
     complexity: float
     required_tier: int
     classification: DataClassification
-    estimated_cost_usd: Optional[float] = None
+    estimated_cost_usd: Optional[float]
     reasons: list[str]
     policy: str = "rules"
-    escalation: list[str] = Field(default_factory=list, description="Cascade: the next models, in order.")
-    features: Optional[dict[int, float]] = Field(None, description="What the learned policy saw (hashed, no text).")
+    escalation: list[str] = field(default_factory=list)  # cascade: the next models, in order
+    features: Optional[dict[int, float]] = None  # what the learned policy saw (hashed, no text)
 
     @property
     def reason(self) -> str:
@@ -85,6 +88,47 @@ class Eligibility:
     reasons: list[str]
 
 
+@dataclass(frozen=True)
+class CandidatePool:
+    """The models cleared and available for a (task, classification): the same for every item of a batch."""
+
+    usable: tuple[ModelSpec, ...]
+    reasons: tuple[str, ...]
+
+
+def candidate_pool(task: str, classification: DataClassification, catalog: ModelCatalog,
+                   availability: dict[str, Availability]) -> CandidatePool:
+    reasons: list[str] = []
+    serving = [s for s in catalog if s.serves(task)]
+    cleared = [s for s in serving if s.may_see(classification)]
+    excluded = [s for s in serving if not s.may_see(classification)]
+    if excluded:
+        cloud = all(s.residency is Residency.CLOUD for s in excluded)
+        what = "cloud models" if cloud else "models not cleared"
+        reasons.append(f"{classification.value} data: {what} excluded ({', '.join(s.id for s in excluded)})")
+    unavailable = [(s, availability[s.id]) for s in cleared if not availability[s.id].available]
+    if unavailable:
+        reasons.append("unavailable: " + ", ".join(f"{s.id} ({a.reason})" for s, a in unavailable))
+    return CandidatePool(tuple(s for s in cleared if availability[s.id].available), tuple(reasons))
+
+
+class _PoolCache:
+    """Candidate pools keyed by task, classification and the availability snapshot (a few µs per item saved)."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.pools: dict[tuple, CandidatePool] = {}
+
+    def get(self, item: "RoutingItem", catalog: ModelCatalog, availability: dict[str, Availability]) -> CandidatePool:
+        key = (item.task, item.classification, id(catalog), tuple((k, a.available, a.reason) for k, a in availability.items()))
+        pool = self.pools.get(key)
+        if pool is None:
+            if len(self.pools) >= self.size:
+                self.pools.clear()
+            pool = self.pools[key] = candidate_pool(item.task, item.classification, catalog, availability)
+        return pool
+
+
 def eligible_models(
     item: RoutingItem,
     catalog: ModelCatalog,
@@ -92,6 +136,7 @@ def eligible_models(
     tier_thresholds: list[float],
     complexity: Optional[ComplexityEstimate] = None,
     max_cost_usd: Optional[float] = None,
+    pool: Optional[CandidatePool] = None,
 ) -> Eligibility:
     """Hard constraints every policy obeys: task, classification, availability, context window, cost cap.
 
@@ -101,22 +146,13 @@ def eligible_models(
     complexity = complexity or estimate_complexity(item.text)
     tier = required_tier(complexity.score, tier_thresholds)
     input_tokens = estimate_tokens(item.text) + item.instructions_tokens
-    reasons: list[str] = []
-    serving = [s for s in catalog if s.serves(item.task)]
-    cleared = [s for s in serving if s.may_see(item.classification)]
-    excluded = [s for s in serving if not s.may_see(item.classification)]
-    if excluded:
-        cloud = all(s.residency is Residency.CLOUD for s in excluded)
-        what = "cloud models" if cloud else "models not cleared"
-        reasons.append(f"{item.classification.value} data: {what} excluded ({', '.join(s.id for s in excluded)})")
-    unavailable = [(s, availability[s.id]) for s in cleared if not availability[s.id].available]
-    if unavailable:
-        reasons.append("unavailable: " + ", ".join(f"{s.id} ({a.reason})" for s, a in unavailable))
-    usable = [s for s in cleared if availability[s.id].available]
-    too_small = [s for s in usable if s.context_window < input_tokens + item.expected_output_tokens]
-    if too_small:
-        reasons.append(f"~{input_tokens} input tokens exceed the context of " + ", ".join(s.id for s in too_small))
-    usable = [s for s in usable if s not in too_small]
+    pool = pool or candidate_pool(item.task, item.classification, catalog, availability)
+    reasons = list(pool.reasons)
+    needed = input_tokens + item.expected_output_tokens
+    usable = [s for s in pool.usable if s.context_window >= needed]
+    if len(usable) < len(pool.usable):
+        reasons.append(f"~{input_tokens} input tokens exceed the context of "
+                       + ", ".join(s.id for s in pool.usable if s.context_window < needed))
     costs = {s.id: estimated_cost(s, input_tokens, item.expected_output_tokens) for s in usable}
     if max_cost_usd is not None:
         over = [s for s in usable if costs[s.id] > max_cost_usd]
@@ -153,10 +189,12 @@ class RulesPolicy:
         self.tier_thresholds = tier_thresholds
         self.allow_below_tier = allow_below_tier
         self.max_item_cost_usd = max_item_cost_usd
+        self._pools = _PoolCache()
 
     def eligible(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                  complexity: Optional[ComplexityEstimate] = None) -> Eligibility:
-        return eligible_models(item, catalog, availability, self.tier_thresholds, complexity, self.max_item_cost_usd)
+        pool = self._pools.get(item, catalog, availability)
+        return eligible_models(item, catalog, availability, self.tier_thresholds, complexity, self.max_item_cost_usd, pool)
 
     def choose(self, found: Eligibility) -> tuple[Optional[ModelSpec], list[str]]:
         reasons = [f"complexity {found.complexity.score:.2f} ({found.complexity.describe()}) needs tier {found.tier}"]
@@ -168,6 +206,22 @@ class RulesPolicy:
             chosen = min((s for s in found.usable if s.tier == best_tier), key=lambda s: (found.costs[s.id], s.id))
             return chosen, [*reasons, f"no usable model reaches tier {found.tier}; best available is tier {best_tier}"]
         return None, reasons
+
+    def decide_many(self, items: Sequence[RoutingItem], catalog: ModelCatalog, availability: dict[str, Availability],
+                    complexities: Optional[Sequence[ComplexityEstimate]] = None) -> list[RoutingDecision]:
+        """Decisions for a whole batch under one availability snapshot (estimates, replays, planning)."""
+        pools: dict[tuple, CandidatePool] = {}
+        decisions = []
+        for index, item in enumerate(items):
+            key = (item.task, item.classification)
+            pool = pools.get(key)
+            if pool is None:
+                pool = pools[key] = candidate_pool(item.task, item.classification, catalog, availability)
+            complexity = complexities[index] if complexities is not None else None
+            found = eligible_models(item, catalog, availability, self.tier_thresholds, complexity, self.max_item_cost_usd, pool)
+            chosen, reasons = self.choose(found)
+            decisions.append(_decision(item, found, chosen, found.reasons + reasons, self.name))
+        return decisions
 
     def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:

@@ -112,3 +112,15 @@ def test_cost_cap_forces_a_cheaper_route_and_task_policies_override():
     assert routing.build_policy("ticket_triage").name == "rules"
     with pytest.raises(ValueError, match="unknown routing policy 'fast'"):
         RoutingResource(task_policies={"t": "fast"}).build_policy("t")
+
+
+def test_decide_many_matches_one_by_one():
+    catalog = ModelCatalog.load()
+    availability = {s.id: Availability(available=s.residency.value == "on_prem", reason="no key") for s in catalog}
+    texts = ["Invoice 1\nTotal: 5.00", "T0TAL ~~ 1,2|3 ^^ x" * 40, "Z" * 9000]
+    items = [RoutingItem(item_id=str(i), task="invoice_extraction", text=t, classification=c)
+             for i, t in enumerate(texts) for c in (DataClassification.INTERNAL, DataClassification.RESTRICTED)]
+    policy = RulesPolicy([0.25, 0.6, 0.8])
+    batch = policy.decide_many(items, catalog, availability)
+    assert batch == [policy.decide(item, catalog, availability) for item in items]
+    assert len({d.model_id for d in batch}) >= 2
