@@ -152,6 +152,7 @@ def _record(where: CallContext, task: AITask, document: Document, decision: Rout
         cost_usd=result.cost_usd, estimated_cost_usd=estimate, latency_s=result.latency_s,
         route_reason=reason, outcome="ok" if result.ok else "error", error=result.error,
         policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
+        input_chars=len(document.text) + len(task.instructions),
     )
 
 

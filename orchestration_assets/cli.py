@@ -38,11 +38,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            "routing_policy materialization (ai-orch fit-routing)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument("--strict", action="store_true", help="exit non-zero when any check fails")
+    estimate = commands.add_parser("estimate", help="what the invoice template will cost for a partition, before running it")
+    estimate.add_argument("--count", type=int, default=20, help="generated invoices (ignored with --input); default 20")
+    estimate.add_argument("--date", help="partition date YYYY-MM-DD; default today (UTC)")
+    estimate.add_argument("--input", help='JSONL of your own documents, one {"id", "text"} object a line')
+    estimate.add_argument("--classification", default="internal")
+    estimate.add_argument("--policy", choices=("rules", "learned", "cascade"), default=None)
+    estimate.add_argument("--json", action="store_true")
     fit = commands.add_parser("fit-routing", help="materialize routing_outcomes and routing_policy from the ledger")
     fit.add_argument("--json", action="store_true", help="print the policy's version and evaluation as JSON")
     args = parser.parse_args(argv)
     try:
-        return run_demo(args) if args.command == "demo" else run_fit_routing(args)
+        runners = {"demo": run_demo, "estimate": run_estimate, "fit-routing": run_fit_routing}
+        return runners[args.command](args)
     except CliError as exc:
         print(f"ai-orch: {exc}", file=sys.stderr)
         return 2
@@ -103,7 +111,8 @@ def _ensure_dagster_home() -> Path:
     return path
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def _checked_inputs(args: argparse.Namespace):
+    """Validate --count/--classification/--input/--date the same way for every command; returns (classification, partition)."""
     from resources.classification import DataClassification
     from resources.documents import DocumentInputError, read_documents_jsonl
 
@@ -118,7 +127,53 @@ def run_demo(args: argparse.Namespace) -> int:
             read_documents_jsonl(args.input, classification)
         except DocumentInputError as exc:
             raise CliError(str(exc)) from None
-    partition = _partition_date(args.date)
+    return classification, _partition_date(args.date)
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    """Route the partition's documents as the asset would and price them from the ledger's history."""
+    classification, partition = _checked_inputs(args)
+    home = _ensure_dagster_home()
+    from orchestration_assets import defs
+    from orchestration_assets.invoices.assets import INVOICE_EXTRACTION, RawInvoicesConfig, invoice_documents
+    from resources.complexity import estimate_complexity
+    from resources.estimation import CostHistory, estimate_run
+    from resources.routing import RoutingItem, RulesPolicy
+
+    config = RawInvoicesConfig(count=args.count, classification=classification.value,
+                               input_path=str(Path(args.input).expanduser().resolve()) if args.input else None)
+    documents, source = invoice_documents(config, partition)
+    routing = defs.resources["routing"]
+    if args.policy:
+        routing = routing.model_copy(update={"policy": args.policy})
+    policy = routing.build_policy(INVOICE_EXTRACTION.name)
+    gateway = defs.resources["models"].gateway()
+    catalog = gateway.catalog
+    availability = {spec.id: gateway.availability(spec) for spec in catalog}
+    items = [RoutingItem(item_id=d.id, task=INVOICE_EXTRACTION.name, text=d.text, classification=d.classification,
+                         attributes=dict(INVOICE_EXTRACTION.attributes)) for d in documents]
+    if isinstance(policy, RulesPolicy):
+        decisions = policy.decide_many(items, catalog, availability)
+    else:
+        decisions = [policy.decide(item, catalog, availability, estimate_complexity(item.text)) for item in items]
+    calls = defs.resources["ledger"].store().calls()
+    history = CostHistory.from_calls(calls)
+    estimate = estimate_run(decisions, [len(d.text) + len(INVOICE_EXTRACTION.instructions) for d in documents],
+                            INVOICE_EXTRACTION.name, catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
+    summary = {"partition": partition, "source": source, "policy": routing.policy_for(INVOICE_EXTRACTION.name),
+               "history_calls": int(len(calls)), "dagster_home": str(home), **estimate.as_dict()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"invoice template, partition {partition}: {estimate.items} documents ({source}), policy {summary['policy']}")
+        print(f"  estimated ${estimate.p50_usd:.6f} (p95 ${estimate.p95_usd:.6f}) from {len(calls)} recorded calls")
+        for model, row in estimate.by_model.items():
+            print(f"  {model:22s} {row['items']:5d} items  ${row['p50_usd']:.6f}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    classification, partition = _checked_inputs(args)
     home = _ensure_dagster_home()
 
     import dagster as dg

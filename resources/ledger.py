@@ -49,6 +49,7 @@ class CallRecord(BaseModel):
     attempt: int = Field(1, description="Position in a cascade's chain (1 = first model tried).")
     accepted: Optional[bool] = Field(None, description="Did the answer pass the task's item check?")
     features: Optional[str] = Field(None, description="JSON of the hashed routing features (no text), for retraining.")
+    input_chars: Optional[int] = Field(None, description="Characters sent (document + instructions): calibrates token estimates.")
 
 
 _COLUMNS = list(CallRecord.model_fields)
@@ -80,6 +81,7 @@ ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS policy VARCHAR DEFAULT 'rules';
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS accepted BOOLEAN;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS features VARCHAR;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS input_chars BIGINT;
 """
 
 

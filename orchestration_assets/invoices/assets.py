@@ -14,6 +14,7 @@ from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_T
 from orchestration_assets.placement_plan import placement_tags, task_placement
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
+from resources.estimation import CostHistory, estimate_run
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.placement import HostCapabilities
@@ -39,22 +40,28 @@ class RawInvoicesConfig(dg.Config):
     seed: Optional[str] = None
 
 
+def invoice_documents(config: RawInvoicesConfig, partition_key: str) -> tuple[list[Document], str]:
+    """The partition's documents and their source; ``ai-orch estimate`` builds exactly what the asset will."""
+    classification = DataClassification.parse(config.classification)
+    if config.input_path:
+        return read_documents_jsonl(config.input_path, classification), "input file"
+    if config.count < 1:
+        raise ValueError(f"count must be at least 1, got {config.count}")
+    generated = generate_invoices(config.count, seed=config.seed or partition_key)
+    return [
+        Document(id=inv.id, text=inv.text, classification=classification, truth=inv.truth.model_dump())
+        for inv in generated
+    ], "generator"
+
+
 @dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python"})
 def raw_invoices(context: dg.AssetExecutionContext, config: RawInvoicesConfig) -> dg.Output[list[Document]]:
     """The day's invoices: generated (seeded by the partition date) or read from a JSONL file."""
     classification = DataClassification.parse(config.classification)
-    if config.input_path:
-        documents = read_documents_jsonl(config.input_path, classification)
-        source = "input file"
-    else:
-        if config.count < 1:
-            raise dg.Failure(f"count must be at least 1, got {config.count}")
-        generated = generate_invoices(config.count, seed=config.seed or context.partition_key)
-        documents = [
-            Document(id=inv.id, text=inv.text, classification=classification, truth=inv.truth.model_dump())
-            for inv in generated
-        ]
-        source = "generator"
+    try:
+        documents, source = invoice_documents(config, context.partition_key)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     return dg.Output(
         documents,
         metadata={
@@ -76,20 +83,28 @@ def invoice_extractions(
     ledger: LedgerResource,
 ) -> dg.Output[pd.DataFrame]:
     """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
+    store = ledger.store()
+    history = CostHistory.from_calls(store.calls())  # what is known before the run: the estimate's basis
     outcomes = run_ai_task(
         INVOICE_EXTRACTION,
         raw_invoices,
         policy=routing.build_policy(INVOICE_EXTRACTION.name),
         gateway=models.gateway(),
-        ledger=ledger.store(),
+        ledger=store,
         where=CallContext.from_asset(context),
         log=context.log.info,
     )
     frame = extraction_frame(outcomes, context.run_id)
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)
+    estimate = estimate_run([o.decision for o in outcomes], [len(d.text) for d in raw_invoices], INVOICE_EXTRACTION.name,
+                            models.gateway().catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
+    actual = sum(r.cost_usd for o in outcomes for r in o.attempts)
     metadata = {
         **batch_metadata(outcomes),
+        "estimated_cost_usd": dg.MetadataValue.float(round(estimate.p50_usd, 8)),
+        "estimated_cost_p95_usd": dg.MetadataValue.float(round(estimate.p95_usd, 8)),
+        "estimate_error_pct": dg.MetadataValue.float(round(100 * (estimate.p50_usd - actual) / actual, 1) if actual else 0.0),
         "placement": dg.MetadataValue.json(
             {"planned": placement.kind.value if placement else "unplaced", "reasons": placement.reasons if placement else [],
              "worker": {"cpu_cores": host.cpu_cores, "memory_gb": host.memory_gb, "gpu": host.gpu_probe}}

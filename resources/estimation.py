@@ -1,0 +1,158 @@
+"""What a run will cost before it runs: per item and per batch, with a p50/p95 range.
+
+For each item the router's chosen model is priced from what the ledger has seen of it:
+
+* input tokens: the item's characters divided by the model's characters-per-token,
+  calibrated from the ledger's (input_chars, input_tokens) pairs for that model; without
+  history a provider-neutral 4 characters a token (``complexity.estimate_tokens``). The
+  calibration's own error (MAPE on history) is reported, so a user knows how far to trust it;
+* output tokens: p50/p95 of the model's recorded output tokens for the task, else the
+  task's declared expectation;
+* on-prem compute time (models priced by the hour): p50/p95 of recorded latency for the
+  task, else the catalog's throughput figures.
+
+A cascade's escalations are not in a first-choice estimate: the p95 takes the escalation
+rate seen in the ledger into account by adding that share of the next model's cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from resources.catalog import ModelCatalog, ModelSpec
+from resources.complexity import estimate_tokens
+from resources.routing import RoutingDecision
+
+DEFAULT_CHARS_PER_TOKEN = 4.0
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    calls: int = 0
+    chars_per_token: Optional[float] = None
+    chars_per_token_mape: Optional[float] = None
+    output_p50: Optional[float] = None
+    output_p95: Optional[float] = None
+    latency_p50: Optional[float] = None
+    latency_p95: Optional[float] = None
+
+
+@dataclass
+class CostHistory:
+    """What the ledger says about each (task, model), for pricing calls before they happen."""
+
+    by_model: dict[tuple[str, str], ModelHistory] = field(default_factory=dict)
+    escalation_rate: dict[str, float] = field(default_factory=dict)  # task → share of items escalated
+
+    @classmethod
+    def from_calls(cls, calls: pd.DataFrame) -> "CostHistory":
+        history = cls()
+        if calls.empty:
+            return history
+        ok = calls[calls["outcome"] == "ok"]
+        for (task, model), group in ok.groupby(["task", "model_id"]):
+            ratio, mape = None, None
+            if "input_chars" in group:
+                paired = group[(group["input_chars"].fillna(0) > 0) & (group["input_tokens"] > 0)]
+                if len(paired) >= 3:
+                    ratio = float(paired["input_chars"].sum() / paired["input_tokens"].sum())
+                    predicted = paired["input_chars"] / ratio
+                    mape = float((abs(predicted - paired["input_tokens"]) / paired["input_tokens"]).mean())
+            history.by_model[(task, model)] = ModelHistory(
+                calls=len(group), chars_per_token=ratio, chars_per_token_mape=mape,
+                output_p50=float(group["output_tokens"].quantile(0.5)), output_p95=float(group["output_tokens"].quantile(0.95)),
+                latency_p50=float(group["latency_s"].quantile(0.5)), latency_p95=float(group["latency_s"].quantile(0.95)),
+            )
+        if "attempt" in calls:
+            for task, group in calls.groupby("task"):
+                items = group.groupby(["run_id", "item_id"])["attempt"].max()
+                history.escalation_rate[task] = float((items > 1).mean()) if len(items) else 0.0
+        return history
+
+    def get(self, task: str, model_id: str) -> ModelHistory:
+        return self.by_model.get((task, model_id), ModelHistory())
+
+
+@dataclass(frozen=True)
+class ItemEstimate:
+    item_id: str
+    model_id: Optional[str]
+    input_tokens: int
+    p50_usd: float
+    p95_usd: float
+    basis: str  # "history" or "catalog"
+
+
+def _price(spec: ModelSpec, input_tokens: int, output_tokens: float, seconds: Optional[float]) -> float:
+    if seconds is None:
+        seconds = 0.0
+        if spec.compute_usd_per_hour:
+            seconds = input_tokens / (spec.prompt_tokens_per_s or 500.0) + output_tokens / (spec.output_tokens_per_s or 20.0)
+    return spec.call_cost(input_tokens, int(round(output_tokens)), seconds)
+
+
+def estimate_item(
+    spec: ModelSpec, task: str, characters: int, history: CostHistory, expected_output_tokens: int, item_id: str = ""
+) -> ItemEstimate:
+    seen = history.get(task, spec.id)
+    ratio = seen.chars_per_token or DEFAULT_CHARS_PER_TOKEN
+    input_tokens = max(1, int(round(characters / ratio))) if seen.chars_per_token else estimate_tokens("x" * characters)
+    out50 = seen.output_p50 if seen.output_p50 is not None else expected_output_tokens
+    out95 = seen.output_p95 if seen.output_p95 is not None else expected_output_tokens * 1.5
+    timed = spec.compute_usd_per_hour > 0 and seen.latency_p50 is not None
+    p50 = _price(spec, input_tokens, out50, seen.latency_p50 if timed else None)
+    p95 = _price(spec, input_tokens, out95, seen.latency_p95 if timed else None)
+    return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), "history" if seen.calls else "catalog")
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    items: int
+    routed: int
+    p50_usd: float
+    p95_usd: float
+    by_model: dict[str, dict[str, float]]
+    calibration: dict[str, Optional[float]]  # model → chars-per-token MAPE on its history
+
+    def as_dict(self) -> dict:
+        return {"items": self.items, "routed": self.routed, "p50_usd": round(self.p50_usd, 8),
+                "p95_usd": round(self.p95_usd, 8), "by_model": self.by_model, "token_calibration_mape": self.calibration}
+
+
+def estimate_run(
+    decisions: Sequence[RoutingDecision], characters: Sequence[int], task: str, catalog: ModelCatalog,
+    history: CostHistory, expected_output_tokens: int,
+) -> RunEstimate:
+    """The batch's cost under the routes the policy chose: the sum of item p50s, and a p95 for the total.
+
+    The total's p95 is the p50 sum plus the root-sum-square of the items' (p95 − p50)
+    spreads: items vary independently, so their worst cases do not all add up; escalations
+    seen in history add their share of the next model on top.
+    """
+    p50 = 0.0
+    spreads = []
+    by_model: dict[str, dict[str, float]] = {}
+    for decision, chars in zip(decisions, characters):
+        if decision.model_id is None:
+            continue
+        estimate = estimate_item(catalog.get(decision.model_id), task, chars, history, expected_output_tokens, decision.item_id)
+        p50 += estimate.p50_usd
+        spreads.append(estimate.p95_usd - estimate.p50_usd)
+        row = by_model.setdefault(decision.model_id, {"items": 0, "p50_usd": 0.0})
+        row["items"] += 1
+        row["p50_usd"] = round(row["p50_usd"] + estimate.p50_usd, 8)
+        if decision.escalation:
+            # Escalation is a coin with the historical rate: its mean adds to p50, its
+            # spread (normal approximation of a Bernoulli) to the p95.
+            rate = history.escalation_rate.get(task, 0.0)
+            nxt = estimate_item(catalog.get(decision.escalation[0]), task, chars, history, expected_output_tokens)
+            p50 += rate * nxt.p50_usd
+            spreads.append(1.645 * float(np.sqrt(rate * (1 - rate))) * nxt.p50_usd + rate * (nxt.p95_usd - nxt.p50_usd))
+    p95 = p50 + float(np.sqrt(np.sum(np.square(spreads)))) if spreads else p50
+    calibration = {m: history.get(task, m).chars_per_token_mape for m in by_model}
+    return RunEstimate(len(decisions), sum(1 for d in decisions if d.model_id), p50, p95, by_model, calibration)

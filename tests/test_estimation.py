@@ -1,0 +1,86 @@
+"""Pre-run estimates priced from the ledger's history: token calibration, latency-priced compute, totals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from resources.catalog import ModelCatalog
+from resources.classification import DataClassification
+from resources.estimation import CostHistory, estimate_item, estimate_run
+from resources.ledger import CallRecord, DuckDBLedger
+from resources.routing import RoutingDecision
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOG = ModelCatalog.load()
+
+
+def _history(tmp_path, rows) -> CostHistory:
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    ledger.append([CallRecord(item_id=f"i{n}", task="t", provider="p", residency="cloud", classification="internal",
+                              outcome="ok", **row) for n, row in enumerate(rows)])
+    return CostHistory.from_calls(ledger.calls())
+
+
+def test_tokens_are_calibrated_per_model_from_history(tmp_path):
+    rows = [dict(model_id="gpt-4o-mini", input_chars=9 * n, input_tokens=2 * n, output_tokens=100 + n, latency_s=1.0)
+            for n in range(10, 30)]
+    history = _history(tmp_path, rows)
+    seen = history.get("t", "gpt-4o-mini")
+    assert seen.chars_per_token == pytest.approx(4.5)
+    assert seen.chars_per_token_mape == pytest.approx(0.0, abs=1e-9)
+    estimate = estimate_item(CATALOG.get("gpt-4o-mini"), "t", 4500, history, expected_output_tokens=500)
+    assert estimate.input_tokens == 1000 and estimate.basis == "history"
+    spec = CATALOG.get("gpt-4o-mini")
+    assert estimate.p50_usd == pytest.approx(spec.token_cost(1000, round(seen.output_p50)))
+    assert estimate.p95_usd > estimate.p50_usd
+    cold = estimate_item(spec, "t", 4500, CostHistory(), expected_output_tokens=500)
+    assert cold.basis == "catalog" and cold.input_tokens == 1125  # 4 characters a token
+
+
+def test_compute_priced_models_use_recorded_latency(tmp_path):
+    rows = [dict(model_id="local-gemma3-270m", input_chars=4000, input_tokens=1000, output_tokens=80, latency_s=s)
+            for s in [2.0] * 18 + [10.0] * 2]
+    history = _history(tmp_path, rows)
+    spec = CATALOG.get("local-gemma3-270m")
+    estimate = estimate_item(spec, "t", 4000, history, expected_output_tokens=200)
+    assert estimate.p50_usd == pytest.approx(spec.compute_cost(2.0))
+    assert estimate.p95_usd == pytest.approx(spec.compute_cost(history.get("t", spec.id).latency_p95))
+
+
+def test_run_estimate_sums_items_and_adds_escalations(tmp_path):
+    rows = [dict(model_id="rules-invoice", input_chars=1000, input_tokens=0, output_tokens=0, latency_s=0.001, run_id="r",
+                 attempt=1) for _ in range(4)]
+    rows += [dict(model_id="local-gemma3-270m", input_chars=1000, input_tokens=250, output_tokens=80, latency_s=3.0,
+                  run_id="r", attempt=2)]
+    history = _history(tmp_path, rows)
+    assert history.escalation_rate["t"] == pytest.approx(0.2)  # 1 of 5 recorded items needed a second model
+    history.escalation_rate["t"] = 0.25
+    decision = lambda i, esc: RoutingDecision(  # noqa: E731
+        item_id=str(i), model_id="rules-invoice", complexity=0.1, required_tier=1,
+        classification=DataClassification.INTERNAL, estimated_cost_usd=None, reasons=[], escalation=esc)
+    plain = estimate_run([decision(i, []) for i in range(10)], [1000] * 10, "t", CATALOG, history, 200)
+    cascade = estimate_run([decision(i, ["local-gemma3-270m"]) for i in range(10)], [1000] * 10, "t", CATALOG, history, 200)
+    gemma = CATALOG.get("local-gemma3-270m").compute_cost(3.0)
+    assert cascade.p50_usd == pytest.approx(plain.p50_usd + 10 * 0.25 * gemma)
+    assert cascade.p95_usd > cascade.p50_usd >= plain.p50_usd
+    assert plain.by_model["rules-invoice"]["items"] == 10
+
+
+def test_estimate_command_prices_a_partition_before_it_runs(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "estimate", "--count", "8", "--date", "2026-03-03",
+                           "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["items"] == summary["routed"] == 8 and summary["history_calls"] == 0
+    assert sum(m["items"] for m in summary["by_model"].values()) == 8
+    assert summary["p95_usd"] >= summary["p50_usd"] > 0
+    bad = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "estimate", "--count", "0"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--count must be at least 1" in bad.stderr
