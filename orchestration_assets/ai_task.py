@@ -23,10 +23,12 @@ from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
 from resources.model_call import CallResult, StructuredRequest
 from resources.model_gateway import ModelGateway
+from resources.budgets import BudgetRefusal
 from resources.routing import (
-    CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, item_features,
+    CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, candidate_pool, item_features,
 )
 from resources.routing_features import FeatureSpace
+from resources.spend_guard import SpendGuard
 
 RoutingPolicy = Union[RulesPolicy, LearnedRoutingPolicy, CascadePolicy]
 
@@ -72,11 +74,12 @@ class ItemOutcome:
     result: Optional[CallResult]  # the answer kept: the first accepted one, else the last tried
     attempts: list[CallResult] = field(default_factory=list)
     check_failure: Optional[str] = None
+    budget_refusal: Optional[str] = None  # why a hard cap stopped the item (or its escalation)
 
     @property
     def error(self) -> Optional[str]:
         if self.result is None:
-            return "not routed: " + self.decision.reason
+            return self.budget_refusal or "not routed: " + self.decision.reason
         return self.result.error
 
     @property
@@ -93,7 +96,10 @@ def run_ai_task(
     ledger: LedgerStore,
     where: CallContext,
     log: Optional[Callable[[str], None]] = None,
+    guard: Optional[SpendGuard] = None,
 ) -> list[ItemOutcome]:
+    """Route, call and record every document; with a ``guard``, each call is reserved against budgets first."""
+    guard = guard or SpendGuard(ledger, enforce=False)
     catalog: ModelCatalog = gateway.catalog
     instruction_tokens = estimate_tokens(task.instructions)
     space = FeatureSpace()
@@ -109,15 +115,19 @@ def run_ai_task(
         complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
         decision = policy.decide(item, catalog, availability, complexity)
         features = decision.features or item_features(item, complexity, space)
-        outcome = _call_chain(task, document, decision, gateway, ledger, where, json.dumps(features))
+        outcome = _call_chain(task, document, decision, gateway, guard, where, json.dumps(features), availability)
         outcomes.append(outcome)
         progress.advance(outcome)
     return outcomes
 
 
 def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gateway: ModelGateway,
-                ledger: LedgerStore, where: CallContext, features: str) -> ItemOutcome:
-    """Call the chosen model; in a cascade, escalate along the chain while the item check fails."""
+                guard: SpendGuard, where: CallContext, features: str, availability) -> ItemOutcome:
+    """Call the chosen model; in a cascade, escalate along the chain while the item check fails.
+
+    Every call is first reserved against the budgets covering it; a refused reservation
+    either downgrades the call to a cheaper cleared model or ends the item, said in its error.
+    """
     outcome = ItemOutcome(document, decision, None)
     if decision.model_id is None:
         return outcome
@@ -127,11 +137,37 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
     )
     chain = [decision.model_id, *decision.escalation]
     reason = decision.reason
+    characters = len(document.text) + len(task.instructions)
     for attempt, model_id in enumerate(chain, start=1):
-        result = gateway.call(model_id, request)
+        spec = gateway.catalog.get(model_id)
+        try:
+            reservation = guard.reserve(spec, task.name, characters, run_id=where.run_id, item_id=document.id)
+        except BudgetRefusal as refusal:
+            pool = candidate_pool(task.name, document.classification, gateway.catalog, availability).usable
+            reservation, spec, last = None, None, refusal
+            for cheaper in guard.cheaper_routes(refusal, pool, gateway.catalog.get(model_id), task.name, characters):
+                try:
+                    reservation = guard.reserve(cheaper, task.name, characters, run_id=where.run_id, item_id=document.id)
+                except BudgetRefusal as again:
+                    last = again
+                    continue
+                spec = cheaper
+                break
+            if spec is None:
+                outcome.budget_refusal = f"refused by budget: {last}"
+                break
+            guard.downgrades += 1
+            reason = f"{reason}; budget downgrade: {model_id} → {spec.id} ({refusal})"
+            model_id = spec.id
+        try:
+            result = gateway.call(model_id, request)
+        except BaseException:
+            if reservation is not None:
+                guard.ledger.release(reservation)
+            raise
         problem = result.error if not result.ok else (task.check(result.output) if task.check else None)
-        ledger.append([_record(where, task, document, decision, result, gateway.catalog,
-                               attempt=attempt, accepted=problem is None, reason=reason, features=features)])
+        guard.settle(reservation, [_record(where, task, document, decision, result, gateway.catalog,
+                                           attempt=attempt, accepted=problem is None, reason=reason, features=features)])
         outcome.attempts.append(result)
         outcome.result, outcome.check_failure = result, problem
         if problem is None:
@@ -182,19 +218,20 @@ def batch_metadata(outcomes: Sequence[ItemOutcome]) -> dict[str, dg.MetadataValu
     models = Counter(r.model_id for r in results)
     routes = Counter(o.result.model_id if o.result else "unrouted" for o in outcomes)
     failures = [o for o in outcomes if o.error is not None]
-    estimated = sum(o.decision.estimated_cost_usd or 0.0 for o in outcomes if o.result is not None)
+    estimated = sum((o.decision.estimated_cost_usd or 0.0 for o in outcomes if o.result is not None), 0.0)
     metadata: dict[str, dg.MetadataValue] = {
         "items": dg.MetadataValue.int(len(outcomes)),
         "calls": dg.MetadataValue.int(len(results)),
         "failed_items": dg.MetadataValue.int(len(failures)),
         "policy": dg.MetadataValue.text(outcomes[0].decision.policy if outcomes else "none"),
         "escalations": dg.MetadataValue.int(sum(max(0, len(o.attempts) - 1) for o in outcomes)),
+        "budget_refusals": dg.MetadataValue.int(sum(o.budget_refusal is not None for o in outcomes)),
         "items_failing_check": dg.MetadataValue.int(sum(o.check_failure is not None for o in outcomes if o.result)),
         "models": dg.MetadataValue.json(dict(models)),
         "route_share": dg.MetadataValue.json({k: round(v / max(1, len(outcomes)), 3) for k, v in routes.items()}),
         "input_tokens": dg.MetadataValue.int(sum(r.input_tokens for r in results)),
         "output_tokens": dg.MetadataValue.int(sum(r.output_tokens for r in results)),
-        "cost_usd": dg.MetadataValue.float(round(sum(r.cost_usd for r in results), 8)),
+        "cost_usd": dg.MetadataValue.float(round(sum((r.cost_usd for r in results), 0.0), 8)),
         "estimated_cost_usd": dg.MetadataValue.float(round(estimated, 8)),
     }
     if failures:

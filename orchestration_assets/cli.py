@@ -20,8 +20,7 @@ CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
 OUTPUT_FIELDS = ["vendor", "invoice_number", "date", "currency", "total"]
 
 
-class CliError(Exception):
-    """A problem the user can fix; printed without a traceback, exit code 2."""
+from orchestration_assets.cli_errors import CliError  # noqa: E402  (re-exported: ai-orch's one error type)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,6 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--policy", choices=("rules", "learned", "cascade"), default=None,
                       help="routing policy (default: $AI_ORCH_ROUTING_POLICY or rules); learned uses the latest "
                            "routing_policy materialization (ai-orch fit-routing)")
+    demo.add_argument("--department", default=None,
+                      help="charge the run to this department (run tag ai_orch/department; default $AI_ORCH_DEPARTMENT or operations)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument("--strict", action="store_true", help="exit non-zero when any check fails")
     estimate = commands.add_parser("estimate", help="what the invoice template will cost for a partition, before running it")
@@ -47,9 +48,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     estimate.add_argument("--json", action="store_true")
     fit = commands.add_parser("fit-routing", help="materialize routing_outcomes and routing_policy from the ledger")
     fit.add_argument("--json", action="store_true", help="print the policy's version and evaluation as JSON")
+    from orchestration_assets.finops_cli import add_commands
+
+    finops = add_commands(commands)
     args = parser.parse_args(argv)
     try:
-        runners = {"demo": run_demo, "estimate": run_estimate, "fit-routing": run_fit_routing}
+        runners = {"demo": run_demo, "estimate": run_estimate, "fit-routing": run_fit_routing, **finops}
         return runners[args.command](args)
     except CliError as exc:
         print(f"ai-orch: {exc}", file=sys.stderr)
@@ -159,7 +163,8 @@ def run_estimate(args: argparse.Namespace) -> int:
     calls = defs.resources["ledger"].store().calls()
     history = CostHistory.from_calls(calls)
     estimate = estimate_run(decisions, [len(d.text) + len(INVOICE_EXTRACTION.instructions) for d in documents],
-                            INVOICE_EXTRACTION.name, catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
+                            INVOICE_EXTRACTION.name, catalog, history, INVOICE_EXTRACTION.expected_output_tokens,
+                            texts=[(INVOICE_EXTRACTION.instructions, d.text) for d in documents])
     summary = {"partition": partition, "source": source, "policy": routing.policy_for(INVOICE_EXTRACTION.name),
                "history_calls": int(len(calls)), "dagster_home": str(home), **estimate.as_dict()}
     if args.json:
@@ -191,8 +196,10 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     if args.policy:  # the same run config a user sets in the launchpad
         run_config["resources"] = {"routing": {"config": {"policy": args.policy}}}
+    tags = {"ai_orch/department": args.department} if args.department else None
     started = time.perf_counter()
-    result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False)
+    result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False,
+                                    tags=tags)
     wall_s = time.perf_counter() - started
 
     failures = result.get_step_failure_events()
@@ -233,6 +240,8 @@ def _summary(result, defs, partition: str, home: Path, wall_s: float) -> dict[st
         "cost_usd": round(float(calls["cost_usd"].sum()), 8) if len(calls) else 0.0,
         "estimated_cost_usd": round(float(calls["estimated_cost_usd"].fillna(0).sum()), 8) if len(calls) else 0.0,
         "checks": checks,
+        "budget_refusals": int(extractions["error"].fillna("").str.startswith("refused by budget").sum()),
+        "budget_downgrades": int(calls["route_reason"].str.contains("budget downgrade", regex=False).sum()) if len(calls) else 0,
         "approved_invoices_materialized": bool(approved),
         "wall_s": round(wall_s, 2),
         "dagster_home": str(home),
@@ -265,7 +274,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(
         f"run {summary['run_id']} · partition {summary['partition']} · {summary['wall_s']} s\n"
         f"  items {summary['items']} ({summary['failed_items']} failed) · calls {summary['calls']} · models {models}\n"
-        f"  cost ${summary['cost_usd']:.6f} (estimated ${summary['estimated_cost_usd']:.6f})\n"
+        f"  cost ${summary['cost_usd']:.6f} (estimated ${summary['estimated_cost_usd']:.6f})"
+        f" · budget refusals {summary['budget_refusals']}, downgrades {summary['budget_downgrades']}\n"
         f"  checks: {checks}\n"
         f"  approved_invoices {'materialized' if summary['approved_invoices_materialized'] else 'blocked by a failed check'}\n"
         f"  ledger {summary['ledger']}\n"

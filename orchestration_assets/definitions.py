@@ -20,7 +20,7 @@ from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.routing import RoutingResource
 from resources.warehouse import DuckDBWarehouseResource
-from sensors.budget_sensor import ai_budget_sensor
+from sensors.budget_sensor import BUDGET_ASSETS, ai_budget_sensor
 
 
 def _key(name: str):
@@ -38,13 +38,17 @@ def default_resources() -> dict:
         "ledger": LedgerResource(),
         "warehouse": DuckDBWarehouseResource(),
         "quality": InvoiceQualityPolicy(),
-        "budget": BudgetResource(cap_usd=float(os.environ.get("AI_ORCH_DAILY_BUDGET_USD", "5.0"))),
+        "budget": BudgetResource(
+            department=os.environ.get("AI_ORCH_DEPARTMENT", "operations"),
+            daily_cap_usd=float(os.environ["AI_ORCH_DAILY_BUDGET_USD"]) if os.environ.get("AI_ORCH_DAILY_BUDGET_USD") else None,
+            alert_webhook_url=_key("AI_ORCH_ALERT_WEBHOOK_URL"),
+        ),
     }
 
 
 def build_definitions(resources: "dict | None" = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([invoice_assets, routing_assets]),
+        assets=[*dg.load_assets_from_modules([invoice_assets, routing_assets]), *BUDGET_ASSETS],
         asset_checks=[extraction_quality, extraction_compliance],
         jobs=[invoice_batch_job],
         schedules=[invoice_daily_schedule],

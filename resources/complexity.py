@@ -32,8 +32,11 @@ WEIGHTS = {"length": 0.3, "noise": 0.45, "unstructured": 0.15, "non_latin": 0.1}
 class ComplexityEstimate(BaseModel):
     score: float
     signals: dict[str, float]
+    summary: str = ""  # the two strongest signals, said once at estimation: every decision quotes it
 
     def describe(self) -> str:
+        if self.summary:
+            return self.summary
         top = sorted(self.signals.items(), key=lambda kv: -kv[1] * WEIGHTS.get(kv[0], 0))[:2]
         return ", ".join(f"{name} {value:.2f}" for name, value in top)
 
@@ -92,4 +95,6 @@ def estimate_complexity(text: str, declared: "float | None" = None) -> Complexit
     if declared is not None:
         signals["declared"] = float(declared)
         score = max(score, float(declared))
-    return ComplexityEstimate(score=round(min(1.0, max(0.0, score)), 3), signals={k: round(v, 3) for k, v in signals.items()})
+    estimate = ComplexityEstimate(score=round(min(1.0, max(0.0, score)), 3), signals={k: round(v, 3) for k, v in signals.items()})
+    estimate.summary = estimate.describe()
+    return estimate

@@ -2,7 +2,8 @@
 
 For each item the router's chosen model is priced from what the ledger has seen of it:
 
-* input tokens: the item's characters divided by the model's characters-per-token,
+* input tokens: for OpenAI models, counted exactly with tiktoken (``tokenizers``); for
+  others, the item's characters divided by the model's characters-per-token,
   calibrated from the ledger's (input_chars, input_tokens) pairs for that model; without
   history a provider-neutral 4 characters a token (``complexity.estimate_tokens``). The
   calibration's own error (MAPE on history) is reported, so a user knows how far to trust it;
@@ -27,6 +28,7 @@ import pandas as pd
 from resources.catalog import ModelCatalog, ModelSpec
 from resources.complexity import estimate_tokens
 from resources.routing import RoutingDecision
+from resources.tokenizers import count_chat_tokens
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
 
@@ -97,17 +99,27 @@ def _price(spec: ModelSpec, input_tokens: int, output_tokens: float, seconds: Op
 
 
 def estimate_item(
-    spec: ModelSpec, task: str, characters: int, history: CostHistory, expected_output_tokens: int, item_id: str = ""
+    spec: ModelSpec, task: str, characters: int, history: CostHistory, expected_output_tokens: int, item_id: str = "",
+    texts: Sequence[str] = (),
 ) -> ItemEstimate:
+    """One call's p50/p95 cost. ``texts`` (the request's instructions and document), when given, are
+    counted exactly with the model's own tokenizer where one exists offline (OpenAI's)."""
     seen = history.get(task, spec.id)
     ratio = seen.chars_per_token or DEFAULT_CHARS_PER_TOKEN
-    input_tokens = max(1, int(round(characters / ratio))) if seen.chars_per_token else estimate_tokens("x" * characters)
+    exact = count_chat_tokens(spec.wire_model, *texts) if texts and spec.provider == "openai" else None
+    if exact is not None:
+        input_tokens = exact
+    elif seen.chars_per_token:
+        input_tokens = max(1, int(round(characters / ratio)))
+    else:
+        input_tokens = estimate_tokens("x" * characters)
     out50 = seen.output_p50 if seen.output_p50 is not None else expected_output_tokens
     out95 = seen.output_p95 if seen.output_p95 is not None else expected_output_tokens * 1.5
     timed = spec.compute_usd_per_hour > 0 and seen.latency_p50 is not None
     p50 = _price(spec, input_tokens, out50, seen.latency_p50 if timed else None)
     p95 = _price(spec, input_tokens, out95, seen.latency_p95 if timed else None)
-    return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), "history" if seen.calls else "catalog")
+    basis = ("tiktoken+" if exact is not None else "") + ("history" if seen.calls else "catalog")
+    return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis)
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,7 @@ class RunEstimate:
 
 def estimate_run(
     decisions: Sequence[RoutingDecision], characters: Sequence[int], task: str, catalog: ModelCatalog,
-    history: CostHistory, expected_output_tokens: int,
+    history: CostHistory, expected_output_tokens: int, texts: Optional[Sequence[Sequence[str]]] = None,
 ) -> RunEstimate:
     """The batch's cost under the routes the policy chose: the sum of item p50s, and a p95 for the total.
 
@@ -137,10 +149,12 @@ def estimate_run(
     p50 = 0.0
     spreads = []
     by_model: dict[str, dict[str, float]] = {}
-    for decision, chars in zip(decisions, characters):
+    for index, (decision, chars) in enumerate(zip(decisions, characters)):
         if decision.model_id is None:
             continue
-        estimate = estimate_item(catalog.get(decision.model_id), task, chars, history, expected_output_tokens, decision.item_id)
+        parts = texts[index] if texts is not None else ()
+        estimate = estimate_item(catalog.get(decision.model_id), task, chars, history, expected_output_tokens,
+                                 decision.item_id, texts=parts)
         p50 += estimate.p50_usd
         spreads.append(estimate.p95_usd - estimate.p50_usd)
         row = by_model.setdefault(decision.model_id, {"items": 0, "p50_usd": 0.0})
@@ -150,7 +164,7 @@ def estimate_run(
             # Escalation is a coin with the historical rate: its mean adds to p50, its
             # spread (normal approximation of a Bernoulli) to the p95.
             rate = history.escalation_rate.get(task, 0.0)
-            nxt = estimate_item(catalog.get(decision.escalation[0]), task, chars, history, expected_output_tokens)
+            nxt = estimate_item(catalog.get(decision.escalation[0]), task, chars, history, expected_output_tokens, texts=parts)
             p50 += rate * nxt.p50_usd
             spreads.append(1.645 * float(np.sqrt(rate * (1 - rate))) * nxt.p50_usd + rate * (nxt.p95_usd - nxt.p50_usd))
     p95 = p50 + float(np.sqrt(np.sum(np.square(spreads)))) if spreads else p50

@@ -8,6 +8,7 @@ default, safe under Dagster's multiprocess executor (see ``duckdb_file``).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from resources import budget_store
+from resources.budgets import Budget, BudgetStatus, SpendScope
 from resources.duckdb_file import default_data_dir, locked_connection
 
 
@@ -50,6 +53,9 @@ class CallRecord(BaseModel):
     accepted: Optional[bool] = Field(None, description="Did the answer pass the task's item check?")
     features: Optional[str] = Field(None, description="JSON of the hashed routing features (no text), for retraining.")
     input_chars: Optional[int] = Field(None, description="Characters sent (document + instructions): calibrates token estimates.")
+    department: Optional[str] = Field(None, description="Who pays: the department whose budgets and credits the call draws on.")
+    workflow: Optional[str] = Field(None, description="The workflow (template, asset group or run tag) it draws on.")
+    reservation_id: Optional[str] = Field(None, description="The budget reservation this call settled.")
 
 
 _COLUMNS = list(CallRecord.model_fields)
@@ -82,7 +88,10 @@ ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS accepted BOOLEAN;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS features VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS input_chars BIGINT;
-"""
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS department VARCHAR;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS workflow VARCHAR;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS reservation_id VARCHAR;
+""" + budget_store.SCHEMA
 
 
 class LedgerStore(Protocol):
@@ -92,13 +101,21 @@ class LedgerStore(Protocol):
 
     def spend_since(self, since: datetime) -> float: ...
 
+    def reserve(self, scope: SpendScope, amount_usd: float, *, run_id: Optional[str] = None,
+                item_id: Optional[str] = None) -> "budget_store.Reservation": ...
+
+    def settle(self, reservation: "Optional[budget_store.Reservation]", records: Sequence[CallRecord]) -> None: ...
+
+    def release(self, reservation: "budget_store.Reservation") -> None: ...
+
 
 class DuckDBLedger:
     """The ledger in one DuckDB file. Appends are idempotent on ``call_id``."""
 
-    def __init__(self, path: "str | Path", *, timeout_s: float = 60.0):
+    def __init__(self, path: "str | Path", *, timeout_s: float = 60.0, reservation_ttl_s: float = 900.0):
         self.path = Path(path).expanduser()
         self.timeout_s = timeout_s
+        self.reservation_ttl_s = reservation_ttl_s
         self._initialised = False
 
     def _connection(self, read_only: bool = False):
@@ -109,14 +126,111 @@ class DuckDBLedger:
             conn.execute(_SCHEMA)
             self._initialised = True
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """The locked connection inside BEGIN/COMMIT: a process killed half-way leaves nothing half-written."""
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _insert_calls(conn, records: Sequence[CallRecord]) -> None:
+        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        conn.executemany(f"INSERT OR IGNORE INTO ai_calls ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
+
     def append(self, records: Sequence[CallRecord]) -> None:
         if not records:
             return
-        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._transaction() as conn:
+            self._insert_calls(conn, records)
+
+    def daily_spend(self, since: Optional[datetime] = None) -> pd.DataFrame:
+        """Spend per day, department, workflow and model: what reports and forecasts are built on."""
+        columns = ["day", "department", "workflow", "model_id", "calls", "cost_usd"]
+        if not self.path.exists():
+            return pd.DataFrame(columns=columns)
         with self._connection() as conn:
             self._ensure_schema(conn)
-            conn.executemany(f"INSERT OR IGNORE INTO ai_calls ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
+            return conn.execute(
+                """SELECT CAST(recorded_at AS DATE) AS day, COALESCE(department, '(none)') AS department,
+                          COALESCE(workflow, '(none)') AS workflow, model_id, COUNT(*) AS calls, SUM(cost_usd) AS cost_usd
+                   FROM ai_calls WHERE recorded_at >= ?
+                   GROUP BY ALL ORDER BY day, department, workflow, model_id""",
+                [since or datetime(1970, 1, 1)],
+            ).df()
+
+    # ------------------------------------------------------------ budgets and reservations
+
+    def reserve(self, scope: SpendScope, amount_usd: float, *, run_id: Optional[str] = None,
+                item_id: Optional[str] = None, now: Optional[datetime] = None) -> budget_store.Reservation:
+        """Claim a call's p95 estimate against every budget covering it, atomically; ``BudgetRefusal`` if one is full."""
+        with self._transaction() as conn:
+            return budget_store.reserve(conn, scope, amount_usd, now or utc_now(), self.reservation_ttl_s,
+                                        run_id=run_id, item_id=item_id)
+
+    def settle(self, reservation: Optional[budget_store.Reservation], records: Sequence[CallRecord]) -> None:
+        """Record the calls and close their reservation in one transaction: spend counted once, the claim released."""
+        with self._transaction() as conn:
+            if records:
+                self._insert_calls(conn, records)
+            if reservation is not None:
+                budget_store.close(conn, reservation.reservation_id, "settled", sum(r.cost_usd for r in records), utc_now())
+
+    def release(self, reservation: budget_store.Reservation) -> None:
+        """Give a reservation back unused (the call was never made)."""
+        with self._transaction() as conn:
+            budget_store.close(conn, reservation.reservation_id, "released", None, utc_now())
+
+    def reconcile(self, now: Optional[datetime] = None) -> dict[str, int]:
+        """Close reservations left open by dead processes or past their expiry."""
+        if not self.path.exists():
+            return {"settled": 0, "expired": 0}
+        with self._transaction() as conn:
+            return budget_store.expire_stale(conn, now or utc_now())
+
+    def open_reservations(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            return budget_store.open_reservations(conn)
+
+    def set_budget(self, budget: Budget, *, remove: bool = False) -> None:
+        with self._transaction() as conn:
+            budget_store.set_budget(conn, budget, utc_now(), removed=remove)
+
+    def budget_statuses(self, scope: Optional[SpendScope] = None, now: Optional[datetime] = None) -> list[BudgetStatus]:
+        """Every active budget (and funded credit account), or those covering ``scope``, with spend and reservations."""
+        if not self.path.exists():
+            return []
+        now = now or utc_now()
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            budgets = budget_store.covering_budgets(conn, scope) if scope else (
+                budget_store.active_budgets(conn) + budget_store.credit_caps(conn))
+            return budget_store.statuses(conn, budgets, now)
+
+    def add_credits(self, kind: str, account: str, amount_usd: float, *, source: Optional[str] = None,
+                    usd_per_credit: Optional[float] = None, note: str = "") -> None:
+        """Append a credit entry: ``purchase`` (into the organisation), ``allocate`` or ``topup`` (from ``source``)."""
+        with self._transaction() as conn:
+            rate = usd_per_credit if usd_per_credit is not None else budget_store.usd_per_credit(conn)
+            budget_store.credit_entry(conn, kind, account, amount_usd, utc_now(), source=source, usd_per_credit=rate, note=note)
+
+    def credit_balances(self) -> tuple[dict[str, dict[str, float]], float]:
+        """Balances per account and the current USD per credit."""
+        if not self.path.exists():
+            return {}, 1.0
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            return budget_store.credit_balances(conn, utc_now()), budget_store.usd_per_credit(conn)
 
     def calls(self, run_id: Optional[str] = None) -> pd.DataFrame:
         if not self.path.exists():
@@ -141,9 +255,10 @@ class LedgerResource(dg.ConfigurableResource):
 
     path: Optional[str] = None
     lock_timeout_s: float = 60.0
+    reservation_ttl_s: float = Field(900.0, description="A budget reservation not settled by then is expired by reconcile.")
 
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser() if self.path else default_data_dir() / "ledger.duckdb"
 
     def store(self) -> DuckDBLedger:
-        return DuckDBLedger(self.resolved_path(), timeout_s=self.lock_timeout_s)
+        return DuckDBLedger(self.resolved_path(), timeout_s=self.lock_timeout_s, reservation_ttl_s=self.reservation_ttl_s)

@@ -1,5 +1,8 @@
 """The whole Definitions loads, and the budget sensor and schedule obey the ledger."""
 
+import http.server
+import json
+import threading
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -8,6 +11,7 @@ import pytest
 from orchestration_assets import defs
 from orchestration_assets.invoices.schedules import invoice_daily_schedule
 from resources.budget import BudgetResource
+from resources.budgets import Budget
 from resources.ledger import CallRecord, LedgerResource
 from sensors.budget_sensor import ai_budget_sensor
 
@@ -15,7 +19,8 @@ from sensors.budget_sensor import ai_budget_sensor
 def test_definitions_load_with_the_invoice_graph():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices", "routing_outcomes", "routing_policy"}
+    assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices", "routing_outcomes", "routing_policy",
+                    "ai_budget_alerts", "ai_budget_status"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert checks == {"extraction_quality", "extraction_compliance"}
     assert defs.resolve_job_def("invoice_batch") is not None
@@ -28,45 +33,84 @@ def test_definitions_load_with_the_invoice_graph():
 def _spend(ledger: LedgerResource, usd: float) -> None:
     ledger.store().append([CallRecord(
         item_id="x", task="t", model_id="gpt-4o-mini", provider="openai", residency="cloud",
-        classification="internal", cost_usd=usd, outcome="ok",
+        classification="internal", cost_usd=usd, outcome="ok", department="operations",
     )])
 
 
-def test_budget_sensor_alerts_once_per_breach_and_schedule_stops(tmp_path):
+class _WebhookReceiver(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _WebhookReceiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebhookReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", _WebhookReceiver.received
+    server.shutdown()
+
+
+def _tick(instance, resources, cursor):
+    context = dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor)
+    result = ai_budget_sensor(context)
+    return result, result.cursor
+
+
+def test_budget_sensor_alerts_once_per_state_change_posts_webhook_and_schedule_skips(tmp_path, webhook):
+    url, received = webhook
     ledger = LedgerResource(path=str(tmp_path / "ledger.duckdb"))
-    budget = BudgetResource(cap_usd=1.0)
+    ledger.store().set_budget(Budget(scope_kind="department", scope_value="operations", period="day",
+                                     soft_usd=0.5, hard_usd=1.0))
+    budget = BudgetResource(alert_webhook_url=url)
+    resources = {"ledger": ledger, "budget": budget}
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"ledger": ledger, "budget": budget})
-        quiet = ai_budget_sensor(context)
-        assert "within budget" in quiet.skip_message and context.cursor == "clear"
+        quiet, cursor = _tick(instance, resources, None)
+        assert "department:operations/day" in quiet.skip_reason.skip_message
+        assert not [e for e in quiet.asset_events if e.asset_key.path == ["ai_budget_alerts"]] and received == []
 
         schedule_context = dg.build_schedule_context(
-            instance=instance, resources={"ledger": ledger, "budget": budget},
-            scheduled_execution_time=datetime(2026, 3, 5, 6, tzinfo=timezone.utc),
-        )
+            instance=instance, resources=resources, scheduled_execution_time=datetime(2026, 3, 5, 6, tzinfo=timezone.utc))
         request = invoice_daily_schedule(schedule_context)
         assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-03-04"
 
-        _spend(ledger, 1.25)
-        context = dg.build_sensor_context(instance=instance, resources={"ledger": ledger, "budget": budget}, cursor="clear")
-        breached = ai_budget_sensor(context)
-        assert "$1.250000" in breached.skip_message and "cap reached" in breached.skip_message
-        assert context.cursor == "alerting"
+        _spend(ledger, 0.6)
+        soft, cursor = _tick(instance, resources, cursor)
+        alerts = [e for e in soft.asset_events if e.asset_key.path == ["ai_budget_alerts"]]
+        assert len(alerts) == 1 and alerts[0].metadata["state"].value == "soft"
+        status = next(e for e in soft.asset_events if e.asset_key.path == ["ai_budget_status"])
+        assert status.metadata["department_operations_day_spent_usd"].value == 0.6
+        assert status.metadata["department_operations_day_remaining_usd"].value == pytest.approx(0.4)
+
+        again, cursor = _tick(instance, resources, cursor)  # nothing changed: no alert, no status event
+        assert again.asset_events == []
+
+        _spend(ledger, 0.65)
+        hard, cursor = _tick(instance, resources, cursor)
+        (alert,) = [e for e in hard.asset_events if e.asset_key.path == ["ai_budget_alerts"]]
+        assert alert.metadata["state"].value == "hard" and "HARD CAP" in alert.description
+        assert [r["state"] for r in received] == ["soft", "hard"]
+        assert received[-1]["spent_usd"] == pytest.approx(1.25) and received[-1]["budget_id"] == "department:operations/day"
 
         skipped = invoice_daily_schedule(schedule_context)
-        assert isinstance(skipped, dg.SkipReason) and "cap reached" in skipped.skip_message
+        assert isinstance(skipped, dg.SkipReason)
+        assert "department:operations/day" in skipped.skip_message and "over by $0.250000" in skipped.skip_message
 
 
-def test_budget_status_numbers():
-    status = BudgetResource(cap_usd=2.0).status(_FixedLedger(0.5))
-    assert (status.spent_usd, status.exceeded) == (0.5, False)
-    assert "25%" in status.message
-    assert BudgetResource(cap_usd=0.5).status(_FixedLedger(0.5)).exceeded
-
-
-class _FixedLedger:
-    def __init__(self, spent):
-        self.spent = spent
-
-    def spend_since(self, since):
-        return self.spent
+def test_declared_daily_cap_is_written_once_to_the_ledger(tmp_path):
+    store = LedgerResource(path=str(tmp_path / "ledger.duckdb")).store()
+    budget = BudgetResource(daily_cap_usd=2.0)
+    (status,) = budget.statuses(store)
+    assert (status.budget.budget_id, status.budget.hard_usd, status.budget.soft_usd) == ("all/day", 2.0, 1.6)
+    budget.statuses(store)
+    with store._connection() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM budget_versions").fetchone()[0] == 1

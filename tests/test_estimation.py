@@ -84,3 +84,21 @@ def test_estimate_command_prices_a_partition_before_it_runs(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "estimate", "--count", "0"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--count must be at least 1" in bad.stderr
+
+
+def test_openai_input_tokens_are_counted_exactly_offline():
+    """tiktoken's o200k_base, built from packaged rank files (no download), gives OpenAI's exact ids."""
+    from resources.tokenizers import CHAT_OVERHEAD_TOKENS, count_chat_tokens, encoding
+
+    enc = encoding("o200k_base")
+    assert enc.encode("Hello world, invoice total 1,234.56 EUR") == [
+        13225, 2375, 11, 36161, 3609, 220, 16, 11, 20771, 13, 5007, 30454]
+    assert count_chat_tokens("gpt-4o-mini", "Hello world, invoice total 1,234.56 EUR") == 12 + CHAT_OVERHEAD_TOKENS
+    assert count_chat_tokens("claude-haiku-4-5", "anything") is None  # no offline tokenizer: calibrated ratio instead
+
+    spec = CATALOG.get("gpt-4o-mini")
+    text = "Rechnung Nr. 2024-0042\nGesamtbetrag: 1.234,56 EUR\n" * 20
+    exact = estimate_item(spec, "t", len(text), CostHistory(), expected_output_tokens=100, texts=("Extract.", text))
+    assert exact.basis == "tiktoken+catalog"
+    assert exact.input_tokens == count_chat_tokens("gpt-4o-mini", "Extract.", text)
+    assert exact.input_tokens != estimate_item(spec, "t", len(text), CostHistory(), expected_output_tokens=100).input_tokens

@@ -120,7 +120,12 @@ def test_decide_many_matches_one_by_one():
     texts = ["Invoice 1\nTotal: 5.00", "T0TAL ~~ 1,2|3 ^^ x" * 40, "Z" * 9000]
     items = [RoutingItem(item_id=str(i), task="invoice_extraction", text=t, classification=c)
              for i, t in enumerate(texts) for c in (DataClassification.INTERNAL, DataClassification.RESTRICTED)]
-    policy = RulesPolicy([0.25, 0.6, 0.8])
-    batch = policy.decide_many(items, catalog, availability)
-    assert batch == [policy.decide(item, catalog, availability) for item in items]
-    assert len({d.model_id for d in batch}) >= 2
+    items += [RoutingItem(item_id="long", task="invoice_extraction", text="word " * 30_000,
+                          classification=DataClassification.INTERNAL, expected_output_tokens=50)]
+    every_model = {s.id: Availability(available=True) for s in catalog}
+    for policy, models in ((RulesPolicy([0.25, 0.6, 0.8]), availability), (RulesPolicy([0.1, 0.2, 0.3]), every_model),
+                           (RulesPolicy([0.1, 0.2, 0.3], allow_below_tier=False), availability),
+                           (RulesPolicy([0.25, 0.6, 0.8], max_item_cost_usd=0.0001), every_model)):
+        batch = policy.decide_many(items, catalog, models)
+        assert batch == [policy.decide(item, catalog, models) for item in items]
+    assert len({d.model_id for d in RulesPolicy([0.25, 0.6, 0.8]).decide_many(items, catalog, availability)}) >= 2

@@ -14,6 +14,8 @@ from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_T
 from orchestration_assets.placement_plan import placement_tags, task_placement
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
+from orchestration_assets.spend_metadata import budget_metadata
+from resources.budget import BudgetResource
 from resources.estimation import CostHistory, estimate_run
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
@@ -81,10 +83,13 @@ def invoice_extractions(
     routing: RoutingResource,
     models: ModelGatewayResource,
     ledger: LedgerResource,
+    budget: BudgetResource,
 ) -> dg.Output[pd.DataFrame]:
     """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
     store = ledger.store()
     history = CostHistory.from_calls(store.calls())  # what is known before the run: the estimate's basis
+    scope = budget.scope_for(context.run.tags, "invoices")
+    guard = budget.guard(store, scope, history, INVOICE_EXTRACTION.expected_output_tokens)
     outcomes = run_ai_task(
         INVOICE_EXTRACTION,
         raw_invoices,
@@ -93,18 +98,23 @@ def invoice_extractions(
         ledger=store,
         where=CallContext.from_asset(context),
         log=context.log.info,
+        guard=guard,
     )
     frame = extraction_frame(outcomes, context.run_id)
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)
     estimate = estimate_run([o.decision for o in outcomes], [len(d.text) for d in raw_invoices], INVOICE_EXTRACTION.name,
-                            models.gateway().catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
+                            models.gateway().catalog, history, INVOICE_EXTRACTION.expected_output_tokens,
+                            texts=[(INVOICE_EXTRACTION.instructions, d.text) for d in raw_invoices])
     actual = sum(r.cost_usd for o in outcomes for r in o.attempts)
     metadata = {
         **batch_metadata(outcomes),
         "estimated_cost_usd": dg.MetadataValue.float(round(estimate.p50_usd, 8)),
         "estimated_cost_p95_usd": dg.MetadataValue.float(round(estimate.p95_usd, 8)),
         "estimate_error_pct": dg.MetadataValue.float(round(100 * (estimate.p50_usd - actual) / actual, 1) if actual else 0.0),
+        "charged_to": dg.MetadataValue.json({"department": scope.department, "workflow": scope.workflow}),
+        "budget_downgrades": dg.MetadataValue.int(guard.downgrades),
+        **budget_metadata(budget.statuses(store, scope)),
         "placement": dg.MetadataValue.json(
             {"planned": placement.kind.value if placement else "unplaced", "reasons": placement.reasons if placement else [],
              "worker": {"cpu_cores": host.cpu_cores, "memory_gb": host.memory_gb, "gpu": host.gpu_probe}}

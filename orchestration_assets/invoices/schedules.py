@@ -1,4 +1,4 @@
-"""The daily invoice batch: yesterday's partition at 06:00 UTC, unless the budget cap is reached."""
+"""The daily invoice batch: yesterday's partition at 06:00 UTC, unless a budget covering it is at its hard cap."""
 
 
 from datetime import timedelta
@@ -16,8 +16,10 @@ invoice_batch_job = dg.define_asset_job(
 
 @dg.schedule(job=invoice_batch_job, cron_schedule="0 6 * * *", execution_timezone="UTC")
 def invoice_daily_schedule(context: dg.ScheduleEvaluationContext, ledger: LedgerResource, budget: BudgetResource):
-    status = budget.status(ledger.store())
-    if status.exceeded:
-        return dg.SkipReason(status.message)
+    blocking = budget.blocking(ledger.store(), budget.scope_for({}, "invoices"))
+    if blocking is not None:
+        over = blocking.spent_usd - (blocking.budget.hard_usd or 0.0)
+        return dg.SkipReason(f"budget {blocking.budget.budget_id} is at its hard cap (over by ${over:.6f}): "
+                             f"{blocking.describe()}")
     day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
     return dg.RunRequest(run_key=day, partition_key=day)

@@ -1,0 +1,83 @@
+"""`ai-orch credits / budgets / spend` and a demo run stopped or downgraded by a hard cap, as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG", "AI_ORCH_DAILY_BUDGET_USD")}
+    env["DAGSTER_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "orchestration_assets.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _json(proc: subprocess.CompletedProcess):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_hard_cap_refuses_a_demo_run_and_spend_shows_it(tmp_path):
+    home = tmp_path / "home"
+    assert _cli(home, "budgets", "set", "department:finance/day", "--hard", "0").returncode == 0
+    summary = _json(_cli(home, "demo", "--count", "4", "--date", "2026-03-03", "--department", "finance", "--json"))
+    assert summary["calls"] == 0 and summary["budget_refusals"] == 4 and summary["failed_items"] == 4
+
+    # Another department is not covered by finance's cap: its run goes through and is charged to it.
+    ok = _json(_cli(home, "demo", "--count", "4", "--date", "2026-03-03", "--department", "ops", "--policy", "cascade", "--json"))
+    assert ok["calls"] >= 4 and ok["budget_refusals"] == 0
+    spend = _json(_cli(home, "spend", "--by", "department", "--json"))
+    assert [r["department"] for r in spend["rows"]] == ["ops"]
+    assert spend["total_usd"] == pytest.approx(ok["cost_usd"], abs=1e-8)
+
+    status = _json(_cli(home, "budgets", "status", "--json"))
+    assert [(s["budget_id"], s["spent_usd"], s["state"]) for s in status] == [("department:finance/day", 0.0, "hard")]
+
+
+def test_downgrade_cap_moves_items_to_a_cheaper_model(tmp_path):
+    home = tmp_path / "home"
+    # Gemma may not be paid for at all today; the cap downgrades its items to the rules extractor.
+    assert _cli(home, "budgets", "set", "model:local-gemma3-270m/day", "--hard", "0", "--on-hard", "downgrade").returncode == 0
+    summary = _json(_cli(home, "demo", "--count", "20", "--date", "2026-03-03", "--json"))
+    assert summary["models"] == {"rules-invoice": 20}, summary["models"]
+    assert summary["budget_downgrades"] >= 1 and summary["budget_refusals"] == 0
+
+
+def test_credits_flow_org_to_department_to_workflow_and_bound_spend(tmp_path):
+    home = tmp_path / "home"
+    assert _cli(home, "credits", "buy", "1000", "--usd-per-credit", "0.001").returncode == 0
+    assert _cli(home, "credits", "allocate", "department:ops", "200").returncode == 0
+    assert _cli(home, "credits", "allocate", "workflow:invoices", "50", "--from", "department:ops").returncode == 0
+    too_much = _cli(home, "credits", "allocate", "department:legal", "900")
+    assert too_much.returncode == 2 and "org has $0.800000 unallocated" in too_much.stderr
+    bad = _cli(home, "credits", "allocate", "team:x", "1")
+    assert bad.returncode == 2 and "department:NAME" in bad.stderr
+
+    run = _json(_cli(home, "demo", "--count", "3", "--date", "2026-03-03", "--department", "ops", "--policy", "cascade", "--json"))
+    balance = _json(_cli(home, "credits", "balance", "--json"))
+    accounts = balance["accounts"]
+    assert balance["usd_per_credit"] == 0.001
+    assert accounts["org"]["balance_usd"] == pytest.approx(0.8)
+    assert accounts["department:ops"]["spent_usd"] == pytest.approx(run["cost_usd"], abs=1e-8)
+    assert accounts["department:ops"]["balance_usd"] == pytest.approx(0.2 - run["cost_usd"], abs=1e-8)
+    assert accounts["workflow:invoices"]["balance_usd"] == pytest.approx(0.05 - run["cost_usd"], abs=1e-8)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["budgets", "set", "department:finance/week", "--hard", "1"], "period one of"),
+    (["budgets", "set", "department:finance/month"], "a soft threshold, a hard cap, or both"),
+    (["budgets", "set", "department:finance/month", "--soft", "5", "--hard", "1"], "above the hard cap"),
+    (["budgets", "remove", "all/day"], "no budget"),
+    (["credits", "buy", "-5"], "must be positive"),
+    (["spend", "--days", "0"], "--days must be at least 1"),
+])
+def test_bad_finops_arguments_exit_2(tmp_path, args, message):
+    proc = _cli(tmp_path / "home", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
