@@ -44,7 +44,6 @@ MIN_BACKTEST_TRAIN_DAYS = 56  # a backtest origin needs this much history before
 SELECTION_ORIGINS = 4  # rolling origins, a week apart, that choose the model for a series
 Z80 = 1.2815515655446004  # standard normal quantile of 0.9: p10/p90 is an 80 % interval
 _WEEK = 7
-_POST_SHIFT_FIT_DAYS = 35  # fit only after a shift once five weeks of the new level exist
 
 
 # --------------------------------------------------------------------------- results
@@ -203,13 +202,14 @@ def forecast_spend(daily: pd.Series, horizons: Sequence[int] = (30, 90), *,
     series = complete_daily(daily, as_of=as_of)
     horizons = _check_horizons(horizons)
     history = _History.of(series.to_numpy(), series.index[0].weekday())
-    totals, candidate_mape, paths, cache = {}, {}, {}, {}
+    totals, candidate_mape, paths, fitted = {}, {}, {}, {}
     for horizon in horizons:
         choice = _choose(history, horizon)
-        for name in choice.members:
-            if name not in cache:
-                cache[name] = CANDIDATES[name](history, max(horizons))
-        paths[horizon] = sum(w * cache[name] for name, w in zip(choice.members, choice.weights))
+        fitted.update(_paths(history, max(horizons), [m for m in choice.members if m not in fitted]))
+        members = [fitted[m] for m in choice.members if m in fitted]
+        if not members:  # the members fit the backtest's shorter histories but not this one
+            members = list(_paths(history, max(horizons), [_FALLBACK]).values())
+        paths[horizon] = np.mean(members, axis=0)
         totals[horizon] = _horizon_forecast(paths[horizon][:horizon], choice.spread, choice.method, choice.mape)
         candidate_mape[horizon] = choice.scores
     longest = max(horizons)
@@ -339,13 +339,14 @@ class _History:
     y: np.ndarray
     first_weekday: int
     shifts: tuple[int, ...]  # positions of the first day at each new level, oldest first
+    shift_sizes: tuple[float, ...]  # each shift's size in log spend (0.3 ≈ +35 %)
     noise_sigma: float  # robust σ of log daily spend around trend + weekday + shifts
 
     @classmethod
     def of(cls, y: np.ndarray, first_weekday: int) -> "_History":
         y = np.asarray(y, dtype=float)
-        shifts, sigma = _detect_level_shifts(y, first_weekday)
-        return cls(y=y, first_weekday=first_weekday, shifts=shifts, noise_sigma=sigma)
+        shifts, sizes, sigma = _detect_level_shifts(y, first_weekday)
+        return cls(y=y, first_weekday=first_weekday, shifts=shifts, shift_sizes=sizes, noise_sigma=sigma)
 
     def before(self, position: int) -> "_History":
         return _History.of(self.y[:position], self.first_weekday)
@@ -354,10 +355,15 @@ class _History:
         return (self.first_weekday + np.arange(start, stop)) % _WEEK
 
     @property
-    def since_shift(self) -> int:
-        """Where a fit that must not mix levels starts: after the latest shift once it has five weeks."""
-        latest = self.shifts[-1] if self.shifts else 0
-        return latest if len(self.y) - latest >= _POST_SHIFT_FIT_DAYS else 0
+    def at_current_level(self) -> np.ndarray:
+        """The history with each day before a shift scaled by that shift: as if today's level had always held.
+
+        Models without a step term of their own (the weekday profile, Holt-Winters) then fit one
+        level instead of averaging two, and keep the whole history for the weekly pattern.
+        """
+        t = np.arange(len(self.y))
+        log_scale = sum((size * (t < s) for s, size in zip(self.shifts, self.shift_sizes)), np.zeros(len(t)))
+        return self.y * np.exp(log_scale)
 
 
 _SHIFT_LOOKBACK_DAYS = 182
@@ -365,124 +371,110 @@ _SHIFT_MARGIN_DAYS = 7  # a shift needs a week on each side to be told from a no
 _SHIFT_PENALTY = 2.5  # × log(n): BIC-like, a little stricter than BIC to avoid chasing noise
 
 
-def _log_values(y: np.ndarray) -> np.ndarray:
-    """log(y + c) with c = 1 % of the mean: zero-spend days stay finite without dominating the fit."""
+def _log_values(y: np.ndarray) -> tuple[np.ndarray, float]:
+    """log(y + c) with c = 1 % of the mean, and c: zero-spend days stay finite without dominating the fit."""
     offset = 0.01 * max(float(np.mean(y)), 1e-9)
-    return np.log(y + offset)
+    return np.log(y + offset), offset
 
 
-def _design(t: np.ndarray, weekdays: np.ndarray, shifts: Sequence[int], trend: bool = True) -> np.ndarray:
-    columns = [np.ones_like(t, dtype=float)]
-    if trend:
-        columns.append(t / 30.0)
+def _design(t: np.ndarray, weekdays: np.ndarray, shifts: Sequence[int]) -> np.ndarray:
+    """Columns: intercept, trend (per 30 days), six weekday dummies, one step per shift."""
+    columns = [np.ones(len(t)), t / 30.0]
     columns += [(weekdays == d).astype(float) for d in range(1, _WEEK)]
     columns += [(t >= s).astype(float) for s in shifts]
     return np.column_stack(columns)
 
 
-def _sse(z: np.ndarray, X: np.ndarray) -> float:
+def _least_squares(z: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     beta, *_ = np.linalg.lstsq(X, z, rcond=None)
-    residual = z - X @ beta
-    return float(residual @ residual)
+    return beta, z - X @ beta
 
 
-def _detect_level_shifts(y: np.ndarray, first_weekday: int, max_shifts: int = 2) -> tuple[tuple[int, ...], float]:
-    """Positions of up to ``max_shifts`` level shifts in the last 26 weeks, and the noise σ around the fit.
+def _detect_level_shifts(y: np.ndarray, first_weekday: int,
+                         max_shifts: int = 2) -> tuple[tuple[int, ...], tuple[float, ...], float]:
+    """Up to ``max_shifts`` level shifts in the last 26 weeks: positions, sizes (log), and the noise σ.
 
     Greedy: the split that most reduces the squared error of log spend ~ trend + weekday (+ the
-    shifts found so far), kept while ``n · log(SSE_before / SSE_after)`` exceeds 2.5 · log(n).
+    shifts found so far), kept while ``n · log(SSE_before / SSE_after)`` exceeds 2.5 · log(n) —
+    a gradual trend is absorbed by the trend term and is not mistaken for a shift.
     """
     n = len(y)
     start = max(0, n - _SHIFT_LOOKBACK_DAYS)
-    z = _log_values(y[start:])
+    z, _ = _log_values(y[start:])
     t = np.arange(start, n)
     weekdays = (first_weekday + t) % _WEEK
     shifts: list[int] = []
     m = len(z)
-    current = _sse(z, _design(t, weekdays, shifts))
+    _, residual = _least_squares(z, _design(t, weekdays, shifts))
+    current = float(residual @ residual)
     for _ in range(max_shifts):
         candidates = [s for s in range(start + _SHIFT_MARGIN_DAYS, n - _SHIFT_MARGIN_DAYS + 1)
                       if all(abs(s - k) >= _SHIFT_MARGIN_DAYS for k in shifts)]
-        if not candidates or current <= 0:
+        if not candidates or current <= 1e-12:
             break
-        errors = [_sse(z, _design(t, weekdays, [*shifts, s])) for s in candidates]
+        errors = []
+        for s in candidates:
+            _, r = _least_squares(z, _design(t, weekdays, [*shifts, s]))
+            errors.append(float(r @ r))
         best = int(np.argmin(errors))
         if m * np.log(current / max(errors[best], 1e-12)) <= _SHIFT_PENALTY * np.log(m):
             break
         shifts.append(candidates[best])
         current = errors[best]
     shifts.sort()
-    X = _design(t, weekdays, shifts)
-    beta, *_ = np.linalg.lstsq(X, z, rcond=None)
-    residual = (z - X @ beta)[-min(m, 56):]
-    sigma = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))  # MAD: a spike does not inflate it
-    return tuple(shifts), max(sigma, 1e-3)
+    beta, residual = _least_squares(z, _design(t, weekdays, shifts))
+    recent = residual[-min(m, 56):]
+    sigma = 1.4826 * float(np.median(np.abs(recent - np.median(recent))))  # MAD: a spike does not inflate it
+    return tuple(shifts), tuple(float(b) for b in beta[_WEEK + 1:]), max(sigma, 1e-3)
 
 
 # --------------------------------------------------------------------------- candidate models
 
 
 def _weekday_profile(history: _History, horizon: int) -> np.ndarray:
-    """The mean spend of each weekday over the last four weeks (since the latest shift, if later), repeated."""
+    """No trend: each weekday's mean over the last four weeks (at today's level), repeated."""
     n = len(history.y)
-    latest = history.shifts[-1] if history.shifts else 0
-    start = max(n - 28, latest if n - latest >= _WEEK else n - 28)
-    window, weekdays = history.y[start:], history.weekdays(start, n)
-    means = np.array([window[weekdays == d].mean() if (weekdays == d).any() else window.mean() for d in range(_WEEK)])
+    window, weekdays = history.at_current_level[-28:], history.weekdays(max(0, n - 28), n)
+    means = np.array([window[weekdays == d].mean() for d in range(_WEEK)])
     return means[history.weekdays(n, n + horizon)]
-
-
-def _seasonal_naive_drift(history: _History, horizon: int) -> np.ndarray:
-    """The weekday profile grown at the rate the last 28 days grew over the 28 before (after any shift)."""
-    profile = _weekday_profile(history, horizon)
-    y, n = history.y, len(history.y)
-    if n - history.since_shift < 56 or y[-56:-28].sum() <= 0:
-        return profile
-    growth = y[-28:].sum() / y[-56:-28].sum() - 1  # per 28 days, measured at the windows' midpoints
-    steps = (np.arange(1, horizon + 1) + 13.5) / 28
-    return profile * np.maximum(1 + growth * steps, 0.0)
 
 
 def _log_linear(lookback: int) -> Callable[[_History, int], np.ndarray]:
     def forecast(history: _History, horizon: int) -> np.ndarray:
-        """log spend ~ trend + weekday + a step per detected shift, over the last ``lookback`` days."""
+        """log spend ~ trend + weekday + a step per detected shift, over the last ``lookback`` days, extrapolated."""
         n = len(history.y)
         start = max(0, n - lookback)
-        y = history.y[start:]
-        offset = 0.01 * max(float(np.mean(y)), 1e-9)
-        z = np.log(y + offset)
+        z, offset = _log_values(history.y[start:])
         shifts = [s for s in history.shifts if s > start]
-        t = np.arange(start, n)
-        X = _design(t, history.weekdays(start, n), shifts)
-        beta, *_ = np.linalg.lstsq(X, z, rcond=None)
-        residual = z - X @ beta
-        smearing = float(np.mean(np.exp(residual)))  # Duan: exp of a mean-of-logs is a median, not a mean
-        future = np.arange(n, n + horizon)
-        return np.maximum(np.exp(_design(future, history.weekdays(n, n + horizon), shifts) @ beta) * smearing - offset, 0)
-    forecast.__name__ = f"log_linear_{lookback // _WEEK}w"
+        beta, residual = _least_squares(z, _design(np.arange(start, n), history.weekdays(start, n), shifts))
+        smearing = float(np.mean(np.exp(residual)))  # Duan: exp of a mean of logs is a median, not a mean
+        future = _design(np.arange(n, n + horizon), history.weekdays(n, n + horizon), shifts)
+        return np.maximum(np.exp(future @ beta) * smearing - offset, 0.0)
     return forecast
 
 
 def _holt_winters(history: _History, horizon: int) -> np.ndarray:
-    """statsmodels' Holt-Winters: damped additive trend, multiplicative weekly season (additive with zeros)."""
+    """statsmodels' Holt-Winters on the last 26 weeks at today's level: damped additive trend, weekly season.
+
+    Multiplicative season (weekends a share of weekdays) unless a day had no spend; then additive.
+    The adaptive member: its level and trend follow recent weeks where a regression weighs all alike.
+    """
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
-    y = history.y[history.since_shift:][-_SHIFT_LOOKBACK_DAYS:]
+    y = history.at_current_level[-_SHIFT_LOOKBACK_DAYS:]
     seasonal = "mul" if (y > 0).all() else "add"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on short or flat series; the backtest judges the result
         model = ExponentialSmoothing(y, trend="add", damped_trend=True, seasonal=seasonal, seasonal_periods=_WEEK,
                                      initialization_method="estimated")
-        fitted = model.fit(method="L-BFGS-B", use_brute=False)
-        path = np.asarray(fitted.forecast(horizon), dtype=float)
+        path = np.asarray(model.fit(method="L-BFGS-B", use_brute=False).forecast(horizon), dtype=float)
     if not np.isfinite(path).all():
-        return _weekday_profile(history, horizon)
+        raise FloatingPointError("Holt-Winters diverged")
     return np.maximum(path, 0.0)
 
 
 CANDIDATES: dict[str, Callable[[_History, int], np.ndarray]] = {
     "weekday_profile": _weekday_profile,
-    "seasonal_naive_drift": _seasonal_naive_drift,
     "log_linear_13w": _log_linear(91),
     "log_linear_26w": _log_linear(182),
     "holt_winters": _holt_winters,
@@ -490,24 +482,36 @@ CANDIDATES: dict[str, Callable[[_History, int], np.ndarray]] = {
 _FALLBACK = "weekday_profile"  # when the history is too short to backtest: no trend to extrapolate wrongly
 
 
+def _paths(history: _History, horizon: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each named candidate's daily path; a candidate that cannot fit this history is left out."""
+    paths = {}
+    for name in names:
+        try:
+            paths[name] = CANDIDATES[name](history, horizon)
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            continue
+    return paths
+
+
 @dataclass(frozen=True)
 class _Choice:
     members: tuple[str, ...]
-    weights: tuple[float, ...]
-    scores: dict[str, float]  # every candidate's selection-backtest MAPE
+    scores: dict[str, float]  # each candidate's selection-backtest MAPE on this series
     mape: Optional[float]  # the combination's own selection-backtest MAPE
     spread: float  # log σ of the H-day total, for the interval
 
     @property
     def method(self) -> str:
-        return "+".join(self.members)
-
-
-_COMBINE = "best"
+        return "mean(" + ", ".join(self.members) + ")" if len(self.members) > 1 else self.members[0]
 
 
 def _choose(history: _History, horizon: int) -> _Choice:
-    """Choose the forecast for H days by a rolling-origin backtest of H-day totals on this history.
+    """Backtest the candidates and their mean on this history, for H-day totals, from rolling origins.
+
+    The forecast is the equal-weight mean of the candidates that could be fit at every origin:
+    on varied histories it beat choosing the single best candidate by these few, overlapping
+    origins (a noisy choice), and the baseline. The backtest still earns its keep: it reports
+    each candidate's MAPE and sets the interval from what the mean actually missed by.
 
     Origins are a week apart, the latest leaving H days of actuals (or as many as the history
     allows past ``MIN_HISTORY_DAYS`` when it is short).
@@ -515,45 +519,23 @@ def _choose(history: _History, horizon: int) -> _Choice:
     n = len(history.y)
     tested = min(horizon, n - MIN_HISTORY_DAYS)
     positions = [p for p in (n - tested - k * _WEEK for k in range(SELECTION_ORIGINS)) if p >= MIN_HISTORY_DAYS]
+    positions = [p for p in positions if history.y[p:p + tested].sum() > 0]
     if tested < _WEEK or not positions:
-        return _Choice((_FALLBACK,), (1.0,), {}, None, 2 * _noise_spread(history, horizon))
-    pasts = [history.before(p) for p in positions]
+        return _Choice((_FALLBACK,), {}, None, 2 * _noise_spread(history, horizon))
     actual = np.array([history.y[p:p + tested].sum() for p in positions])
-    scored = actual > 0
-    if not scored.any():
-        return _Choice((_FALLBACK,), (1.0,), {}, None, 2 * _noise_spread(history, horizon))
-    predicted = {name: np.array([candidate(past, tested).sum() for past in pasts])[scored]
-                 for name, candidate in CANDIDATES.items()}
-    actual = actual[scored]
-    scores = {name: float(np.mean(np.abs(p - actual) / actual)) for name, p in predicted.items()}
-    ranked = sorted(scores, key=scores.get)
-    if _COMBINE == "best":
-        members = ranked[:1]
-    elif _COMBINE == "top2":
-        members = ranked[:2]
-    elif _COMBINE == "top3":
-        members = ranked[:3]
-    elif _COMBINE.startswith("within"):
-        ratio = float(_COMBINE[6:])
-        members = [r for r in ranked if scores[r] <= ratio * scores[ranked[0]] + 0.005]
-    elif _COMBINE == "inv":
-        members = [r for r in ranked if r != "seasonal_naive_drift"]
-    elif _COMBINE.startswith("guard"):
-        pool = [r for r in ranked if r != "seasonal_naive_drift"]
-        combo = sum(predicted[m] for m in pool) / len(pool)
-        combo_mape = float(np.mean(np.abs(combo - actual) / actual))
-        members = ranked[:1] if scores[ranked[0]] < float(_COMBINE[5:]) * combo_mape else pool
-    else:
-        members = [r for r in ranked if r != "seasonal_naive_drift"]
-    weights = [1 / len(members)] * len(members)
-    if _COMBINE == "inv":
-        raw = [1 / max(scores[m], 0.005) for m in members]
-        weights = [r / sum(raw) for r in raw]
-    combined = sum(w * predicted[m] for m, w in zip(members, weights))
+    totals: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    for p in positions:
+        for name, path in _paths(history.before(p), tested, list(CANDIDATES)).items():
+            totals[name].append(float(path.sum()))
+    predicted = {name: np.array(v) for name, v in totals.items() if len(v) == len(positions)}
+    scores = {name: float(np.mean(np.abs(v - actual) / actual)) for name, v in predicted.items()}
+    if not predicted:
+        return _Choice((_FALLBACK,), {}, None, 2 * _noise_spread(history, horizon))
+    combined = np.mean(list(predicted.values()), axis=0)
     log_errors = np.log(np.maximum(combined, 1e-9) / actual)
-    # What the chosen forecast missed by on this series, grown linearly when the test horizon was shorter.
+    # What the mean missed by on this series, grown linearly when the test horizon was shorter.
     missed = float(np.sqrt(np.mean(np.square(log_errors)))) * horizon / tested
-    return _Choice(tuple(members), tuple(weights), scores, float(np.mean(np.abs(combined - actual) / actual)),
+    return _Choice(tuple(predicted), scores, float(np.mean(np.abs(combined - actual) / actual)),
                    float(np.hypot(missed, _noise_spread(history, horizon))))
 
 

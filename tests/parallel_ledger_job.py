@@ -6,6 +6,7 @@ in each step's child process (``reconstructable``), which a test-local closure c
 
 import dagster as dg
 
+from resources.budgets import BudgetRefusal, SpendScope
 from resources.ledger import CallRecord, LedgerResource
 
 WRITERS, CALLS_PER_STEP = 4, 25
@@ -14,14 +15,21 @@ WRITERS, CALLS_PER_STEP = 4, 25
 def _writer_op(index: int) -> dg.OpDefinition:
     @dg.op(name=f"writer_{index}")
     def writer(context: dg.OpExecutionContext, ledger: LedgerResource) -> int:
+        """Each call reserves its cost against the 'parallel' department's budgets, then settles."""
         store = ledger.store()
+        settled = 0
         for i in range(CALLS_PER_STEP):
-            store.append([CallRecord(
+            try:
+                reservation = store.reserve(SpendScope(department="parallel", model_id="m"), 0.01, run_id=context.run_id)
+            except BudgetRefusal:
+                continue
+            store.settle(reservation, [CallRecord(
                 run_id=context.run_id, step_key=context.op_handle.name, item_id=f"{index}-{i}", task="parallel",
                 model_id="m", provider="p", residency="on_prem", classification="internal",
-                input_tokens=3, output_tokens=2, cost_usd=0.01, outcome="ok",
+                input_tokens=3, output_tokens=2, cost_usd=0.01, outcome="ok", department="parallel",
             )])
-        return CALLS_PER_STEP
+            settled += 1
+        return settled
 
     return writer
 

@@ -82,3 +82,25 @@ def test_dagster_multiprocess_executor_steps_write_one_ledger(tmp_path):
     assert set(calls["step_key"]) == {f"writer_{i}" for i in range(WRITERS)}
     assert calls["cost_usd"].sum() == pytest.approx(WRITERS * CALLS_PER_STEP * 0.01)
 
+
+
+def test_dagster_multiprocess_steps_never_overrun_a_hard_cap(tmp_path):
+    """Four step processes race for a $0.50 cap with $1.00 of calls: exactly half land, to the cent."""
+    from resources.budgets import Budget, SpendScope
+    from tests.parallel_ledger_job import CALLS_PER_STEP, WRITERS, parallel_ledger_job_def
+
+    path = str(tmp_path / "ledger.duckdb")
+    ledger = DuckDBLedger(path)
+    ledger.set_budget(Budget(scope_kind="department", scope_value="parallel", period="day", hard_usd=0.5))
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = dg.execute_job(dg.reconstructable(parallel_ledger_job_def), instance=instance,
+                                run_config={"resources": {"ledger": {"config": {"path": path}}}})
+        assert result.success
+    assert WRITERS * CALLS_PER_STEP * 0.01 == pytest.approx(1.0)
+    calls = ledger.calls(run_id=result.run_id)
+    assert len(calls) == 50 and round(float(calls["cost_usd"].sum()), 2) == 0.50
+    (status,) = ledger.budget_statuses(SpendScope(department="parallel"))
+    assert round(status.spent_usd, 2) == 0.50 and status.reserved_usd == 0 and status.state == "hard"
+    assert ledger.open_reservations() == []
