@@ -10,7 +10,7 @@ import os
 
 import dagster as dg
 
-from orchestration_assets import routing_assets
+from orchestration_assets import finops_assets, routing_assets
 from orchestration_assets.invoices import assets as invoice_assets
 from orchestration_assets.invoices.checks import extraction_compliance, extraction_quality
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy
@@ -48,7 +48,7 @@ def default_resources() -> dict:
 
 def build_definitions(resources: "dict | None" = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([invoice_assets, routing_assets]), *BUDGET_ASSETS],
+        assets=[*dg.load_assets_from_modules([invoice_assets, routing_assets, finops_assets]), *BUDGET_ASSETS],
         asset_checks=[extraction_quality, extraction_compliance],
         jobs=[invoice_batch_job],
         schedules=[invoice_daily_schedule],

@@ -36,6 +36,18 @@ class DuckDBWarehouseResource(dg.ConfigurableResource):
             (count,) = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {partition_column} = ?", [partition]).fetchone()
         return int(count)
 
+    def replace_table(self, table: str, frame: pd.DataFrame) -> int:
+        """Swap a whole derived table (a report recomputed from the ledger) in one transaction."""
+        if not table.isidentifier():
+            raise ValueError(f"invalid table name: {table}")
+        with locked_connection(self.resolved_path()) as conn:
+            conn.register("incoming", frame)
+            conn.execute("BEGIN")
+            conn.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
+            conn.execute("COMMIT")
+            (count,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(count)
+
     def read(self, sql: str, params: Optional[list] = None) -> pd.DataFrame:
         with locked_connection(self.resolved_path(), read_only=True) as conn:
             return conn.execute(sql, params or []).df()

@@ -55,7 +55,12 @@ def _cancel_runs(context: dg.SensorEvaluationContext, status: BudgetStatus, budg
         department = run.tags.get(DEPARTMENT_TAG, budget.department)
         charged = (kind is ScopeKind.ALL or (kind is ScopeKind.DEPARTMENT and department == value)
                    or (kind is ScopeKind.WORKFLOW and run.tags.get(WORKFLOW_TAG) == value))
-        if charged and context.instance.run_coordinator.cancel_run(run.run_id):
+        if not charged:
+            continue
+        context.instance.run_coordinator.cancel_run(run.run_id)
+        after = context.instance.get_run_by_id(run.run_id)
+        if after is not None and after.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
+            context.log.warning(f"cancelling run {run.run_id}: {status.budget.budget_id} is at its hard cap")
             cancelled.append(run.run_id)
     return cancelled
 

@@ -20,7 +20,7 @@ def test_definitions_load_with_the_invoice_graph():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices", "routing_outcomes", "routing_policy",
-                    "ai_budget_alerts", "ai_budget_status"}
+                    "ai_budget_alerts", "ai_budget_status", "spend_report", "spend_forecast"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert checks == {"extraction_quality", "extraction_compliance"}
     assert defs.resolve_job_def("invoice_batch") is not None
@@ -114,3 +114,21 @@ def test_declared_daily_cap_is_written_once_to_the_ledger(tmp_path):
     budget.statuses(store)
     with store._connection() as conn:
         assert conn.execute("SELECT COUNT(*) FROM budget_versions").fetchone()[0] == 1
+
+
+def test_budget_sensor_cancels_started_runs_of_the_capped_department(tmp_path):
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    ledger = LedgerResource(path=str(tmp_path / "ledger.duckdb"))
+    ledger.store().set_budget(Budget(scope_kind="department", scope_value="operations", period="day", hard_usd=1.0))
+    _spend(ledger, 1.5)
+    resources = {"ledger": ledger, "budget": BudgetResource(cancel_runs_at_hard_cap=True)}
+    with dg.instance_for_test() as instance:
+        for run_id, department in (("ours", "operations"), ("theirs", "legal")):
+            instance.add_run(DagsterRun(job_name="invoice_batch", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                        tags={"ai_orch/department": department}))
+        result, _ = _tick(instance, resources, None)
+        (alert,) = [e for e in result.asset_events if e.asset_key.path == ["ai_budget_alerts"]]
+        assert alert.metadata["alert"].value["cancelled_runs"] == ["ours"]
+        assert instance.get_run_by_id("ours").status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+        assert instance.get_run_by_id("theirs").status == dg.DagsterRunStatus.STARTED
