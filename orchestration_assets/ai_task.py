@@ -23,7 +23,9 @@ from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
 from resources.model_call import CallResult, StructuredRequest
 from resources.model_gateway import ModelGateway
+from resources.audit_log import AuditEntry, AuditStore, item_hash
 from resources.budgets import BudgetRefusal
+from resources.data_policy import active_policy
 from resources.routing import (
     CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, candidate_pool, item_features,
 )
@@ -75,6 +77,7 @@ class ItemOutcome:
     attempts: list[CallResult] = field(default_factory=list)
     check_failure: Optional[str] = None
     budget_refusal: Optional[str] = None  # why a hard cap stopped the item (or its escalation)
+    redactions: dict[int, str] = field(default_factory=dict)  # attempt → what the model saw ('none', 'pseudonymised')
 
     @property
     def error(self) -> Optional[str]:
@@ -97,8 +100,10 @@ def run_ai_task(
     where: CallContext,
     log: Optional[Callable[[str], None]] = None,
     guard: Optional[SpendGuard] = None,
+    audit: Optional[AuditStore] = None,
 ) -> list[ItemOutcome]:
-    """Route, call and record every document; with a ``guard``, each call is reserved against budgets first."""
+    """Route, call and record every document; with a ``guard``, each call is reserved against budgets first;
+    with an ``audit`` log, every call and every refusal is appended to the hash chain as the item finishes."""
     guard = guard or SpendGuard(ledger, enforce=False)
     catalog: ModelCatalog = gateway.catalog
     instruction_tokens = estimate_tokens(task.instructions)
@@ -117,6 +122,8 @@ def run_ai_task(
         features = decision.features or item_features(item, complexity, space)
         outcome = _call_chain(task, document, decision, gateway, guard, where, json.dumps(features), availability)
         outcomes.append(outcome)
+        if audit is not None:
+            audit.append(audit_entries(outcome, where, gateway.catalog))
         progress.advance(outcome)
     return outcomes
 
@@ -138,6 +145,7 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
     chain = [decision.model_id, *decision.escalation]
     reason = decision.reason
     characters = len(document.text) + len(task.instructions)
+    pseudonymised: Optional[_Redaction] = None
     for attempt, model_id in enumerate(chain, start=1):
         spec = gateway.catalog.get(model_id)
         try:
@@ -159,15 +167,24 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
             guard.downgrades += 1
             reason = f"{reason}; budget downgrade: {model_id} → {spec.id} ({refusal})"
             model_id = spec.id
+        redaction = None
+        if active_policy().must_redact(gateway.catalog.get(model_id), document.classification):
+            pseudonymised = pseudonymised or _Redaction.of(document.text)  # once per item, kept in memory
+            redaction = pseudonymised
         try:
-            result = gateway.call(model_id, request)
+            result = gateway.call(model_id, request if redaction is None else redaction.request(request))
+            if redaction is not None:
+                result = redaction.restore(result)
         except BaseException:
             if reservation is not None:
                 guard.ledger.release(reservation)
             raise
         problem = result.error if not result.ok else (task.check(result.output) if task.check else None)
-        guard.settle(reservation, [_record(where, task, document, decision, result, gateway.catalog,
-                                           attempt=attempt, accepted=problem is None, reason=reason, features=features)])
+        record = _record(where, task, document, decision, result, gateway.catalog,
+                         attempt=attempt, accepted=problem is None, reason=reason, features=features)
+        record.redaction = redaction.describe() if redaction is not None else "none"
+        outcome.redactions[attempt] = "pseudonymised" if redaction is not None else "none"
+        guard.settle(reservation, [record])
         outcome.attempts.append(result)
         outcome.result, outcome.check_failure = result, problem
         if problem is None:
@@ -186,10 +203,68 @@ def _record(where: CallContext, task: AITask, document: Document, decision: Rout
         item_id=document.id, task=task.name, model_id=spec.id, provider=spec.provider, residency=spec.residency.value,
         classification=document.classification.value, input_tokens=result.input_tokens, output_tokens=result.output_tokens,
         cost_usd=result.cost_usd, estimated_cost_usd=estimate, latency_s=result.latency_s,
-        route_reason=reason, outcome="ok" if result.ok else "error", error=result.error,
+        route_reason=reason, outcome="ok" if result.ok else "error", error=_storable_error(result.error, document),
         policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
         input_chars=len(document.text) + len(task.instructions),
     )
+
+
+def audit_entries(outcome: ItemOutcome, where: CallContext, catalog: ModelCatalog) -> list[AuditEntry]:
+    """The item's who/what/where for the audit chain: one entry per call, or one for a refusal; no content."""
+    base = dict(run_id=where.run_id, step_key=where.step_key, asset_key=where.asset_key, partition_key=where.partition_key,
+                item_hash=item_hash(outcome.document.text), classification=outcome.document.classification.value)
+    entries = []
+    for number, result in enumerate(outcome.attempts, start=1):
+        spec = catalog.get(result.model_id)
+        accepted = result.ok and (number < len(outcome.attempts) or outcome.check_failure is None)
+        entries.append(AuditEntry(event="call", model_id=spec.id, residency=spec.residency.value,
+                                  redaction=outcome.redactions.get(number, "none"),
+                                  checks={"attempt": number, "ok": result.ok, "item_check_passed": bool(accepted)}, **base))
+    if outcome.budget_refusal:
+        entries.append(AuditEntry(event="budget_refusal", checks={"refused": True}, **base))
+    if not outcome.attempts and outcome.decision.model_id is None:
+        entries.append(AuditEntry(event="policy_refusal", checks={"routed": False}, **base))
+    return entries
+
+
+@dataclass
+class _Redaction:
+    """A document pseudonymised for a hosted model: the text it sees, and the in-memory way back."""
+
+    text: str
+    mapping: object  # resources.pii mapping: never pickled, never logged
+    spans: int
+
+    @classmethod
+    def of(cls, text: str) -> "_Redaction":
+        from resources.pii import pseudonymize
+
+        redacted, mapping = pseudonymize(text)
+        return cls(redacted, mapping, len(mapping))
+
+    def request(self, request: StructuredRequest) -> StructuredRequest:
+        return request.model_copy(update={"document": self.text})
+
+    def restore(self, result: CallResult) -> CallResult:
+        """The originals back into the answer, where the workflow needs them (a vendor name, an IBAN)."""
+        from resources.pii import restore
+
+        if result.output is None or not self.spans:
+            return result
+        return result.model_copy(update={"output": restore(result.output, self.mapping)})
+
+    def describe(self) -> str:
+        return f"pseudonymised {self.spans} values"
+
+
+def _storable_error(error: Optional[str], document: Document) -> Optional[str]:
+    """A provider's error can quote the document (a validation error echoing the output): for data the
+    policy forbids persisting raw, its PII is tokenised before the ledger stores it."""
+    if not error or active_policy().may_persist_raw(document.classification):
+        return error
+    from resources.pii import pseudonymize
+
+    return pseudonymize(error)[0]
 
 
 class _Progress:

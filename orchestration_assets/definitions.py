@@ -12,15 +12,18 @@ import dagster as dg
 
 from orchestration_assets import finops_assets, routing_assets
 from orchestration_assets.invoices import assets as invoice_assets
-from orchestration_assets.invoices.checks import extraction_compliance, extraction_quality
+from orchestration_assets.invoices.checks import extraction_compliance, extraction_no_pii, extraction_quality
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy
 from orchestration_assets.invoices.schedules import invoice_batch_job, invoice_daily_schedule
+from resources.audit_log import AuditLogResource
 from resources.budget import BudgetResource
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.routing import RoutingResource
+from resources.sensitive_io import SensitiveIOManager
 from resources.warehouse import DuckDBWarehouseResource
 from sensors.budget_sensor import BUDGET_ASSETS, ai_budget_sensor
+from sensors.compliance_sensor import COMPLIANCE_ASSETS, ai_compliance_sensor
 
 
 def _key(name: str):
@@ -36,8 +39,11 @@ def default_resources() -> dict:
         ),
         "routing": RoutingResource(policy=os.environ.get("AI_ORCH_ROUTING_POLICY", "rules")),
         "ledger": LedgerResource(),
+        "audit": AuditLogResource(),
         "warehouse": DuckDBWarehouseResource(),
         "quality": InvoiceQualityPolicy(),
+        # Zero persistence: raw inputs the data policy forbids persisting stay in the run's memory.
+        "io_manager": SensitiveIOManager(),
         "budget": BudgetResource(
             department=os.environ.get("AI_ORCH_DEPARTMENT", "operations"),
             daily_cap_usd=float(os.environ["AI_ORCH_DAILY_BUDGET_USD"]) if os.environ.get("AI_ORCH_DAILY_BUDGET_USD") else None,
@@ -48,12 +54,15 @@ def default_resources() -> dict:
 
 def build_definitions(resources: "dict | None" = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([invoice_assets, routing_assets, finops_assets]), *BUDGET_ASSETS],
-        asset_checks=[extraction_quality, extraction_compliance],
+        assets=[*dg.load_assets_from_modules([invoice_assets, routing_assets, finops_assets]), *BUDGET_ASSETS,
+                *COMPLIANCE_ASSETS],
+        asset_checks=[extraction_quality, extraction_compliance, extraction_no_pii],
         jobs=[invoice_batch_job],
         schedules=[invoice_daily_schedule],
-        sensors=[ai_budget_sensor],
+        sensors=[ai_budget_sensor, ai_compliance_sensor],
         resources={**default_resources(), **(resources or {})},
+        # In-process: memory-only values (restricted raw inputs) must reach the next step.
+        executor=dg.in_process_executor,
     )
 
 

@@ -10,6 +10,7 @@ are listed with the reason instead of failing the asset.
 """
 
 import math
+from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
@@ -40,7 +41,10 @@ def spend_report(ledger: LedgerResource, warehouse: DuckDBWarehouseResource) -> 
 @dg.asset(group_name="finops", kinds={"python"})
 def spend_forecast(context: dg.AssetExecutionContext, spend_report: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Next 30 and 90 days of spend per department (p10/p90), with the forecaster's backtested MAPE."""
-    spend = spend_report.groupby(["day", "department"], as_index=False)["cost_usd"].sum() if len(spend_report) else \
+    today = datetime.now(timezone.utc).date()
+    complete = spend_report[pd.to_datetime(spend_report["day"]).dt.date < today] if len(spend_report) else spend_report
+    # Today is still being spent: a partial day would read as a slump.
+    spend = complete.groupby(["day", "department"], as_index=False)["cost_usd"].sum() if len(complete) else \
         pd.DataFrame(columns=["day", "department", "cost_usd"])
     forecasts = forecast_by_department(spend)
     frame = forecasts.to_frame()

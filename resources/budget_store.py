@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE TABLE IF NOT EXISTS reservation_closures (
     reservation_id VARCHAR PRIMARY KEY, closed_at TIMESTAMP NOT NULL, how VARCHAR NOT NULL, actual_usd DOUBLE
 );
+CREATE TABLE IF NOT EXISTS compliance_holds (
+    hold_id VARCHAR PRIMARY KEY, held_at TIMESTAMP NOT NULL, workflow VARCHAR NOT NULL, action VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS credit_entries (
     entry_id VARCHAR PRIMARY KEY, entered_at TIMESTAMP NOT NULL, kind VARCHAR NOT NULL, account VARCHAR NOT NULL,
     source VARCHAR, amount_usd DOUBLE NOT NULL, usd_per_credit DOUBLE NOT NULL, note VARCHAR
@@ -169,6 +173,23 @@ def expire_stale(conn, now: datetime) -> dict[str, int]:
         close(conn, row["reservation_id"], how, float(landed[0]) if landed[1] else None, now)
         counts[how] += 1
     return counts
+
+
+# ---------------------------------------------------------------- compliance holds
+
+
+def set_hold(conn, workflow: str, action: str, reason: str, now: datetime) -> None:
+    conn.execute("INSERT INTO compliance_holds VALUES (?, ?, ?, ?, ?)", [uuid.uuid4().hex, now, workflow, action, reason])
+
+
+def active_holds(conn) -> dict[str, dict]:
+    """Workflows whose latest hold entry is a hold (not a release), with why and since when."""
+    rows = conn.execute(
+        """SELECT workflow, action, reason, held_at FROM (
+               SELECT *, row_number() OVER (PARTITION BY workflow ORDER BY held_at DESC, hold_id DESC) AS n
+               FROM compliance_holds) WHERE n = 1 AND action = 'hold' ORDER BY workflow"""
+    ).fetchall()
+    return {w: {"reason": r, "since": t.isoformat()} for w, _, r, t in rows}
 
 
 # ---------------------------------------------------------------- credits

@@ -31,6 +31,7 @@ from resources.routing import RoutingDecision
 from resources.tokenizers import count_chat_tokens
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
+RECENT_CALLS = 50  # the window for expected output and latency: recent enough to follow load, large enough to average
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class ModelHistory:
     output_p50: Optional[float] = None
     output_p95: Optional[float] = None
     latency_p50: Optional[float] = None
+    output_mean: Optional[float] = None  # over the most recent calls: totals add means, and machines drift
+    latency_mean: Optional[float] = None
     latency_p95: Optional[float] = None
 
 
@@ -58,6 +61,7 @@ class CostHistory:
             return history
         ok = calls[calls["outcome"] == "ok"]
         for (task, model), group in ok.groupby(["task", "model_id"]):
+            recent = group.sort_values("recorded_at").tail(RECENT_CALLS) if "recorded_at" in group else group
             ratio, mape = None, None
             if "input_chars" in group:
                 paired = group[(group["input_chars"].fillna(0) > 0) & (group["input_tokens"] > 0)]
@@ -69,6 +73,7 @@ class CostHistory:
                 calls=len(group), chars_per_token=ratio, chars_per_token_mape=mape,
                 output_p50=float(group["output_tokens"].quantile(0.5)), output_p95=float(group["output_tokens"].quantile(0.95)),
                 latency_p50=float(group["latency_s"].quantile(0.5)), latency_p95=float(group["latency_s"].quantile(0.95)),
+                output_mean=float(recent["output_tokens"].mean()), latency_mean=float(recent["latency_s"].mean()),
             )
         if "attempt" in calls:
             for task, group in calls.groupby("task"):
@@ -88,6 +93,7 @@ class ItemEstimate:
     p50_usd: float
     p95_usd: float
     basis: str  # "history" or "catalog"
+    expected_usd: Optional[float] = None  # the mean (recent calls): what a total of many items adds up
 
 
 def _price(spec: ModelSpec, input_tokens: int, output_tokens: float, seconds: Optional[float]) -> float:
@@ -118,8 +124,10 @@ def estimate_item(
     timed = spec.compute_usd_per_hour > 0 and seen.latency_p50 is not None
     p50 = _price(spec, input_tokens, out50, seen.latency_p50 if timed else None)
     p95 = _price(spec, input_tokens, out95, seen.latency_p95 if timed else None)
+    out_mean = seen.output_mean if seen.output_mean is not None else out50
+    expected = _price(spec, input_tokens, out_mean, seen.latency_mean if timed else None)
     basis = ("tiktoken+" if exact is not None else "") + ("history" if seen.calls else "catalog")
-    return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis)
+    return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis, expected)
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,11 @@ def estimate_run(
     decisions: Sequence[RoutingDecision], characters: Sequence[int], task: str, catalog: ModelCatalog,
     history: CostHistory, expected_output_tokens: int, texts: Optional[Sequence[Sequence[str]]] = None,
 ) -> RunEstimate:
-    """The batch's cost under the routes the policy chose: the sum of item p50s, and a p95 for the total.
+    """The batch's cost under the routes the policy chose: the sum of item expectations, and a p95 for the total.
+
+    The central figure (``p50_usd``) adds each item's *mean* cost over recent calls, not its
+    median: a total of many items lands near the sum of their means (skewed latencies make
+    item medians add up short), and recent calls follow a machine whose load changes.
 
     The total's p95 is the p50 sum plus the root-sum-square of the items' (p95 − p50)
     spreads: items vary independently, so their worst cases do not all add up; escalations
@@ -155,18 +167,18 @@ def estimate_run(
         parts = texts[index] if texts is not None else ()
         estimate = estimate_item(catalog.get(decision.model_id), task, chars, history, expected_output_tokens,
                                  decision.item_id, texts=parts)
-        p50 += estimate.p50_usd
-        spreads.append(estimate.p95_usd - estimate.p50_usd)
+        p50 += estimate.expected_usd
+        spreads.append(max(0.0, estimate.p95_usd - estimate.expected_usd))
         row = by_model.setdefault(decision.model_id, {"items": 0, "p50_usd": 0.0})
         row["items"] += 1
-        row["p50_usd"] = round(row["p50_usd"] + estimate.p50_usd, 8)
+        row["p50_usd"] = round(row["p50_usd"] + estimate.expected_usd, 8)
         if decision.escalation:
             # Escalation is a coin with the historical rate: its mean adds to p50, its
             # spread (normal approximation of a Bernoulli) to the p95.
             rate = history.escalation_rate.get(task, 0.0)
             nxt = estimate_item(catalog.get(decision.escalation[0]), task, chars, history, expected_output_tokens, texts=parts)
-            p50 += rate * nxt.p50_usd
-            spreads.append(1.645 * float(np.sqrt(rate * (1 - rate))) * nxt.p50_usd + rate * (nxt.p95_usd - nxt.p50_usd))
+            p50 += rate * nxt.expected_usd
+            spreads.append(1.645 * float(np.sqrt(rate * (1 - rate))) * nxt.expected_usd + rate * (nxt.p95_usd - nxt.expected_usd))
     p95 = p50 + float(np.sqrt(np.sum(np.square(spreads)))) if spreads else p50
     calibration = {m: history.get(task, m).chars_per_token_mape for m in by_model}
     return RunEstimate(len(decisions), sum(1 for d in decisions if d.model_id), p50, p95, by_model, calibration)

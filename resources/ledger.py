@@ -56,6 +56,7 @@ class CallRecord(BaseModel):
     department: Optional[str] = Field(None, description="Who pays: the department whose budgets and credits the call draws on.")
     workflow: Optional[str] = Field(None, description="The workflow (template, asset group or run tag) it draws on.")
     reservation_id: Optional[str] = Field(None, description="The budget reservation this call settled.")
+    redaction: Optional[str] = Field(None, description="What the model saw: 'none' or 'pseudonymised N values'.")
 
 
 _COLUMNS = list(CallRecord.model_fields)
@@ -91,6 +92,7 @@ ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS input_chars BIGINT;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS department VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS workflow VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS reservation_id VARCHAR;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS redaction VARCHAR;
 """ + budget_store.SCHEMA
 
 
@@ -216,6 +218,22 @@ class DuckDBLedger:
             budgets = budget_store.covering_budgets(conn, scope) if scope else (
                 budget_store.active_budgets(conn) + budget_store.credit_caps(conn))
             return budget_store.statuses(conn, budgets, now)
+
+    def hold_workflow(self, workflow: str, reason: str) -> None:
+        """Stop a workflow's schedules until ``release_workflow``: the compliance sensor's brake."""
+        with self._transaction() as conn:
+            budget_store.set_hold(conn, workflow, "hold", reason, utc_now())
+
+    def release_workflow(self, workflow: str, note: str) -> None:
+        with self._transaction() as conn:
+            budget_store.set_hold(conn, workflow, "release", note, utc_now())
+
+    def holds(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            return budget_store.active_holds(conn)
 
     def add_credits(self, kind: str, account: str, amount_usd: float, *, source: Optional[str] = None,
                     usd_per_credit: Optional[float] = None, note: str = "") -> None:

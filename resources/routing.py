@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from resources.catalog import ModelCatalog, ModelSpec, Residency
 from resources.classification import DataClassification
+from resources.data_policy import active_policy
 from resources.complexity import ComplexityEstimate, estimate_complexity, estimate_tokens
 from resources.learned_policy import LearnedPolicy
 from resources.model_gateway import Availability
@@ -100,13 +101,15 @@ class CandidatePool:
 def candidate_pool(task: str, classification: DataClassification, catalog: ModelCatalog,
                    availability: dict[str, Availability]) -> CandidatePool:
     reasons: list[str] = []
+    policy = active_policy()
     serving = [s for s in catalog if s.serves(task)]
-    cleared = [s for s in serving if s.may_see(classification)]
-    excluded = [s for s in serving if not s.may_see(classification)]
+    cleared = [s for s in serving if s.may_see(classification) and policy.permits(s, classification) is None]
+    excluded = [s for s in serving if s not in cleared]
     if excluded:
         cloud = all(s.residency is Residency.CLOUD for s in excluded)
         what = "cloud models" if cloud else "models not cleared"
-        reasons.append(f"{classification.value} data: {what} excluded ({', '.join(s.id for s in excluded)})")
+        reasons.append(f"{classification.value} data: {what} excluded by catalog clearance and data policy "
+                       f"({', '.join(s.id for s in excluded)})")
     unavailable = [(s, availability[s.id]) for s in cleared if not availability[s.id].available]
     if unavailable:
         reasons.append("unavailable: " + ", ".join(f"{s.id} ({a.reason})" for s, a in unavailable))

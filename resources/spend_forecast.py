@@ -3,19 +3,23 @@
 A budget owner asks "what will we spend in the next 30 / 90 days?". An answer is only useful
 with a range and with a track record, so every forecast here comes with both:
 
-* **Point forecast** — chosen, per series and per horizon, among a few small candidate models by
-  a rolling-origin backtest on the series' own history (``CANDIDATES``): a recent weekday
-  profile, a seasonal naive with drift, a log-linear trend + weekday regression over the last
-  13 or 26 weeks, and statsmodels' ETS (Holt-Winters: damped additive trend, multiplicative
-  weekly seasonality). No single model wins on every bill: flat spend punishes extrapolated
-  trends, growing spend punishes flat profiles, and picking by backtest lets the history decide.
+* **Point forecast** — the mean of a few small candidate models (``CANDIDATES``): the last four
+  weeks' weekday profile (no trend), a log-linear trend + weekday regression over the last 13
+  and 26 weeks, and statsmodels' Holt-Winters on log spend (damped trend, weekly season). No
+  single model wins on every bill — flat spend punishes extrapolated trends, growing spend
+  punishes flat profiles — and on varied histories the mean beat picking the one with the best
+  rolling-origin backtest (a few overlapping origins make that pick noisy) as well as the naive
+  baseline. The backtest on the series' own history still decides what goes in: a candidate
+  that clearly fails there (intermittent spend breaks the log models) is left out, and a history
+  too short to test a trend over the horizon gets the weekday profile alone.
 * **Level shifts** — a workflow launching (or retiring) moves a department's spend to a new level
-  overnight. Shifts are detected on the log series (trend + weekday + step, the split that a BIC
-  test accepts) and every candidate respects them: the regressions carry a step term, the
-  profile and ETS candidates fit only the days after the latest shift once there are enough.
-* **Interval** — p10/p90 around the point, log-normal, with a spread from the selection
-  backtest's errors on the same series (what the chosen model actually missed by), floored by
-  the day-to-day noise a total of that many days still carries.
+  overnight. Shifts of 10 % or more are detected on the log series (trend + weekday + step, the
+  split that a BIC-like test accepts); the regressions carry a step term, and the other models
+  see the history rescaled to today's level, so none averages the old level with the new.
+* **Interval** — p10/p90 (80 %) around the point, log-normal, with a spread from what the mean
+  missed by in the backtest on the same series (shrunk toward a prior of ~7 % drift a month,
+  since a few origins can be lucky), plus the day-to-day noise a total of that many days still
+  carries. Per day, the day's own noise is added.
 
 **MAPE at H days** (``Backtest.mape``): for each rolling origin, forecast from the history before
 it, take the absolute percentage error of the forecast H-day TOTAL against the actual H-day
@@ -41,7 +45,7 @@ import pandas as pd
 
 MIN_HISTORY_DAYS = 28  # four weeks: the least that shows a weekly pattern more than once
 MIN_BACKTEST_TRAIN_DAYS = 56  # a backtest origin needs this much history before it
-SELECTION_ORIGINS = 4  # rolling origins, a week apart, that choose the model for a series
+SELECTION_ORIGINS = 4  # rolling origins, a week apart, that test the candidates on a series
 Z80 = 1.2815515655446004  # standard normal quantile of 0.9: p10/p90 is an 80 % interval
 _WEEK = 7
 
@@ -57,13 +61,13 @@ class HorizonForecast:
     total_usd: float
     p10_usd: float
     p90_usd: float
-    method: str  # the candidate that the selection backtest chose for this horizon
-    selection_mape: Optional[float]  # that candidate's backtest MAPE on this series (None: too short to test)
+    method: str  # the models averaged, e.g. "mean(weekday_profile, holt_winters)"
+    backtest_mape: Optional[float]  # this forecast's MAPE in the backtest on the series' own last weeks (None: too short)
 
     def to_dict(self) -> dict:
         return {"horizon_days": self.horizon_days, "total_usd": round(self.total_usd, 2),
                 "p10_usd": round(self.p10_usd, 2), "p90_usd": round(self.p90_usd, 2), "method": self.method,
-                "selection_mape": None if self.selection_mape is None else round(self.selection_mape, 4)}
+                "backtest_mape": None if self.backtest_mape is None else round(self.backtest_mape, 4)}
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,11 @@ class SpendForecast:
     first_day: date  # the first forecast day (the day after the history's last)
     history_days: int
     totals: dict[int, HorizonForecast]
-    daily: pd.DataFrame  # day, forecast_usd, p10_usd, p90_usd — one row per day of the longest horizon
+    # day, forecast_usd, p10_usd, p90_usd: one row per day of the longest horizon, the path behind
+    # that horizon's total (a shorter horizon's total may average a different set of models).
+    daily: pd.DataFrame
     level_shift: Optional[date] = None  # the latest level shift detected in the history, if any
-    candidate_mape: dict[int, dict[str, float]] = field(default_factory=dict)  # horizon → candidate → backtest MAPE
+    candidate_mape: dict[int, dict[str, float]] = field(default_factory=dict)  # horizon → each model's backtest MAPE
 
     def total(self, horizon_days: int) -> HorizonForecast:
         try:
@@ -177,7 +183,7 @@ class DepartmentForecasts:
     def to_frame(self) -> pd.DataFrame:
         """One row per department and horizon: department, horizon_days, total_usd, p10_usd, p90_usd, method."""
         rows = [{"department": dept, **f.to_dict()} for dept, fc in self.forecasts.items() for f in fc.totals.values()]
-        columns = ["department", "horizon_days", "total_usd", "p10_usd", "p90_usd", "method", "selection_mape"]
+        columns = ["department", "horizon_days", "total_usd", "p10_usd", "p90_usd", "method", "backtest_mape"]
         return pd.DataFrame(rows, columns=columns)
 
     def to_dict(self, include_daily: bool = False) -> dict:
@@ -315,12 +321,14 @@ def complete_daily(daily: pd.Series, *, as_of: Optional[date] = None) -> pd.Seri
         raise TypeError(f"daily spend must be a pandas Series indexed by day, got {type(daily).__name__}")
     if daily.empty:
         raise ValueError(f"a spend forecast needs at least {MIN_HISTORY_DAYS} days of history (got none)")
-    index = pd.DatetimeIndex(pd.to_datetime(daily.index)).normalize()
+    index = pd.DatetimeIndex(pd.to_datetime(daily.index))
+    index = (index.tz_localize(None) if index.tz is not None else index).normalize()
     values = pd.to_numeric(pd.Series(daily.to_numpy(), index=index), errors="coerce").fillna(0.0)
     values = values.groupby(level=0).sum().clip(lower=0.0)
     end = pd.Timestamp(as_of) if as_of is not None else values.index[-1]
-    if end < values.index[-1]:
-        values = values[values.index <= end]
+    values = values[values.index <= end]
+    if values.empty:
+        raise ValueError(f"a spend forecast needs at least {MIN_HISTORY_DAYS} days of history (got none up to {end.date()})")
     full = pd.date_range(values.index[0], end, freq="D")
     series = values.reindex(full, fill_value=0.0).astype(float)
     if len(series) < MIN_HISTORY_DAYS:
@@ -369,6 +377,7 @@ class _History:
 _SHIFT_LOOKBACK_DAYS = 182
 _SHIFT_MARGIN_DAYS = 7  # a shift needs a week on each side to be told from a noisy week
 _SHIFT_PENALTY = 2.5  # × log(n): BIC-like, a little stricter than BIC to avoid chasing noise
+_MIN_SHIFT = 0.1  # in log spend (≈ 10 %): a smaller change is the trend's and the noise's business
 
 
 def _log_values(y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -395,8 +404,8 @@ def _detect_level_shifts(y: np.ndarray, first_weekday: int,
     """Up to ``max_shifts`` level shifts in the last 26 weeks: positions, sizes (log), and the noise σ.
 
     Greedy: the split that most reduces the squared error of log spend ~ trend + weekday (+ the
-    shifts found so far), kept while ``n · log(SSE_before / SSE_after)`` exceeds 2.5 · log(n) —
-    a gradual trend is absorbed by the trend term and is not mistaken for a shift.
+    shifts found so far), kept while ``n · log(SSE_before / SSE_after)`` exceeds 2.5 · log(n) and
+    the step is at least 10 % — a gradual trend is absorbed by the trend term, not taken for a shift.
     """
     n = len(y)
     start = max(0, n - _SHIFT_LOOKBACK_DAYS)
@@ -414,10 +423,10 @@ def _detect_level_shifts(y: np.ndarray, first_weekday: int,
             break
         errors = []
         for s in candidates:
-            _, r = _least_squares(z, _design(t, weekdays, [*shifts, s]))
-            errors.append(float(r @ r))
+            beta, r = _least_squares(z, _design(t, weekdays, [*shifts, s]))
+            errors.append(float(r @ r) if abs(beta[-1]) >= _MIN_SHIFT else np.inf)
         best = int(np.argmin(errors))
-        if m * np.log(current / max(errors[best], 1e-12)) <= _SHIFT_PENALTY * np.log(m):
+        if not np.isfinite(errors[best]) or m * np.log(current / max(errors[best], 1e-12)) <= _SHIFT_PENALTY * np.log(m):
             break
         shifts.append(candidates[best])
         current = errors[best]
@@ -454,20 +463,24 @@ def _log_linear(lookback: int) -> Callable[[_History, int], np.ndarray]:
 
 
 def _holt_winters(history: _History, horizon: int) -> np.ndarray:
-    """statsmodels' Holt-Winters on the last 26 weeks at today's level: damped additive trend, weekly season.
+    """statsmodels' Holt-Winters on log spend over the last 26 weeks at today's level: damped trend, weekly season.
 
-    Multiplicative season (weekends a share of weekdays) unless a day had no spend; then additive.
-    The adaptive member: its level and trend follow recent weeks where a regression weighs all alike.
+    The adaptive member: its level and trend follow recent weeks, where a regression weighs all
+    days alike. On the log scale the weekly season is a ratio (weekends a share of weekdays) and
+    the fit is far steadier than a multiplicative season on dollars, whose result depended on the
+    optimizer in our backtests.
     """
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
-    y = history.at_current_level[-_SHIFT_LOOKBACK_DAYS:]
-    seasonal = "mul" if (y > 0).all() else "add"
+    z, offset = _log_values(history.at_current_level[-_SHIFT_LOOKBACK_DAYS:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on short or flat series; the backtest judges the result
-        model = ExponentialSmoothing(y, trend="add", damped_trend=True, seasonal=seasonal, seasonal_periods=_WEEK,
+        model = ExponentialSmoothing(z, trend="add", damped_trend=True, seasonal="add", seasonal_periods=_WEEK,
                                      initialization_method="estimated")
-        path = np.asarray(model.fit(method="L-BFGS-B", use_brute=False).forecast(horizon), dtype=float)
+        # SLSQP, not L-BFGS-B: as accurate here, and not slowed by BLAS threads when the cores are busy.
+        fitted = model.fit(method="SLSQP", use_brute=False)
+    smearing = float(np.mean(np.exp(fitted.resid)))  # Duan, as for the regressions
+    path = np.exp(np.asarray(fitted.forecast(horizon), dtype=float)) * smearing - offset
     if not np.isfinite(path).all():
         raise FloatingPointError("Holt-Winters diverged")
     return np.maximum(path, 0.0)
@@ -508,35 +521,59 @@ class _Choice:
 def _choose(history: _History, horizon: int) -> _Choice:
     """Backtest the candidates and their mean on this history, for H-day totals, from rolling origins.
 
-    The forecast is the equal-weight mean of the candidates that could be fit at every origin:
-    on varied histories it beat choosing the single best candidate by these few, overlapping
-    origins (a noisy choice), and the baseline. The backtest still earns its keep: it reports
-    each candidate's MAPE and sets the interval from what the mean actually missed by.
+    The forecast is the equal-weight mean of the candidates that fit at every origin, less any
+    that clearly failed there (MAPE over 3 × the best's plus 5 points): on varied histories the
+    mean beat choosing the single best candidate by these few, overlapping origins (a noisy
+    choice), and the baseline. The backtest also reports each candidate's MAPE and sets the
+    interval from what the mean actually missed by.
 
-    Origins are a week apart, the latest leaving H days of actuals (or as many as the history
-    allows past ``MIN_HISTORY_DAYS`` when it is short).
+    Origins are a week apart, the latest leaving H days of actuals — or, for a short history, as
+    many as it allows past ``MIN_HISTORY_DAYS``. When that tests less than a third of H, trends
+    are not extrapolated: the weekday profile alone, its measured error grown to H.
     """
     n = len(history.y)
     tested = min(horizon, n - MIN_HISTORY_DAYS)
     positions = [p for p in (n - tested - k * _WEEK for k in range(SELECTION_ORIGINS)) if p >= MIN_HISTORY_DAYS]
     positions = [p for p in positions if history.y[p:p + tested].sum() > 0]
     if tested < _WEEK or not positions:
-        return _Choice((_FALLBACK,), {}, None, 2 * _noise_spread(history, horizon))
+        return _Choice((_FALLBACK,), {}, None, _untested_spread(history, horizon))
+    pool = list(CANDIDATES) if tested * 3 >= horizon else [_FALLBACK]
     actual = np.array([history.y[p:p + tested].sum() for p in positions])
-    totals: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    totals: dict[str, list[float]] = {name: [] for name in pool}
     for p in positions:
-        for name, path in _paths(history.before(p), tested, list(CANDIDATES)).items():
+        for name, path in _paths(history.before(p), tested, pool).items():
             totals[name].append(float(path.sum()))
     predicted = {name: np.array(v) for name, v in totals.items() if len(v) == len(positions)}
-    scores = {name: float(np.mean(np.abs(v - actual) / actual)) for name, v in predicted.items()}
     if not predicted:
-        return _Choice((_FALLBACK,), {}, None, 2 * _noise_spread(history, horizon))
-    combined = np.mean(list(predicted.values()), axis=0)
-    log_errors = np.log(np.maximum(combined, 1e-9) / actual)
-    # What the mean missed by on this series, grown linearly when the test horizon was shorter.
-    missed = float(np.sqrt(np.mean(np.square(log_errors)))) * horizon / tested
-    return _Choice(tuple(predicted), scores, float(np.mean(np.abs(combined - actual) / actual)),
-                   float(np.hypot(missed, _noise_spread(history, horizon))))
+        return _Choice((_FALLBACK,), {}, None, _untested_spread(history, horizon))
+    scores = {name: float(np.mean(np.abs(v - actual) / actual)) for name, v in predicted.items()}
+    best = min(scores.values())
+    members = [name for name in predicted if scores[name] <= 3 * best + _CLEAR_FAILURE]
+    combined = np.mean([predicted[name] for name in members], axis=0)
+    log_errors = np.log(np.maximum(combined, 1e-9) / actual) * horizon / tested  # grown linearly to H
+    return _Choice(tuple(members), scores, float(np.mean(np.abs(combined - actual) / actual)),
+                   _measured_spread(history, horizon, log_errors))
+
+
+_CLEAR_FAILURE = 0.05
+_DRIFT_PER_30D = 0.07  # prior log-σ of the level a month out: what a history too short to measure gets
+_PRIOR_ORIGINS = 2  # the prior counts as this many backtest origins
+
+
+def _measured_spread(history: _History, horizon: int, log_errors: np.ndarray) -> float:
+    """The H-day total's log-σ: the backtest's RMS miss, shrunk toward the drift prior, plus the noise.
+
+    One to four overlapping origins can miss by nearly nothing by luck; the prior keeps such an
+    interval from collapsing (without it, 90-day intervals covered barely half of the outcomes).
+    """
+    prior = _DRIFT_PER_30D * horizon / 30
+    variance = (float(np.sum(np.square(log_errors))) + _PRIOR_ORIGINS * prior**2) / (len(log_errors) + _PRIOR_ORIGINS)
+    return float(np.hypot(np.sqrt(variance), _noise_spread(history, horizon)))
+
+
+def _untested_spread(history: _History, horizon: int) -> float:
+    """An interval for a forecast nobody could backtest: the noise plus the drift prior, growing with H."""
+    return float(np.hypot(_noise_spread(history, horizon), _DRIFT_PER_30D * horizon / 30))
 
 
 def _noise_spread(history: _History, horizon: int) -> float:
@@ -544,11 +581,11 @@ def _noise_spread(history: _History, horizon: int) -> float:
     return history.noise_sigma / np.sqrt(horizon)
 
 
-def _horizon_forecast(path: np.ndarray, spread: float, method: str, selection_mape: Optional[float]) -> HorizonForecast:
+def _horizon_forecast(path: np.ndarray, spread: float, method: str, backtest_mape: Optional[float]) -> HorizonForecast:
     total = float(path.sum())
     low, high = _interval(total, spread)
-    return HorizonForecast(horizon_days=len(path), total_usd=total, p10_usd=low, p90_usd=high, method=method,
-                           selection_mape=selection_mape)
+    return HorizonForecast(horizon_days=len(path), total_usd=total, p10_usd=float(low), p90_usd=float(high), method=method,
+                           backtest_mape=backtest_mape)
 
 
 def _interval(point: np.ndarray | float, spread: float):

@@ -39,6 +39,10 @@ class StepChange:
     workflow: str = "new-workflow"
     weekend_factor: float = 1.0  # its own weekend level relative to its weekdays
 
+    def __post_init__(self) -> None:
+        if self.share <= 0 or self.weekend_factor < 0:
+            raise ValueError(f"step on {self.day}: share must be > 0 (a launch adds spend), weekend_factor ≥ 0")
+
 
 @dataclass(frozen=True)
 class DepartmentProfile:

@@ -14,11 +14,10 @@ import json
 from typing import Optional
 
 import dagster as dg
-import httpx
-
 from resources.budget import DEPARTMENT_TAG, WORKFLOW_TAG, BudgetResource
 from resources.budgets import BudgetStatus, OnHardCap, ScopeKind
 from resources.ledger import LedgerResource
+from sensors.alerts import post_alert
 
 ALERTS_KEY, STATUS_KEY = dg.AssetKey("ai_budget_alerts"), dg.AssetKey("ai_budget_status")
 BUDGET_ASSETS = [
@@ -36,13 +35,6 @@ def _metadata_key(status: BudgetStatus) -> str:
 def _alert_text(status: BudgetStatus, before: Optional[str]) -> str:
     verdicts = {"hard": "HARD CAP reached", "soft": "soft threshold passed", "ok": "back within budget"}
     return f"BUDGET {verdicts[status.state]} (was {before or 'unseen'}): {status.describe()}"
-
-
-def _post(url: str, payload: dict, log) -> None:
-    try:
-        httpx.post(url, json=payload, timeout=5.0).raise_for_status()
-    except httpx.HTTPError as exc:  # a broken notifier must not stop budget enforcement
-        log.warning(f"budget alert webhook failed: {exc}")
 
 
 def _cancel_runs(context: dg.SensorEvaluationContext, status: BudgetStatus, budget: BudgetResource) -> list[str]:
@@ -81,7 +73,7 @@ def ai_budget_sensor(context: dg.SensorEvaluationContext, ledger: LedgerResource
             (context.log.warning if status.state != "ok" else context.log.info)(text)
             payload = {"alert": text, "previous_state": before, **status.as_dict()}
             if budget.alert_webhook_url:
-                _post(budget.alert_webhook_url, payload, context.log)
+                post_alert(budget.alert_webhook_url, payload, context.log)
             if status.state == "hard" and status.budget.on_hard is OnHardCap.REFUSE and budget.cancel_runs_at_hard_cap:
                 payload["cancelled_runs"] = _cancel_runs(context, status, budget)
             events.append(dg.AssetMaterialization(ALERTS_KEY, description=text, metadata={

@@ -8,3 +8,16 @@ def inflated_totals(text: str) -> InvoiceExtraction:
     """The rules extractor's answer with a total that its one line item cannot explain."""
     extraction = extract_invoice(text)
     return extraction.model_copy(update={"total": 47.5, "tax": 0.0, "line_items": [LineItem(description="line", amount=10.0)]})
+
+
+_CALLS = {"n": 0}
+
+
+def crash_on_third_call(text: str) -> InvoiceExtraction:
+    """Answers twice, then kills its process: a worker dying mid-batch, with sensitive data in memory."""
+    import os
+
+    _CALLS["n"] += 1
+    if _CALLS["n"] >= 3:
+        os._exit(17)
+    return extract_invoice(text)

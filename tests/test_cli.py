@@ -32,7 +32,7 @@ def test_demo_offline_uses_two_models_prices_every_call_and_shows_in_the_instanc
     assert set(summary["models"]) == {"rules-invoice", "local-gemma3-270m"}, summary["models"]
     assert sum(summary["models"].values()) == 10
     assert summary["cost_usd"] > 0
-    assert set(summary["checks"]) == {"extraction_quality", "extraction_compliance"}
+    assert set(summary["checks"]) == {"extraction_quality", "extraction_compliance", "extraction_no_pii"}
     assert summary["checks"]["extraction_compliance"] is True
     assert "items done" in proc.stderr  # progress in the run's logs
 

@@ -20,12 +20,12 @@ def test_definitions_load_with_the_invoice_graph():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices", "routing_outcomes", "routing_policy",
-                    "ai_budget_alerts", "ai_budget_status", "spend_report", "spend_forecast"}
+                    "ai_budget_alerts", "ai_budget_status", "spend_report", "spend_forecast", "ai_compliance_alerts"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert checks == {"extraction_quality", "extraction_compliance"}
+    assert checks == {"extraction_quality", "extraction_compliance", "extraction_no_pii"}
     assert defs.resolve_job_def("invoice_batch") is not None
     assert {s.name for s in repo.schedule_defs} == {"invoice_daily_schedule"}
-    assert {s.name for s in repo.sensor_defs} == {"ai_budget_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {"ai_budget_sensor", "ai_compliance_sensor"}
     deps = repo.asset_graph.get(dg.AssetKey("approved_invoices")).parent_keys
     assert deps == {dg.AssetKey("invoice_extractions")}
 
@@ -132,3 +132,41 @@ def test_budget_sensor_cancels_started_runs_of_the_capped_department(tmp_path):
         assert alert.metadata["alert"].value["cancelled_runs"] == ["ours"]
         assert instance.get_run_by_id("ours").status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
         assert instance.get_run_by_id("theirs").status == dg.DagsterRunStatus.STARTED
+
+
+def test_compliance_sensor_alerts_and_holds_the_workflow_until_released(tmp_path, webhook):
+    from orchestration_assets.definitions import default_resources
+    from sensors.compliance_sensor import ai_compliance_sensor
+
+    url, received = webhook
+    ledger = LedgerResource(path=str(tmp_path / "ledger.duckdb"))
+    resources = {"ledger": ledger, "models": default_resources()["models"], "budget": BudgetResource(alert_webhook_url=url)}
+    schedule_resources = {"ledger": ledger, "budget": resources["budget"]}
+    ledger.store().append([CallRecord(item_id="ok-1", task="t", model_id="rules-invoice", provider="rules",
+                                      residency="on_prem", classification="restricted", outcome="ok", workflow="invoices")])
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            quiet = ai_compliance_sensor(context)
+        assert quiet.asset_events == [] and "no new violations" in quiet.skip_reason.skip_message
+
+        # Restricted data recorded against a cloud model: the router would never, the sensor must notice.
+        ledger.store().append([CallRecord(item_id="leak-1", task="t", model_id="gpt-4o-mini", provider="openai",
+                                          residency="cloud", classification="restricted", outcome="ok", workflow="invoices")])
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=quiet.cursor) as context:
+            alarmed = ai_compliance_sensor(context)
+        (event,) = alarmed.asset_events
+        assert event.asset_key.path == ["ai_compliance_alerts"] and event.metadata["workflow"].value == "invoices"
+        assert received and "leak-1" in json.dumps(received[-1]) and "restricted" in received[-1]["alert"] + json.dumps(received[-1])
+        assert "gpt-4o-mini (cloud) is not cleared for restricted data" in json.dumps(received[-1]["findings"])
+
+        schedule_context = dg.build_schedule_context(
+            instance=instance, resources=schedule_resources,
+            scheduled_execution_time=datetime(2026, 3, 5, 6, tzinfo=timezone.utc))
+        skipped = invoice_daily_schedule(schedule_context)
+        assert isinstance(skipped, dg.SkipReason) and "compliance hold" in skipped.skip_message
+
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=alarmed.cursor) as context:
+            again = ai_compliance_sensor(context)
+        assert again.asset_events == []  # the same violation is not re-alerted
+        ledger.store().release_workflow("invoices", "reviewed: test fixture")
+        assert isinstance(invoice_daily_schedule(schedule_context), dg.RunRequest)

@@ -45,7 +45,8 @@ def test_spend_report_and_forecast_from_the_ledger(tmp_path):
 
 def test_forecast_with_too_little_history_says_why(tmp_path):
     ledger = LedgerResource(path=str(tmp_path / "ledger.duckdb"))
-    ledger.store().append([CallRecord(item_id="a", task="t", model_id="m", provider="p", residency="on_prem",
+    yesterday = datetime.utcnow() - timedelta(days=1)  # today's partial day is left out of forecasts
+    ledger.store().append([CallRecord(item_id="a", task="t", model_id="m", provider="p", residency="on_prem", recorded_at=yesterday,
                                       classification="internal", cost_usd=1.0, outcome="ok", department="legal")])
     with dg.instance_for_test() as instance:
         result = dg.materialize([spend_report, spend_forecast], instance=instance, resources={

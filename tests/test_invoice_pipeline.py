@@ -1,15 +1,19 @@
 """The invoice graph materialized in-process on a real Dagster instance and real DuckDB files."""
 
+from pathlib import Path
+
+import dagster as dg
 import duckdb
 import pytest
-import dagster as dg
 
 from orchestration_assets.invoices.assets import approved_invoices, invoice_extractions, raw_invoices
-from orchestration_assets.invoices.checks import extraction_compliance, extraction_quality
+from orchestration_assets.invoices.checks import extraction_compliance, extraction_no_pii, extraction_quality
+from resources.compliance import call_violations
+from resources.data_policy import active_policy
 from resources.ledger import CallRecord, DuckDBLedger
 from tests.pipeline_support import BAD_RULES, isolated_resources
 
-GRAPH = [raw_invoices, invoice_extractions, approved_invoices, extraction_quality, extraction_compliance]
+GRAPH = [raw_invoices, invoice_extractions, approved_invoices, extraction_quality, extraction_compliance, extraction_no_pii]
 DAY = "2026-03-02"
 
 
@@ -26,7 +30,7 @@ def test_graph_materializes_prices_every_call_and_fills_the_table(tmp_path):
         result = _materialize(instance, resources)
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"extraction_quality": True, "extraction_compliance": True}
+        assert checks == {"extraction_quality": True, "extraction_compliance": True, "extraction_no_pii": True}
 
         calls = DuckDBLedger(tmp_path / "ledger.duckdb").calls(run_id=result.run_id)
         assert len(calls) == 12
@@ -90,10 +94,15 @@ def test_compliance_check_fails_when_a_call_went_to_a_model_not_cleared(tmp_path
         leaked = ledger.calls(run_id=result.run_id).iloc[0].to_dict()
         leaked.update(call_id="leak", model_id="gpt-4o-mini", residency="cloud")
         ledger.append([CallRecord(**{k: v for k, v in leaked.items() if k in CallRecord.model_fields})])
-        evaluation = extraction_compliance(frame, ledger=resources["ledger"], models=resources["models"])
-        assert evaluation.passed is False
-        assert "gpt-4o-mini (cloud) is not cleared for restricted data" in str(evaluation.metadata["violations"].value)
+        calls = ledger.calls(run_id=result.run_id)
+        violations = call_violations(calls, resources["models"].catalog(), active_policy())
+        assert [v["item"] for v in violations] == [leaked["item_id"]]
+        assert "gpt-4o-mini (cloud) is not cleared for restricted data" in violations[0]["why"]
         assert set(frame["classification"]) == {"restricted"}
+        # The raw restricted documents never reached Dagster's IO storage; the extraction check says so too.
+        raw = [m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == "raw_invoices"][0]
+        assert raw.materialization.metadata["storage"].value.startswith("memory only")
+        assert not list(Path(instance.storage_directory()).rglob("raw_invoices*/*"))
 
 
 def test_user_documents_replace_generated_ones(tmp_path):

@@ -15,12 +15,14 @@ from orchestration_assets.placement_plan import placement_tags, task_placement
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
 from orchestration_assets.spend_metadata import budget_metadata
+from resources.audit_log import AuditLogResource
 from resources.budget import BudgetResource
 from resources.estimation import CostHistory, estimate_run
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.placement import HostCapabilities
 from resources.routing import RoutingResource
+from resources.sensitive_io import RAW_INPUT, redact_for_persistence
 from resources.warehouse import DuckDBWarehouseResource
 
 invoice_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
@@ -31,6 +33,8 @@ INVOICE_EXTRACTION = AITask(
 )
 
 FIELDS = ["vendor", "invoice_number", "date", "currency", "total", "tax"]
+# Text columns that may quote a document: redacted before a sensitive partition is persisted.
+REDACTED_COLUMNS = ["vendor", "invoice_number", "line_items", "item_check", "error"]
 
 
 class RawInvoicesConfig(dg.Config):
@@ -56,7 +60,7 @@ def invoice_documents(config: RawInvoicesConfig, partition_key: str) -> tuple[li
     ], "generator"
 
 
-@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python"})
+@dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python"}, metadata={RAW_INPUT: True})
 def raw_invoices(context: dg.AssetExecutionContext, config: RawInvoicesConfig) -> dg.Output[list[Document]]:
     """The day's invoices: generated (seeded by the partition date) or read from a JSONL file."""
     classification = DataClassification.parse(config.classification)
@@ -84,6 +88,7 @@ def invoice_extractions(
     models: ModelGatewayResource,
     ledger: LedgerResource,
     budget: BudgetResource,
+    audit: AuditLogResource,
 ) -> dg.Output[pd.DataFrame]:
     """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
     store = ledger.store()
@@ -99,8 +104,9 @@ def invoice_extractions(
         where=CallContext.from_asset(context),
         log=context.log.info,
         guard=guard,
+        audit=audit.log(),
     )
-    frame = extraction_frame(outcomes, context.run_id)
+    frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS)
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)
     estimate = estimate_run([o.decision for o in outcomes], [len(d.text) for d in raw_invoices], INVOICE_EXTRACTION.name,
@@ -112,6 +118,9 @@ def invoice_extractions(
         "estimated_cost_usd": dg.MetadataValue.float(round(estimate.p50_usd, 8)),
         "estimated_cost_p95_usd": dg.MetadataValue.float(round(estimate.p95_usd, 8)),
         "estimate_error_pct": dg.MetadataValue.float(round(100 * (estimate.p50_usd - actual) / actual, 1) if actual else 0.0),
+        "redacted_values": dg.MetadataValue.int(redacted),
+        # The audit chain's head after this step: `ai-orch audit verify --expect-head` checks the log still reaches it.
+        "audit_head": dg.MetadataValue.text(str(audit.log().head())),
         "charged_to": dg.MetadataValue.json({"department": scope.department, "workflow": scope.workflow}),
         "budget_downgrades": dg.MetadataValue.int(guard.downgrades),
         **budget_metadata(budget.statuses(store, scope)),

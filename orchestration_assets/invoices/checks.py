@@ -9,9 +9,12 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from orchestration_assets.invoices.assets import invoice_extractions, invoice_partitions
+from orchestration_assets.invoices.assets import REDACTED_COLUMNS, invoice_extractions, invoice_partitions
 from orchestration_assets.invoices.quality import EXPECTED_COLUMNS, InvoiceQualityPolicy, invoice_rules, with_derived_columns
+from resources.audit_log import AuditEntry, AuditLogResource
 from resources.classification import DataClassification
+from resources.compliance import call_violations, pii_violations
+from resources.data_policy import active_policy
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 
@@ -65,28 +68,28 @@ def extraction_quality(invoice_extractions: pd.DataFrame, quality: InvoiceQualit
 
 @dg.asset_check(asset=invoice_extractions, blocking=True, partitions_def=invoice_partitions)
 def extraction_compliance(
-    invoice_extractions: pd.DataFrame, ledger: LedgerResource, models: ModelGatewayResource
+    context: dg.AssetCheckExecutionContext, invoice_extractions: pd.DataFrame, ledger: LedgerResource,
+    models: ModelGatewayResource, audit: AuditLogResource,
 ) -> dg.AssetCheckResult:
-    """Every model called for these items, per the ledger (failed calls included), was cleared for the item's classification."""
-    catalog = models.catalog()
+    """Every call for these items (failed ones included) went to a model the catalog and the data policy allow,
+    hosted calls were redacted where the policy says so, and sensitive raw inputs stayed off disk."""
+    policy = active_policy()
     run_ids = [r for r in invoice_extractions["run_id"].dropna().unique()]
     calls = pd.concat([ledger.store().calls(run_id=r) for r in run_ids]) if run_ids else pd.DataFrame()
     ids = set(invoice_extractions["id"])
     calls = calls[calls["item_id"].isin(ids)] if not calls.empty else calls
-    violations = []
-    for call in calls.itertuples():
-        try:
-            spec = catalog.get(call.model_id)
-            allowed = spec.may_see(DataClassification.parse(call.classification))
-            why = f"{spec.id} ({spec.residency.value}) is not cleared for {call.classification} data"
-        except KeyError:
-            allowed, why = False, f"{call.model_id} is not in the catalog"
-        if not allowed:
-            violations.append({"item": call.item_id, "model": call.model_id, "why": why})
+    violations = call_violations(calls, models.catalog(), policy) if not calls.empty else []
     routed = int(invoice_extractions["model"].notna().sum())
     unrecorded = routed - len(calls) if len(calls) < routed else 0
     if unrecorded:
         violations.append({"item": "*", "model": "*", "why": f"{unrecorded} routed items have no ledger record"})
+    sensitive = sorted({c for c in invoice_extractions["classification"].dropna().unique()
+                        if not policy.may_persist_raw(DataClassification.parse(c))})
+    if sensitive:
+        storage = _raw_storage(context, run_ids)
+        if storage is not None and not storage.startswith("memory only"):
+            violations.append({"item": "*", "model": "*", "why": f"raw {', '.join(sensitive)} inputs were stored: {storage}"})
+    _audit_check(audit, context, run_ids, "extraction_compliance", not violations, len(violations))
     return dg.AssetCheckResult(
         passed=not violations,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -99,3 +102,38 @@ def extraction_compliance(
             ),
         },
     )
+
+
+@dg.asset_check(asset=invoice_extractions, blocking=True, partitions_def=invoice_partitions)
+def extraction_no_pii(context: dg.AssetCheckExecutionContext, invoice_extractions: pd.DataFrame,
+                      audit: AuditLogResource) -> dg.AssetCheckResult:
+    """Persisted extractions of data the policy forbids persisting raw carry no detectable PII."""
+    violations = pii_violations(invoice_extractions, REDACTED_COLUMNS, active_policy())
+    run_ids = [r for r in invoice_extractions["run_id"].dropna().unique()] if "run_id" in invoice_extractions else []
+    _audit_check(audit, context, run_ids, "extraction_no_pii", not violations, len(violations))
+    return dg.AssetCheckResult(
+        passed=not violations, severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{len(violations)} items with PII in persisted fields" if violations else "no PII in persisted fields",
+        metadata={"violations": dg.MetadataValue.json(violations[:100]), "columns_scanned": REDACTED_COLUMNS},
+    )
+
+
+def _audit_check(audit: AuditLogResource, context: dg.AssetCheckExecutionContext, run_ids: list[str], name: str,
+                 passed: bool, violations: int) -> None:
+    """Check outcomes join the audit chain beside the calls they judged."""
+    partition = context.partition_key if context.has_partition_key else None
+    audit.log().append([AuditEntry(event="check", run_id=run_ids[0] if run_ids else context.run.run_id,
+                                   asset_key="invoice_extractions", partition_key=partition,
+                                   checks={name: passed, "violations": violations})])
+
+
+def _raw_storage(context: dg.AssetCheckExecutionContext, run_ids: list[str]) -> "str | None":
+    """Where raw_invoices' value went in the run that produced these extractions, from its materialization."""
+    for run_id in run_ids:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_invoices")), limit=20).records
+        for record in records:
+            if record.run_id == run_id:
+                storage = record.asset_materialization.metadata.get("storage")
+                return getattr(storage, "value", storage)
+    return None

@@ -29,8 +29,10 @@ from pydantic import BaseModel
 
 from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
 
-PiiKind = Literal["person_name", "email", "phone", "iban", "address"]
+PiiKind = Literal["person_name", "email", "phone", "iban", "address", "card_number", "national_id"]
 PII_KINDS: tuple[str, ...] = ("person_name", "email", "phone", "iban", "address")
+# Planted only when asked (``identifiers=True``), so documents of existing seeds stay byte-identical.
+IDENTIFIER_KINDS: tuple[str, ...] = ("card_number", "national_id")
 LAYOUTS: tuple[str, ...] = ("classic", "receipt", "european", "keyvalue", "markdown")
 
 
@@ -675,6 +677,148 @@ def _markdown(rng: random.Random, f: _Facts) -> _Doc:
     return doc
 
 
+# --------------------------------------------------------------------------- card numbers and national IDs
+
+
+def luhn_check_digit(payload: str) -> str:
+    """The digit that makes ``payload + digit`` pass the Luhn check (payment cards)."""
+    total = 0
+    for i, ch in enumerate(reversed(payload)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+_CARD_BRANDS = (  # (prefixes, length, grouping)
+    (("4",), 16, (4, 4, 4, 4)),
+    (("51", "52", "53", "54", "55", "2221", "2720"), 16, (4, 4, 4, 4)),
+    (("34", "37"), 15, (4, 6, 5)),
+    (("6011", "65"), 16, (4, 4, 4, 4)),
+    (("3528", "3589"), 16, (4, 4, 4, 4)),
+)
+_CARD_LABELS = ("Card: ", "Card number: ", "Paid by card ", "VISA/MC: ", "Credit card no. ", "Kartennummer: ",
+                "Carte bancaire : ", "CC#: ", "Charged to card ")
+
+
+def _card_number(rng: random.Random) -> str:
+    prefixes, length, grouping = rng.choice(_CARD_BRANDS)
+    body = rng.choice(prefixes)
+    body += _pattern(rng, "9" * (length - 1 - len(body)))
+    number = body + luhn_check_digit(body)
+    joiner = rng.choice((" ", " ", "-", ""))
+    parts, at = [], 0
+    for size in grouping:
+        parts.append(number[at : at + size])
+        at += size
+    return joiner.join(parts)
+
+
+def _steuer_id(rng: random.Random) -> str:
+    """German tax ID: 10 digits with exactly one digit twice, then an ISO 7064 MOD 11,10 check digit."""
+    digits = rng.sample(string.digits, 9)
+    digits.insert(rng.randrange(1, 10), rng.choice(digits))
+    if digits[0] == "0":
+        digits[0], digits[1] = digits[1], digits[0]
+    if digits[0] == "0":  # the doubled digit was 0 and sat at both ends
+        return _steuer_id(rng)
+    product = 10
+    for ch in digits:
+        total = (int(ch) + product) % 10 or 10
+        product = total * 2 % 11
+    number = "".join(digits) + str((11 - product) % 10)
+    return number if rng.random() < 0.5 else f"{number[:2]} {number[2:5]} {number[5:8]} {number[8:]}"
+
+
+def _national_id(rng: random.Random, locale: str) -> str:
+    d = lambda k: _pattern(rng, "9" * k)  # noqa: E731
+    if locale == "US":
+        area = rng.choice([n for n in range(1, 900) if n != 666])
+        return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
+    if locale == "UK":
+        first, second = rng.choice("ABCEGHJKLMNOPRSTWXYZ"), rng.choice("ABCEGHJKLMNPRSTWXYZ")
+        if first + second in {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}:
+            first = "A"
+        body, suffix = d(6), rng.choice("ABCD")
+        return f"{first}{second} {body[:2]} {body[2:4]} {body[4:]} {suffix}" if rng.random() < 0.6 else first + second + body + suffix
+    if locale == "DE":
+        return _steuer_id(rng)
+    if locale == "FR":
+        head = f"{rng.choice('12')}{d(2)}{rng.randint(1, 12):02d}{rng.choice([n for n in range(1, 96) if n != 20]):02d}"
+        head += f"{rng.randint(1, 990):03d}{rng.randint(1, 999):03d}"
+        key = f"{97 - int(head) % 97:02d}"
+        if rng.random() < 0.6:
+            return f"{head[0]} {head[1:3]} {head[3:5]} {head[5:7]} {head[7:10]} {head[10:13]} {key}"
+        return head + key
+    if locale == "NL":
+        while True:
+            body = str(rng.randint(1, 9)) + d(7)
+            check = sum(int(ch) * w for ch, w in zip(body, range(9, 1, -1))) % 11
+            if check < 10:
+                number = body + str(check)
+                return number if rng.random() < 0.6 else f"{number[:4]}.{number[4:6]}.{number[6:]}"
+    if locale == "CH":
+        body = "756" + d(9)
+        check = (10 - sum(int(ch) * (3 if i % 2 else 1) for i, ch in enumerate(body)) % 10) % 10
+        number = body + str(check)
+        return f"{number[:3]}.{number[3:7]}.{number[7:11]}.{number[11:]}"
+    if locale == "MY":
+        born = date(1950, 1, 1) + timedelta(days=rng.randrange(20000))
+        number = f"{born:%y%m%d}{rng.randint(1, 16):02d}{d(4)}"
+        return f"{number[:6]}-{number[6:8]}-{number[8:]}" if rng.random() < 0.7 else number
+    if locale == "JP":
+        body = d(11)
+        remainder = sum(int(ch) * (n + 1 if n <= 6 else n - 5) for n, ch in enumerate(reversed(body), 1)) % 11
+        number = body + str(0 if remainder <= 1 else 11 - remainder)
+        return f"{number[:4]} {number[4:8]} {number[8:]}" if rng.random() < 0.6 else number
+    raise ValueError(f"no national ID format for locale {locale!r}")
+
+
+_NATIONAL_ID_LABELS = {
+    "US": ("SSN: ", "Social Security No.: ", "Customer SSN: "),
+    "UK": ("NI number: ", "National Insurance No: ", "NINO: "),
+    "DE": ("Steuer-ID: ", "Steuerliche IdNr.: ", "Tax ID (IdNr): "),
+    "FR": ("N° de sécurité sociale : ", "NIR: ", "Numéro INSEE : "),
+    "NL": ("BSN: ", "Burgerservicenummer: ", "Citizen service no. (BSN): "),
+    "CH": ("AHV-Nr.: ", "AVS: ", "Social security no.: "),
+    "MY": ("NRIC: ", "IC No: ", "MyKad: "),
+    "JP": ("My Number: ", "Individual Number: ", "Kojin bango: "),
+}
+
+
+def _insert_line_after(text: str, spans: list[PiiSpan], kind: str, line: str, value: PiiSpan) -> str:
+    """``line`` (whose PII ``value`` is given at offsets within the line) after the line holding the first
+    span of ``kind``; later spans shift, so every span still points at its value."""
+    anchor = next((span for span in spans if span.kind == kind), None)
+    at = len(text) if anchor is None else text.find("\n", anchor.end) + 1 or len(text)
+    if at == len(text) and not text.endswith("\n"):
+        line = "\n" + line.rstrip("\n")
+        value = value.model_copy(update={"start": value.start + 1, "end": value.end + 1})
+    for span in spans:
+        if span.start >= at:
+            span.start += len(line)
+            span.end += len(line)
+    spans.append(value.model_copy(update={"start": value.start + at, "end": value.end + at}))
+    spans.sort(key=lambda span: span.start)
+    return text[:at] + line + text[at:]
+
+
+def _plant_identifiers(text: str, spans: list[PiiSpan], rng: random.Random, locale: str, noisy: bool) -> str:
+    """The customer's national ID under their e-mail line, a card number under the bank details.
+
+    Planted into the rendered text with their own random stream, so the invoice is otherwise the
+    same one that ``identifiers=False`` gives (same facts, layout and noise), plus two lines.
+    """
+    for kind, label, value in (
+        ("email", rng.choice(_NATIONAL_ID_LABELS[locale]), (_national_id(rng, locale), "national_id")),
+        ("iban", rng.choice(_CARD_LABELS), (_card_number(rng), "card_number")),
+    ):
+        if noisy:
+            label = _noise(rng, label, 0.04)
+        span = PiiSpan(kind=value[1], value=value[0], start=len(label), end=len(label) + len(value[0]))
+        text = _insert_line_after(text, spans, kind, f"{label}{value[0]}\n", span)
+    return text
+
+
 _BUILDERS = {"classic": _classic, "receipt": _receipt, "european": _european, "keyvalue": _keyvalue, "markdown": _markdown}
 
 
@@ -706,7 +850,9 @@ def _ensure_all_pii(doc: _Doc, rng: random.Random, f: _Facts) -> None:
             doc.line(label, _pii(value, kind))
 
 
-def generate_invoice(rng: random.Random, invoice_id: str, noise_rate: float = 0.3) -> GeneratedInvoice:
+def generate_invoice(
+    rng: random.Random, invoice_id: str, noise_rate: float = 0.3, *, identifiers: bool = False
+) -> GeneratedInvoice:
     loc = rng.choice(LOCALES)
     layout = rng.choice(loc.layouts)
     facts = _facts(rng, loc, layout)
@@ -714,12 +860,22 @@ def generate_invoice(rng: random.Random, invoice_id: str, noise_rate: float = 0.
     _ensure_all_pii(doc, rng, facts)
     noisy = rng.random() < noise_rate
     text, spans = _render(doc, rng, noisy)
+    if identifiers:
+        text = _plant_identifiers(text, spans, random.Random(f"{invoice_id}/identifiers"), loc.code, noisy)
     return GeneratedInvoice(id=invoice_id, text=text, truth=_truth(facts), pii=spans, layout=layout, noisy=noisy)
 
 
-def generate_invoices(count: int, seed: int | str = 0, *, noise_rate: float = 0.3) -> list[GeneratedInvoice]:
-    """``count`` invoices, identical for identical ``(count, seed, noise_rate)``; ids ``INV-<seed>-0001``…"""
+def generate_invoices(
+    count: int, seed: int | str = 0, *, noise_rate: float = 0.3, identifiers: bool = False
+) -> list[GeneratedInvoice]:
+    """``count`` invoices, identical for identical arguments; ids ``INV-<seed>-0001``…
+
+    ``identifiers=True`` also prints a payment card number (valid Luhn) and the customer's
+    national ID in the invoice's locale format (valid check digits), labelled as
+    ``card_number`` and ``national_id``, so PII detection can be measured on them too. The
+    invoices are otherwise the same as without it: same facts, layout and noise, two more lines.
+    """
     if count < 0:
         raise ValueError(f"count must be non-negative, got {count}")
     rng = random.Random(str(seed))
-    return [generate_invoice(rng, f"INV-{seed}-{i:04d}", noise_rate) for i in range(1, count + 1)]
+    return [generate_invoice(rng, f"INV-{seed}-{i:04d}", noise_rate, identifiers=identifiers) for i in range(1, count + 1)]

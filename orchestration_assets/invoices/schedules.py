@@ -16,7 +16,12 @@ invoice_batch_job = dg.define_asset_job(
 
 @dg.schedule(job=invoice_batch_job, cron_schedule="0 6 * * *", execution_timezone="UTC")
 def invoice_daily_schedule(context: dg.ScheduleEvaluationContext, ledger: LedgerResource, budget: BudgetResource):
-    blocking = budget.blocking(ledger.store(), budget.scope_for({}, "invoices"))
+    store = ledger.store()
+    hold = store.holds().get("invoices")
+    if hold is not None:
+        return dg.SkipReason(f"workflow invoices is on compliance hold since {hold['since']}: {hold['reason']} "
+                             f"(lift it with: ai-orch compliance release invoices --note '…')")
+    blocking = budget.blocking(store, budget.scope_for({}, "invoices"))
     if blocking is not None:
         over = blocking.spent_usd - (blocking.budget.hard_usd or 0.0)
         return dg.SkipReason(f"budget {blocking.budget.budget_id} is at its hard cap (over by ${over:.6f}): "
