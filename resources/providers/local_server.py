@@ -10,6 +10,7 @@ a second of start-up per step that uses it.
 
 from __future__ import annotations
 
+import collections
 import importlib
 import importlib.util
 import os
@@ -17,7 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -59,6 +60,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _drain(stream, tail: "collections.deque[bytes]") -> None:
+    """Read the server's output as it comes (a full pipe would stall it), keeping only the last lines."""
+    for line in iter(stream.readline, b""):
+        tail.append(line)
+    stream.close()
+
+
 class LocalLlamaServer:
     """One ``python -m llama_cpp.server`` process on a free loopback port."""
 
@@ -91,11 +99,14 @@ class LocalLlamaServer:
             command += ["--chat_format", self.spec.chat_format]
         if self.spec.n_threads:
             command += ["--n_threads", str(self.spec.n_threads)]
-        self._log = tempfile.TemporaryFile(prefix="llama-server-")
+        # The server's output stays in memory (its last lines, for error messages): documents it
+        # processes may be restricted, and a log file would be a copy of them on disk.
+        self._log = collections.deque(maxlen=200)
         self._process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        threading.Thread(target=_drain, args=(self._process.stdout, self._log), daemon=True).start()
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self._wait_ready()
         return self.base_url
@@ -117,8 +128,7 @@ class LocalLlamaServer:
     def _log_tail(self) -> str:
         if self._log is None:
             return ""
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-600:].strip()
+        return b"".join(self._log).decode("utf-8", "replace")[-600:].strip()
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -131,7 +141,5 @@ class LocalLlamaServer:
                 if with_kill:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._log = None
         self.base_url = None
