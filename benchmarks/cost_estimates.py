@@ -30,6 +30,7 @@ from orchestration_assets.definitions import default_resources  # noqa: E402
 from orchestration_assets.invoices.assets import invoice_extractions, raw_invoices  # noqa: E402
 from resources.audit_log import AuditLogResource  # noqa: E402
 from resources.ledger import LedgerResource  # noqa: E402
+from resources.tracing import TracingResource  # noqa: E402
 from resources.warehouse import DuckDBWarehouseResource  # noqa: E402
 
 
@@ -44,6 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         resources = {**default_resources(), "ledger": LedgerResource(path=f"{tmp}/ledger.duckdb"),
                      "audit": AuditLogResource(path=f"{tmp}/audit.duckdb"),
+                     "tracing": TracingResource(path=f"{tmp}/traces.duckdb"),
                      "warehouse": DuckDBWarehouseResource(path=f"{tmp}/warehouse.duckdb")}
         instance = dg.DagsterInstance.ephemeral()
         for n in range(args.runs):

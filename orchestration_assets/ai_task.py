@@ -8,6 +8,7 @@ ledger as soon as it returns, so a step that dies mid-batch loses no spend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 import dagster as dg
 from pydantic import BaseModel
 
-from resources.catalog import ModelCatalog
+from resources.catalog import ModelCatalog, ModelSpec
 from resources.complexity import estimate_complexity, estimate_tokens
 from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
@@ -31,6 +32,7 @@ from resources.routing import (
 )
 from resources.routing_features import FeatureSpace
 from resources.spend_guard import SpendGuard
+from resources.tracing import TraceRecorder
 
 RoutingPolicy = Union[RulesPolicy, LearnedRoutingPolicy, CascadePolicy]
 
@@ -101,6 +103,7 @@ def run_ai_task(
     log: Optional[Callable[[str], None]] = None,
     guard: Optional[SpendGuard] = None,
     audit: Optional[AuditStore] = None,
+    tracer: Optional[TraceRecorder] = None,
 ) -> list[ItemOutcome]:
     """Route, call and record every document; with a ``guard``, each call is reserved against budgets first;
     with an ``audit`` log, every call and every refusal is appended to the hash chain as the item finishes."""
@@ -117,10 +120,19 @@ def run_ai_task(
             instructions_tokens=instruction_tokens, expected_output_tokens=task.expected_output_tokens,
             attributes=dict(task.attributes),
         )
-        complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
-        decision = policy.decide(item, catalog, availability, complexity)
-        features = decision.features or item_features(item, complexity, space)
-        outcome = _call_chain(task, document, decision, gateway, guard, where, json.dumps(features), availability)
+        with _item_span(tracer, document) as span:
+            complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
+            decision = policy.decide(item, catalog, availability, complexity)
+            features = decision.features or item_features(item, complexity, space)
+            outcome = _call_chain(task, document, decision, gateway, guard, where, json.dumps(features), availability,
+                                  tracer)
+            if span is not None:
+                span.set_attribute("ai_orch.route.policy", decision.policy)
+                span.set_attribute("ai_orch.route.model", decision.model_id or "none")
+                if outcome.error:
+                    span.set_attribute("ai_orch.item.failed", True)
+                if outcome.budget_refusal:
+                    span.set_attribute("ai_orch.budget_refusal", True)
         outcomes.append(outcome)
         if audit is not None:
             audit.append(audit_entries(outcome, where, gateway.catalog))
@@ -129,7 +141,8 @@ def run_ai_task(
 
 
 def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gateway: ModelGateway,
-                guard: SpendGuard, where: CallContext, features: str, availability) -> ItemOutcome:
+                guard: SpendGuard, where: CallContext, features: str, availability,
+                tracer: Optional[TraceRecorder] = None) -> ItemOutcome:
     """Call the chosen model; in a cascade, escalate along the chain while the item check fails.
 
     Every call is first reserved against the budgets covering it; a refused reservation
@@ -171,15 +184,19 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
         if active_policy().must_redact(gateway.catalog.get(model_id), document.classification):
             pseudonymised = pseudonymised or _Redaction.of(document.text)  # once per item, kept in memory
             redaction = pseudonymised
-        try:
-            result = gateway.call(model_id, request if redaction is None else redaction.request(request))
-            if redaction is not None:
-                result = redaction.restore(result)
-        except BaseException:
-            if reservation is not None:
-                guard.ledger.release(reservation)
-            raise
-        problem = result.error if not result.ok else (task.check(result.output) if task.check else None)
+        with _call_span(tracer, gateway.catalog.get(model_id), reason, attempt) as span:
+            try:
+                result = gateway.call(model_id, request if redaction is None else redaction.request(request),
+                                      idempotency_key=f"{where.run_id}:{document.id}:{attempt}")
+                if redaction is not None:
+                    result = redaction.restore(result)
+            except BaseException:
+                if reservation is not None:
+                    guard.ledger.release(reservation)
+                raise
+            problem = result.error if not result.ok else (task.check(result.output) if task.check else None)
+            if span is not None:
+                span.record(result, check_passed=problem is None, error_message=_storable_error(result.error, document))
         record = _record(where, task, document, decision, result, gateway.catalog,
                          attempt=attempt, accepted=problem is None, reason=reason, features=features)
         record.redaction = redaction.describe() if redaction is not None else "none"
@@ -207,6 +224,18 @@ def _record(where: CallContext, task: AITask, document: Document, decision: Rout
         policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
         input_chars=len(document.text) + len(task.instructions),
     )
+
+
+def _item_span(tracer: Optional[TraceRecorder], document: Document):
+    if tracer is None:
+        return contextlib.nullcontext()
+    return tracer.item_span(document.id, item_hash(document.text), document.classification.value)
+
+
+def _call_span(tracer: Optional[TraceRecorder], spec: ModelSpec, reason: str, attempt: int):
+    if tracer is None:
+        return contextlib.nullcontext()
+    return tracer.call_span(spec.id, spec.provider, route_reason=reason[:300], attempt=attempt)
 
 
 def audit_entries(outcome: ItemOutcome, where: CallContext, catalog: ModelCatalog) -> list[AuditEntry]:
@@ -315,11 +344,12 @@ def batch_metadata(outcomes: Sequence[ItemOutcome]) -> dict[str, dg.MetadataValu
 
 
 def failure_table(failures: Sequence[ItemOutcome], limit: int = 50) -> str:
-    rows = ["| item | model | error |", "|---|---|---|"]
+    rows = ["| item | input sha256 | model | attempts | error |", "|---|---|---|---|---|"]
     for outcome in failures[:limit]:
-        error = (outcome.error or "").replace("|", "\\|").replace("\n", " ")[:200]
+        error = (_storable_error(outcome.error, outcome.document) or "").replace("|", "\\|").replace("\n", " ")[:200]
         model = outcome.result.model_id if outcome.result else outcome.decision.model_id
-        rows.append(f"| {outcome.document.id} | {model or '—'} | {error} |")
+        tried = " → ".join(r.model_id for r in outcome.attempts) or "none"
+        rows.append(f"| {outcome.document.id} | {item_hash(outcome.document.text)[:12]} | {model or '—'} | {tried} | {error} |")
     if len(failures) > limit:
         rows.append(f"| … | | {len(failures) - limit} more |")
     return "\n".join(rows)

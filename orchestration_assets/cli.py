@@ -48,10 +48,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     estimate.add_argument("--json", action="store_true")
     fit = commands.add_parser("fit-routing", help="materialize routing_outcomes and routing_policy from the ledger")
     fit.add_argument("--json", action="store_true", help="print the policy's version and evaluation as JSON")
-    from orchestration_assets import audit_cli, finops_cli, governance_cli
+    from orchestration_assets import audit_cli, finops_cli, governance_cli, trace_cli
 
     extra = {**finops_cli.add_commands(commands), **governance_cli.add_commands(commands),
-             **audit_cli.add_commands(commands)}
+             **audit_cli.add_commands(commands), **trace_cli.add_commands(commands)}
     args = parser.parse_args(argv)
     try:
         runners = {"demo": run_demo, "estimate": run_estimate, "fit-routing": run_fit_routing, **extra}

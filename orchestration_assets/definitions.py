@@ -21,6 +21,7 @@ from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.routing import RoutingResource
 from resources.sensitive_io import SensitiveIOManager
+from resources.tracing import TracingResource
 from resources.warehouse import DuckDBWarehouseResource
 from sensors.budget_sensor import BUDGET_ASSETS, ai_budget_sensor
 from sensors.compliance_sensor import COMPLIANCE_ASSETS, ai_compliance_sensor
@@ -40,6 +41,7 @@ def default_resources() -> dict:
         "routing": RoutingResource(policy=os.environ.get("AI_ORCH_ROUTING_POLICY", "rules")),
         "ledger": LedgerResource(),
         "audit": AuditLogResource(),
+        "tracing": TracingResource(),
         "warehouse": DuckDBWarehouseResource(),
         "quality": InvoiceQualityPolicy(),
         # Zero persistence: raw inputs the data policy forbids persisting stay in the run's memory.

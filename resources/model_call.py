@@ -61,6 +61,7 @@ class CallResult(BaseModel):
 
     model_id: str
     output: Optional[BaseModel] = None
+    transport_attempts: int = Field(1, description="HTTP attempts made (retries of 429/5xx/timeouts included).")
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

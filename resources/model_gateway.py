@@ -16,6 +16,7 @@ from pydantic import BaseModel, PrivateAttr
 from resources.catalog import ModelCatalog, ModelSpec, Protocol
 from resources.model_call import CallResult, StructuredRequest
 from resources.providers.base import ModelClient
+from resources.reliability import CircuitBreaker, ReliableCaller, RetryPolicy
 from resources.providers.local_server import LocalLlamaServer, LocalServerError, local_server_unavailable_reason
 
 
@@ -25,13 +26,17 @@ class Availability(BaseModel):
 
 
 class ModelGateway:
-    def __init__(self, catalog: ModelCatalog, api_keys: Optional[Mapping[str, str]] = None, *, timeout_s: float = 120.0):
+    def __init__(self, catalog: ModelCatalog, api_keys: Optional[Mapping[str, str]] = None, *, timeout_s: float = 120.0,
+                 retry: Optional[RetryPolicy] = None):
         self.catalog = catalog
         self._api_keys = {k: v for k, v in (api_keys or {}).items() if v}
         self.timeout_s = timeout_s
         self._clients: dict[str, ModelClient] = {}
         self._servers: dict[str, LocalLlamaServer] = {}
         self._broken: dict[str, str] = {}
+        self.retry = retry or RetryPolicy()
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._reliable: dict[str, ReliableCaller] = {}
 
     def api_key(self, spec: ModelSpec) -> Optional[str]:
         if not spec.api_key_env:
@@ -75,15 +80,31 @@ class ModelGateway:
         self._servers[spec.id] = server
         return server.start()
 
-    def call(self, model_id: str, request: StructuredRequest) -> CallResult:
-        """Call a model; a model that cannot even start is marked unavailable for the rest of this gateway's life."""
+    def call(self, model_id: str, request: StructuredRequest, idempotency_key: Optional[str] = None) -> CallResult:
+        """Call a model; a model that cannot even start is marked unavailable for the rest of this gateway's life.
+
+        HTTP models go through ``reliability``: retries with backoff and jitter for 429/5xx/
+        timeouts/dropped connections (honouring Retry-After), a circuit breaker per endpoint,
+        and idempotency by key. The result's cost and latency add up every attempt.
+        """
         try:
             client = self.client(model_id)
         except (LocalServerError, ImportError, ValueError, OSError) as exc:
             reason = f"could not start: {exc}"[:300]
             self._broken[model_id] = reason
             return CallResult(model_id=model_id, error=reason)
-        return client.call(request)
+        spec = self.catalog.get(model_id)
+        if spec.protocol is Protocol.PYTHON:
+            return client.call(request)
+        caller = self._reliable.get(model_id)
+        if caller is None:
+            endpoint = spec.endpoint or f"local:{spec.id}"
+            breaker = self._breakers.setdefault(endpoint, CircuitBreaker(endpoint))
+            caller = self._reliable[model_id] = ReliableCaller(client.call, endpoint, self.retry, breaker, model_id=model_id)
+        outcome = caller.call(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
+        return outcome.result.model_copy(update={
+            "cost_usd": outcome.cost_usd, "latency_s": outcome.latency_s,
+            "transport_attempts": max(1, len(outcome.attempts))})
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -92,6 +113,7 @@ class ModelGateway:
             server.stop()
         self._clients.clear()
         self._servers.clear()
+        self._reliable.clear()
 
     def __enter__(self) -> "ModelGateway":
         return self

@@ -21,3 +21,10 @@ def crash_on_third_call(text: str) -> InvoiceExtraction:
     if _CALLS["n"] >= 3:
         os._exit(17)
     return extract_invoice(text)
+
+
+def fails_on_receipts(text: str) -> InvoiceExtraction:
+    """Fails on documents that mention a receipt, answers the others: a model with a blind spot."""
+    if "receipt" in text.lower():
+        raise ValueError("layout not understood: receipt")
+    return extract_invoice(text)

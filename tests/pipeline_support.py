@@ -6,6 +6,7 @@ from typing import Optional
 from orchestration_assets.definitions import default_resources
 from resources.audit_log import AuditLogResource
 from resources.ledger import LedgerResource
+from resources.tracing import TracingResource
 from resources.model_gateway import ModelGatewayResource
 from resources.warehouse import DuckDBWarehouseResource
 
@@ -35,6 +36,7 @@ def isolated_resources(tmp_path: Path, catalog_text: Optional[str] = RULES_ONLY)
         models=ModelGatewayResource(catalog_path=write_catalog(tmp_path, catalog_text) if catalog_text else None),
         ledger=LedgerResource(path=str(tmp_path / "ledger.duckdb")),
         audit=AuditLogResource(path=str(tmp_path / "audit.duckdb")),
+        tracing=TracingResource(path=str(tmp_path / "traces.duckdb")),
         warehouse=DuckDBWarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
     )
     return resources

@@ -23,6 +23,7 @@ from resources.model_gateway import ModelGatewayResource
 from resources.placement import HostCapabilities
 from resources.routing import RoutingResource
 from resources.sensitive_io import RAW_INPUT, redact_for_persistence
+from resources.tracing import TracingResource
 from resources.warehouse import DuckDBWarehouseResource
 
 invoice_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
@@ -89,23 +90,29 @@ def invoice_extractions(
     ledger: LedgerResource,
     budget: BudgetResource,
     audit: AuditLogResource,
+    tracing: TracingResource,
 ) -> dg.Output[pd.DataFrame]:
     """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
     store = ledger.store()
     history = CostHistory.from_calls(store.calls())  # what is known before the run: the estimate's basis
     scope = budget.scope_for(context.run.tags, "invoices")
     guard = budget.guard(store, scope, history, INVOICE_EXTRACTION.expected_output_tokens)
-    outcomes = run_ai_task(
-        INVOICE_EXTRACTION,
-        raw_invoices,
-        policy=routing.build_policy(INVOICE_EXTRACTION.name),
-        gateway=models.gateway(),
-        ledger=store,
-        where=CallContext.from_asset(context),
-        log=context.log.info,
-        guard=guard,
-        audit=audit.log(),
-    )
+    where = CallContext.from_asset(context)
+    tracer = tracing.recorder()
+    with tracer.run_span(where.run_id, where.step_key, where.asset_key, where.partition_key):
+        outcomes = run_ai_task(
+            INVOICE_EXTRACTION,
+            raw_invoices,
+            policy=routing.build_policy(INVOICE_EXTRACTION.name),
+            gateway=models.gateway(),
+            ledger=store,
+            where=where,
+            log=context.log.info,
+            guard=guard,
+            audit=audit.log(),
+            tracer=tracer,
+        )
+    tracer.force_flush()  # `ai-orch trace RUN_ID` can read the spans as soon as the step ends
     frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS)
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)
