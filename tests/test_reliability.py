@@ -29,7 +29,6 @@ from tests.protocol_servers import (
     DropConnection,
     HTTPError,
     InvalidJSON,
-    OpenAIChatServer,
     Overloaded,
     RateLimited,
     ServerError,
@@ -38,7 +37,7 @@ from tests.protocol_servers import (
     Unauthorized,
     Unavailable,
 )
-from tests.test_openai_chat_adapter import INVOICE, KEY, cloud_spec, invoice_request
+from tests.test_openai_chat_adapter import INVOICE, KEY, client, cloud_spec, invoice_request, server  # noqa: F401 (fixtures)
 
 WALL = 1_790_000_000.0  # a fixed wall clock for HTTP-date Retry-After
 
@@ -61,19 +60,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-def server():
-    with OpenAIChatServer(api_key=KEY) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server):
-    adapter = OpenAIChatClient(cloud_spec(server.url), KEY, timeout=5.0)
-    yield adapter
-    adapter.close()
 
 
 @pytest.fixture
