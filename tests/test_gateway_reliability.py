@@ -43,3 +43,13 @@ def test_schema_invalid_output_is_not_retried(tmp_path):
         with _gateway(tmp_path, server) as gateway:
             result = gateway.call("gpt-4o-mini", REQUEST)
             assert not result.ok and result.transport_attempts == 1 and len(server.requests) == 1
+
+
+def test_retry_after_survives_a_long_provider_message(tmp_path):
+    with OpenAIChatServer(api_key=KEY) as server:
+        server.script(RateLimited(retry_after=0.3, message="Rate limit reached for requests. " * 12),
+                      Success(OUTPUT, input_tokens=100, output_tokens=50))
+        with _gateway(tmp_path, server) as gateway:
+            started = time.monotonic()
+            result = gateway.call("gpt-4o-mini", REQUEST)
+            assert result.ok and result.transport_attempts == 2 and time.monotonic() - started >= 0.3

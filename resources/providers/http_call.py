@@ -80,8 +80,9 @@ def post_json(
         message = provider_error_message(payload) or _body_snippet(response) or response.reason_phrase or "no message"
         retry_after = response.headers.get("retry-after")
         suffix = f" (retry after {retry_after}s)" if retry_after else ""
+        # The Retry-After suffix is appended after shortening: retries read it from the end of the error.
         return HttpReply(latency, status, payload if isinstance(payload, dict) else None,
-                         shorten(f"HTTP {status} from {model_id}: {message}{suffix}"))
+                         shorten(f"HTTP {status} from {model_id}: {message}", 300 - len(suffix)) + suffix)
     if not isinstance(payload, dict):
         what = "not JSON" if payload is None else "not a JSON object"
         snippet = _body_snippet(response, limit=120)
