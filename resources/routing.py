@@ -15,6 +15,7 @@ Every decision is a value carrying its reasons, recorded in the ledger with the 
 from __future__ import annotations
 
 import bisect
+import gc
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -126,19 +127,22 @@ class _PricedPool:
     """
 
     pool: CandidatePool
-    lines: tuple[tuple[ModelSpec, float, float], ...]  # (model, cost at 0 input tokens, cost per input token)
+    lines: tuple[tuple[ModelSpec, float, float, int, str], ...]  # (model, cost at 0 tokens, per token, tier, id)
     smallest_context: int
     catalog: ModelCatalog
     availability: dict
+    labels: dict  # model id → "(tier N, residency)", as decisions quote it
 
     @classmethod
     def of(cls, pool: CandidatePool, output_tokens: int, catalog: ModelCatalog, availability: dict) -> "_PricedPool":
         lines = []
         for spec in pool.usable:
             fixed = estimated_cost(spec, 0, output_tokens)
-            lines.append((spec, fixed, estimated_cost(spec, 1_000_000, output_tokens) / 1_000_000 - fixed / 1_000_000))
+            lines.append((spec, fixed, estimated_cost(spec, 1_000_000, output_tokens) / 1_000_000 - fixed / 1_000_000,
+                          spec.tier, spec.id))
         smallest = min((s.context_window for s in pool.usable), default=0)
-        return cls(pool, tuple(lines), smallest, catalog, availability)
+        labels = {s.id: f"(tier {s.tier}, {s.residency.value})" for s in pool.usable}
+        return cls(pool, tuple(lines), smallest, catalog, availability, labels)
 
 
 class _PoolCache:
@@ -247,6 +251,19 @@ class RulesPolicy:
         plans: dict[tuple, _PricedPool] = {}
         decisions = []
         thresholds = self.tier_thresholds
+        # A batch allocates hundreds of thousands of small objects and frees none: the cyclic
+        # garbage collector would rescan them all again and again for nothing.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._decide_batch(items, catalog, availability, complexities, plans, decisions, thresholds)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _decide_batch(self, items: Sequence[RoutingItem], catalog: ModelCatalog, availability: dict[str, Availability],
+                      complexities: Optional[Sequence[ComplexityEstimate]], plans: dict, decisions: list,
+                      thresholds: list[float]) -> list[RoutingDecision]:
         for index, item in enumerate(items):
             key = (item.task, item.classification, item.expected_output_tokens)
             plan = plans.get(key)
@@ -277,28 +294,29 @@ class RulesPolicy:
                                     self.max_item_cost_usd, plan.pool)
             chosen, why = self.choose(found)
             return _decision(item, found, chosen, found.reasons + why, self.name)
-        reasons.append(f"complexity {complexity.score:.2f} ({complexity.describe()}) needs tier {tier}")
+        score = complexity.score
+        reasons.append(f"complexity {score:.2f} ({complexity.describe()}) needs tier {tier}")
         best = None
-        for spec, fixed, per_token in lines:
-            if spec.tier >= tier:
-                rank = (fixed + per_token * input_tokens, spec.tier, spec.id)
-                if best is None or rank < best[0]:
-                    best = (rank, spec)
+        best_rank = None
+        for spec, fixed, per_token, spec_tier, spec_id in lines:
+            if spec_tier >= tier:
+                rank = (fixed + per_token * input_tokens, spec_tier, spec_id)
+                if best_rank is None or rank < best_rank:
+                    best_rank, best = rank, spec
         if best is None:
             if not self.allow_below_tier:
-                return RoutingDecision(item.item_id, None, complexity.score, tier, item.classification, None,
+                return RoutingDecision(item.item_id, None, score, tier, item.classification, None,
                                        [*reasons, "no model may serve this item"], self.name)
-            top = max(line[0].tier for line in lines)
-            for spec, fixed, per_token in lines:
-                if spec.tier == top:
-                    rank = (fixed + per_token * input_tokens, spec.id)
-                    if best is None or rank < best[0]:
-                        best = (rank, spec)
+            top = max(line[3] for line in lines)
+            for spec, fixed, per_token, spec_tier, spec_id in lines:
+                if spec_tier == top:
+                    rank = (fixed + per_token * input_tokens, spec_id)
+                    if best_rank is None or rank < best_rank:
+                        best_rank, best = rank, spec
             reasons.append(f"no usable model reaches tier {tier}; best available is tier {top}")
-        chosen = best[1]
-        cost = estimated_cost(chosen, input_tokens, item.expected_output_tokens)
-        reasons.append(f"chose {chosen.id} (tier {chosen.tier}, {chosen.residency.value}), ${cost:.6f} est.")
-        return RoutingDecision(item.item_id, chosen.id, complexity.score, tier, item.classification, cost, reasons, self.name)
+        cost = estimated_cost(best, input_tokens, item.expected_output_tokens)
+        reasons.append(f"chose {best.id} {plan.labels[best.id]}, ${cost:.6f} est.")
+        return RoutingDecision(item.item_id, best.id, score, tier, item.classification, cost, reasons, self.name)
 
     def decide(self, item: RoutingItem, catalog: ModelCatalog, availability: dict[str, Availability],
                complexity: Optional[ComplexityEstimate] = None) -> RoutingDecision:
