@@ -80,6 +80,10 @@ class ModelSpec(BaseModel):
     gpu: Optional[Literal["preferred", "required"]] = Field(
         None, description="On-prem models: runs faster on a GPU (preferred) or only on one (required); see resources.placement.")
     min_gpu_memory_gb: float = Field(0.0, ge=0, description="GPU memory the model needs when it runs on a GPU.")
+    # Per-endpoint limits (resources.reliability.RateLimiter), shared by every model on the same endpoint.
+    max_concurrency: Optional[int] = Field(None, gt=0, description="Calls in flight at once to this endpoint; None: the gateway's default.")
+    requests_per_minute: Optional[float] = Field(None, gt=0, description="The provider's request rate limit for this key, if known.")
+    tokens_per_minute: Optional[float] = Field(None, gt=0, description="The provider's token rate limit (input + output) for this key.")
     enabled: bool = True
 
     @model_validator(mode="after")

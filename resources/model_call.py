@@ -62,6 +62,9 @@ class CallResult(BaseModel):
     model_id: str
     output: Optional[BaseModel] = None
     transport_attempts: int = Field(1, description="HTTP attempts made (retries of 429/5xx/timeouts included).")
+    attempt_log: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "One entry per HTTP attempt: attempt, status, error_type, waited_s. Codes only, never a message: "
+        "an error message can quote the document."))
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

@@ -11,12 +11,13 @@ import os
 from typing import Mapping, Optional
 
 import dagster as dg
-from pydantic import BaseModel, PrivateAttr
+import httpx
+from pydantic import BaseModel, Field, PrivateAttr
 
 from resources.catalog import ModelCatalog, ModelSpec, Protocol
 from resources.model_call import CallResult, StructuredRequest
 from resources.providers.base import ModelClient
-from resources.reliability import CircuitBreaker, ReliableCaller, RetryPolicy
+from resources.reliability import CircuitBreaker, RateLimiter, ReliableCaller, ReliableResult, RetryPolicy, error_type
 from resources.providers.local_server import LocalLlamaServer, LocalServerError, local_server_unavailable_reason
 
 
@@ -27,8 +28,12 @@ class Availability(BaseModel):
 
 class ModelGateway:
     def __init__(self, catalog: ModelCatalog, api_keys: Optional[Mapping[str, str]] = None, *, timeout_s: float = 120.0,
-                 retry: Optional[RetryPolicy] = None):
+                 retry: Optional[RetryPolicy] = None, max_concurrency: int = 16, endpoint_concurrency: int = 16):
+        if max_concurrency < 1 or endpoint_concurrency < 1:
+            raise ValueError(f"max_concurrency and endpoint_concurrency must be at least 1, not {max_concurrency}/{endpoint_concurrency}")
         self.catalog = catalog
+        self.max_concurrency = max_concurrency  # items of one step in flight at once
+        self.endpoint_concurrency = endpoint_concurrency  # calls in flight per endpoint unless the catalog says
         self._api_keys = {k: v for k, v in (api_keys or {}).items() if v}
         self.timeout_s = timeout_s
         self._clients: dict[str, ModelClient] = {}
@@ -37,6 +42,7 @@ class ModelGateway:
         self.retry = retry or RetryPolicy()
         self._breakers: dict[str, CircuitBreaker] = {}
         self._reliable: dict[str, ReliableCaller] = {}
+        self._limiters: dict[str, RateLimiter] = {}
 
     def api_key(self, spec: ModelSpec) -> Optional[str]:
         if not spec.api_key_env:
@@ -68,12 +74,15 @@ class ModelGateway:
         if spec.protocol is Protocol.OPENAI_CHAT:
             from resources.providers.openai_chat import OpenAIChatClient
 
-            return OpenAIChatClient(spec, self.api_key(spec), base_url=base_url, timeout=self.timeout_s)
+            return OpenAIChatClient(spec, self.api_key(spec), base_url=base_url, timeout=self.http_timeout())
         if spec.protocol is Protocol.ANTHROPIC_MESSAGES:
             from resources.providers.anthropic_messages import AnthropicMessagesClient
 
-            return AnthropicMessagesClient(spec, self.api_key(spec), base_url=base_url, timeout=self.timeout_s)
+            return AnthropicMessagesClient(spec, self.api_key(spec), base_url=base_url, timeout=self.http_timeout())
         raise ValueError(f"no adapter for protocol {spec.protocol}")
+
+    def http_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
 
     def _start_local_server(self, spec: ModelSpec) -> str:
         server = self._servers.get(spec.id) or LocalLlamaServer(spec.local_server, model_alias=spec.wire_model)
@@ -98,13 +107,27 @@ class ModelGateway:
             return client.call(request)
         caller = self._reliable.get(model_id)
         if caller is None:
-            endpoint = spec.endpoint or f"local:{spec.id}"
+            endpoint = self.endpoint(spec)
             breaker = self._breakers.setdefault(endpoint, CircuitBreaker(endpoint))
-            caller = self._reliable[model_id] = ReliableCaller(client.call, endpoint, self.retry, breaker, model_id=model_id)
+            caller = self._reliable[model_id] = ReliableCaller(client.call, endpoint, self.retry, breaker,
+                                                               self.limiter(spec), model_id=model_id)
         outcome = caller.call(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
-        return outcome.result.model_copy(update={
-            "cost_usd": outcome.cost_usd, "latency_s": outcome.latency_s,
-            "transport_attempts": max(1, len(outcome.attempts))})
+        return settled_result(outcome)
+
+    @staticmethod
+    def endpoint(spec: ModelSpec) -> str:
+        """What limits and circuit breakers are kept per: the base URL (several models may share one)."""
+        return spec.endpoint or f"local:{spec.id}"
+
+    def limiter(self, spec: ModelSpec) -> RateLimiter:
+        """The endpoint's limits: calls in flight (catalog ``max_concurrency`` or the gateway's default) and,
+        where the catalog states them, requests and tokens per minute. The first model seen sets them."""
+        endpoint = self.endpoint(spec)
+        if endpoint not in self._limiters:
+            self._limiters[endpoint] = RateLimiter(
+                endpoint, max_concurrency=spec.max_concurrency or self.endpoint_concurrency,
+                requests_per_minute=spec.requests_per_minute, tokens_per_minute=spec.tokens_per_minute)
+        return self._limiters[endpoint]
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -122,13 +145,27 @@ class ModelGateway:
         self.close()
 
 
+def settled_result(outcome: ReliableResult) -> CallResult:
+    """The last attempt's result carrying the whole call's cost and time, and a code-only log of every attempt."""
+    log = [{"attempt": a.attempt, "status": a.status, "error_type": error_type(a.error) if a.error else None,
+            "waited_s": round(a.waited_s, 4)} for a in outcome.attempts]
+    return outcome.result.model_copy(update={
+        "cost_usd": outcome.cost_usd, "latency_s": outcome.latency_s,
+        "transport_attempts": max(1, len(outcome.attempts)), "attempt_log": log})
+
+
 class ModelGatewayResource(dg.ConfigurableResource):
     """Models as a Dagster resource. Keys come from ``EnvVar``; a model whose key is unset is unavailable, not an error."""
 
     catalog_path: Optional[str] = None
     openai_api_key: Optional[str] = None
     anthropic_api_key: Optional[str] = None
-    timeout_s: float = 120.0
+    timeout_s: float = Field(120.0, gt=0, description="Per HTTP request (read); connecting gets at most 10 s of it.")
+    max_concurrency: int = Field(16, ge=1, description="Items of one step in flight at once.")
+    endpoint_concurrency: int = Field(16, ge=1, description="Calls in flight per endpoint, unless its catalog entry says.")
+    retry_max_attempts: int = Field(4, ge=1, description="HTTP attempts per call for 429/5xx/timeouts/dropped connections.")
+    retry_base_delay_s: float = Field(0.5, ge=0, description="First backoff; doubles each retry, full jitter.")
+    retry_max_delay_s: float = Field(20.0, ge=0)
 
     _gateway: Optional[ModelGateway] = PrivateAttr(default=None)
 
@@ -138,7 +175,10 @@ class ModelGatewayResource(dg.ConfigurableResource):
     def gateway(self) -> ModelGateway:
         if self._gateway is None:
             keys = {"OPENAI_API_KEY": self.openai_api_key or "", "ANTHROPIC_API_KEY": self.anthropic_api_key or ""}
-            self._gateway = ModelGateway(self.catalog(), keys, timeout_s=self.timeout_s)
+            retry = RetryPolicy(max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s,
+                                max_delay_s=self.retry_max_delay_s)
+            self._gateway = ModelGateway(self.catalog(), keys, timeout_s=self.timeout_s, retry=retry,
+                                         max_concurrency=self.max_concurrency, endpoint_concurrency=self.endpoint_concurrency)
         return self._gateway
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -120,6 +120,25 @@ def is_retryable(result: CallResult, *, statuses: frozenset[int] = RETRYABLE_STA
     return True, retry_after_s(result, now=now)
 
 
+_ERROR_TYPES = [
+    (re.compile(r"^HTTP (\d{3}) "), None),  # the status code itself, as OTel's HTTP conventions do
+    (re.compile(r"^timed out"), "timeout"),
+    (re.compile(r"^connection error"), "connection_error"),
+    (re.compile(r"^could not start"), "model_unavailable"),
+    (re.compile(r"does not match|not JSON|no choices|invalid", re.I), "invalid_output"),
+    (re.compile(r"^([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout)):"), None),  # "ValueError: ..." from a python model
+]
+
+
+def error_type(message: str) -> str:
+    """A low-cardinality ``error.type`` for a provider's error message: ``429``, ``timeout``, ``ValueError``, ``_OTHER``."""
+    for pattern, kind in _ERROR_TYPES:
+        match = pattern.search(message)
+        if match:
+            return kind or match.group(1)
+    return "_OTHER"
+
+
 # --------------------------------------------------------------------------------------
 # Retry policy
 # --------------------------------------------------------------------------------------

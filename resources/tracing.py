@@ -52,6 +52,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from resources.reliability import error_type
 from resources.duckdb_file import default_data_dir, locked_connection
 
 log = logging.getLogger(__name__)
@@ -189,25 +190,6 @@ class _InheritRunAttributes(SpanProcessor):
 # ---------------------------------------------------------------------------------------------- recording
 
 
-_ERROR_TYPES = [
-    (re.compile(r"^HTTP (\d{3}) "), None),  # the status code itself, as OTel's HTTP conventions do
-    (re.compile(r"^timed out"), "timeout"),
-    (re.compile(r"^connection error"), "connection_error"),
-    (re.compile(r"^could not start"), "model_unavailable"),
-    (re.compile(r"does not match|not JSON|no choices|invalid", re.I), "invalid_output"),
-    (re.compile(r"^([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout)):"), None),  # "ValueError: ..." from a python model
-]
-
-
-def error_type(message: str) -> str:
-    """A low-cardinality ``error.type`` for a provider's error message: ``429``, ``timeout``, ``ValueError``, ``_OTHER``."""
-    for pattern, kind in _ERROR_TYPES:
-        match = pattern.search(message)
-        if match:
-            return kind or match.group(1)
-    return "_OTHER"
-
-
 class CallSpan:
     """The span of one model call; ``record(result)`` sets the GenAI attributes and, on failure, the error."""
 
@@ -238,6 +220,15 @@ class CallSpan:
             span.set_attribute("ai_orch.attempt", int(attempt))
         if check_passed is not None:
             self.check(check_passed)
+        attempts = list(getattr(result, "attempt_log", None) or [])
+        span.set_attribute("ai_orch.transport_attempts", max(1, len(attempts)))
+        for entry in attempts:  # every HTTP attempt, retries included: codes and waits, never a message
+            event = {"ai_orch.attempt_number": int(entry.get("attempt", 0)), "ai_orch.waited_s": float(entry.get("waited_s", 0.0))}
+            if entry.get("status") is not None:
+                event["http.response.status_code"] = int(entry["status"])
+            if entry.get("error_type"):
+                event["error.type"] = str(entry["error_type"])
+            span.add_event("ai_orch.transport_attempt", event)
         error = getattr(result, "error", None)
         if error:
             self.fail(error_message or str(error), error_type_override or error_type(str(error)))

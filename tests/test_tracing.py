@@ -90,6 +90,7 @@ def test_genai_attributes_exact(recorder):
         "ai_orch.cost_usd": 0.000182,
         "ai_orch.route.reason": "cheapest-eligible",
         "ai_orch.attempt": 1,
+        "ai_orch.transport_attempts": 1,
         "ai_orch.check.passed": True,
         "dagster.run_id": "run-1",
         "dagster.step_key": "extract",
