@@ -8,7 +8,10 @@ ledger as soon as it returns, so a step that dies mid-batch loses no spend.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import json
 import time
 from collections import Counter
@@ -16,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import dagster as dg
+from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 
 from resources.catalog import ModelCatalog, ModelSpec
 from resources.complexity import estimate_complexity, estimate_tokens
 from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
+from resources.ledger_writer import LedgerWriter
 from resources.model_call import CallResult, StructuredRequest
 from resources.model_gateway import ModelGateway
 from resources.audit_log import AuditEntry, AuditStore, item_hash
@@ -80,9 +85,12 @@ class ItemOutcome:
     check_failure: Optional[str] = None
     budget_refusal: Optional[str] = None  # why a hard cap stopped the item (or its escalation)
     redactions: dict[int, str] = field(default_factory=dict)  # attempt → what the model saw ('none', 'pseudonymised')
+    crash: Optional[str] = None  # an exception raised while handling the item (a bug or a document nothing can read)
 
     @property
     def error(self) -> Optional[str]:
+        if self.crash is not None:
+            return f"item failed: {self.crash}"
         if self.result is None:
             return self.budget_refusal or "not routed: " + self.decision.reason
         return self.result.error
@@ -104,50 +112,109 @@ def run_ai_task(
     guard: Optional[SpendGuard] = None,
     audit: Optional[AuditStore] = None,
     tracer: Optional[TraceRecorder] = None,
+    max_concurrency: Optional[int] = None,
 ) -> list[ItemOutcome]:
-    """Route, call and record every document; with a ``guard``, each call is reserved against budgets first;
-    with an ``audit`` log, every call and every refusal is appended to the hash chain as the item finishes."""
+    """Route, call and record every document, ``max_concurrency`` items at once (default: the gateway's);
+    outcomes come back in the documents' order.
+
+    Hosted and local-server calls run concurrently on one event loop (``httpx.AsyncClient``), each
+    endpoint bounded by its own limits; with a ``guard`` every call is reserved against budgets
+    first. Ledger rows and audit entries are journaled as each call returns and stored in
+    batches (``ledger_writer``): nothing a call returned is lost if the process dies. An item
+    that raises is that item's error, never the batch's.
+    """
     guard = guard or SpendGuard(ledger, enforce=False)
-    catalog: ModelCatalog = gateway.catalog
-    instruction_tokens = estimate_tokens(task.instructions)
-    space = FeatureSpace()
-    outcomes: list[ItemOutcome] = []
-    progress = _Progress(len(documents), log)
-    for document in documents:
-        availability = {spec.id: gateway.availability(spec) for spec in catalog}
+    concurrency = max_concurrency or gateway.max_concurrency
+    if concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, not {concurrency}")
+    batch = _Batch(task, gateway, policy, guard, where, tracer, _Progress(len(documents), log))
+    with LedgerWriter(ledger, audit) as writer:
+        batch.writer = writer
+        return _run_coroutine(batch.run(documents, concurrency))
+
+
+def _run_coroutine(coroutine):
+    """``asyncio.run`` here, or in a worker thread (same context: trace parents) when a loop already runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    context = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(context.run, asyncio.run, coroutine).result()
+
+
+@dataclass
+class _Batch:
+    task: AITask
+    gateway: ModelGateway
+    policy: RoutingPolicy
+    guard: SpendGuard
+    where: CallContext
+    tracer: Optional[TraceRecorder]
+    progress: "_Progress"
+    writer: Optional[LedgerWriter] = None
+
+    async def run(self, documents: Sequence[Document], concurrency: int) -> list[ItemOutcome]:
+        self.instruction_tokens = estimate_tokens(self.task.instructions)
+        self.space = FeatureSpace()
+        outcomes: list[Optional[ItemOutcome]] = [None] * len(documents)
+        queue = iter(enumerate(documents))
+
+        async def worker() -> None:
+            for index, document in queue:  # one shared iterator: each item is taken once
+                outcomes[index] = await self.item(document)
+                self.progress.advance(outcomes[index])
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, len(documents)))))
+        finally:
+            await self.gateway.aclose_async()
+        return [o for o in outcomes if o is not None]
+
+    async def item(self, document: Document) -> ItemOutcome:
+        availability = {spec.id: self.gateway.availability(spec) for spec in self.gateway.catalog}
         item = RoutingItem(
-            item_id=document.id, task=task.name, text=document.text, classification=document.classification,
-            instructions_tokens=instruction_tokens, expected_output_tokens=task.expected_output_tokens,
-            attributes=dict(task.attributes),
+            item_id=document.id, task=self.task.name, text=document.text, classification=document.classification,
+            instructions_tokens=self.instruction_tokens, expected_output_tokens=self.task.expected_output_tokens,
+            attributes=dict(self.task.attributes),
         )
-        with _item_span(tracer, document) as span:
-            complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
-            decision = policy.decide(item, catalog, availability, complexity)
-            features = decision.features or item_features(item, complexity, space)
-            outcome = _call_chain(task, document, decision, gateway, guard, where, json.dumps(features), availability,
-                                  tracer)
+        with _item_span(self.tracer, document) as span:
+            decision: Optional[RoutingDecision] = None
+            try:
+                complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
+                decision = self.policy.decide(item, self.gateway.catalog, availability, complexity)
+                features = decision.features or item_features(item, complexity, self.space)
+                outcome = await _call_chain(self, document, decision, json.dumps(features), availability)
+            except Exception as exc:  # a bug or a bad document fails its item, not the batch
+                decision = decision or RoutingDecision(
+                    item_id=document.id, model_id=None, complexity=0.0, required_tier=0,
+                    classification=document.classification, estimated_cost_usd=None,
+                    reasons=["failed before a route was chosen"], policy=getattr(self.policy, "name", "unknown"))
+                outcome = ItemOutcome(document, decision, None,
+                                      crash=_storable_error(f"{type(exc).__name__}: {exc}", document))
             if span is not None:
-                span.set_attribute("ai_orch.route.policy", decision.policy)
-                span.set_attribute("ai_orch.route.model", decision.model_id or "none")
+                span.set_attribute("ai_orch.route.policy", outcome.decision.policy)
+                span.set_attribute("ai_orch.route.model", outcome.decision.model_id or "none")
                 if outcome.error:
                     span.set_attribute("ai_orch.item.failed", True)
+                    if outcome.crash:
+                        span.set_status(Status(StatusCode.ERROR, outcome.crash[:300]))
                 if outcome.budget_refusal:
                     span.set_attribute("ai_orch.budget_refusal", True)
-        outcomes.append(outcome)
-        if audit is not None:
-            audit.append(audit_entries(outcome, where, gateway.catalog))
-        progress.advance(outcome)
-    return outcomes
+        if self.writer is not None:
+            self.writer.append_audit(audit_entries(outcome, self.where, self.gateway.catalog))
+        return outcome
 
 
-def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gateway: ModelGateway,
-                guard: SpendGuard, where: CallContext, features: str, availability,
-                tracer: Optional[TraceRecorder] = None) -> ItemOutcome:
+async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecision, features: str,
+                      availability) -> ItemOutcome:
     """Call the chosen model; in a cascade, escalate along the chain while the item check fails.
 
     Every call is first reserved against the budgets covering it; a refused reservation
     either downgrades the call to a cheaper cleared model or ends the item, said in its error.
     """
+    task, gateway, guard, where, tracer = batch.task, batch.gateway, batch.guard, batch.where, batch.tracer
     outcome = ItemOutcome(document, decision, None)
     if decision.model_id is None:
         return outcome
@@ -160,34 +227,22 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
     characters = len(document.text) + len(task.instructions)
     pseudonymised: Optional[_Redaction] = None
     for attempt, model_id in enumerate(chain, start=1):
-        spec = gateway.catalog.get(model_id)
-        try:
-            reservation = guard.reserve(spec, task.name, characters, run_id=where.run_id, item_id=document.id)
-        except BudgetRefusal as refusal:
-            pool = candidate_pool(task.name, document.classification, gateway.catalog, availability).usable
-            reservation, spec, last = None, None, refusal
-            for cheaper in guard.cheaper_routes(refusal, pool, gateway.catalog.get(model_id), task.name, characters):
-                try:
-                    reservation = guard.reserve(cheaper, task.name, characters, run_id=where.run_id, item_id=document.id)
-                except BudgetRefusal as again:
-                    last = again
-                    continue
-                spec = cheaper
-                break
-            if spec is None:
-                outcome.budget_refusal = f"refused by budget: {last}"
-                break
-            guard.downgrades += 1
-            reason = f"{reason}; budget downgrade: {model_id} → {spec.id} ({refusal})"
-            model_id = spec.id
+        if guard.enforce:  # a DuckDB transaction: off the event loop
+            reservation, model_id, reason, refused = await asyncio.to_thread(
+                _reserve, guard, gateway, task, document, availability, where, model_id, reason, characters)
+        else:
+            reservation, refused = None, None
+        if refused is not None:
+            outcome.budget_refusal = refused
+            break
         redaction = None
         if active_policy().must_redact(gateway.catalog.get(model_id), document.classification):
             pseudonymised = pseudonymised or _Redaction.of(document.text)  # once per item, kept in memory
             redaction = pseudonymised
         with _call_span(tracer, gateway.catalog.get(model_id), reason, attempt) as span:
             try:
-                result = gateway.call(model_id, request if redaction is None else redaction.request(request),
-                                      idempotency_key=f"{where.run_id}:{document.id}:{attempt}")
+                result = await gateway.acall(model_id, request if redaction is None else redaction.request(request),
+                                             idempotency_key=f"{where.run_id}:{document.id}:{attempt}")
                 if redaction is not None:
                     result = redaction.restore(result)
             except BaseException:
@@ -201,7 +256,7 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
                          attempt=attempt, accepted=problem is None, reason=reason, features=features)
         record.redaction = redaction.describe() if redaction is not None else "none"
         outcome.redactions[attempt] = "pseudonymised" if redaction is not None else "none"
-        guard.settle(reservation, [record])
+        guard.settle(reservation, [record], writer=batch.writer)
         outcome.attempts.append(result)
         outcome.result, outcome.check_failure = result, problem
         if problem is None:
@@ -209,6 +264,27 @@ def _call_chain(task: AITask, document: Document, decision: RoutingDecision, gat
         if attempt < len(chain):
             reason = f"cascade step {attempt + 1}: escalated from {model_id} ({problem[:160]})"
     return outcome
+
+
+def _reserve(guard: SpendGuard, gateway: ModelGateway, task: AITask, document: Document, availability,
+             where: CallContext, model_id: str, reason: str, characters: int):
+    """``(reservation, model to call, route reason, refusal)``: the call reserved against its budgets, or a
+    cheaper cleared model's when a hard cap says downgrade, or the refusal in words."""
+    spec = gateway.catalog.get(model_id)
+    try:
+        return guard.reserve(spec, task.name, characters, run_id=where.run_id, item_id=document.id), model_id, reason, None
+    except BudgetRefusal as refusal:
+        pool = candidate_pool(task.name, document.classification, gateway.catalog, availability).usable
+        last = refusal
+        for cheaper in guard.cheaper_routes(refusal, pool, spec, task.name, characters):
+            try:
+                reservation = guard.reserve(cheaper, task.name, characters, run_id=where.run_id, item_id=document.id)
+            except BudgetRefusal as again:
+                last = again
+                continue
+            guard.downgrades += 1
+            return reservation, cheaper.id, f"{reason}; budget downgrade: {model_id} → {cheaper.id} ({refusal})", None
+        return None, model_id, reason, f"refused by budget: {last}"
 
 
 def _record(where: CallContext, task: AITask, document: Document, decision: RoutingDecision, result: CallResult,

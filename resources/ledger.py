@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from resources import budget_store
 from resources.budgets import Budget, BudgetStatus, SpendScope
-from resources.duckdb_file import default_data_dir, locked_connection
+from resources.duckdb_file import default_data_dir, insert_rows, locked_connection
 
 
 def utc_now() -> datetime:
@@ -143,9 +143,7 @@ class DuckDBLedger:
 
     @staticmethod
     def _insert_calls(conn, records: Sequence[CallRecord]) -> None:
-        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        conn.executemany(f"INSERT OR IGNORE INTO ai_calls ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
+        insert_rows(conn, "ai_calls", _COLUMNS, [tuple(getattr(r, c) for c in _COLUMNS) for r in records], or_ignore=True)
 
     def append(self, records: Sequence[CallRecord]) -> None:
         if not records:
@@ -185,15 +183,39 @@ class DuckDBLedger:
             if reservation is not None:
                 budget_store.close(conn, reservation.reservation_id, "settled", sum(r.cost_usd for r in records), utc_now())
 
+    def settle_batch(self, settlements: Sequence[tuple[Optional[str], Sequence[CallRecord]]]) -> None:
+        """Many settled calls in one transaction (``ledger_writer``): rows inserted once by ``call_id``, each
+        reservation closed at the sum of its calls. Replaying a batch changes nothing."""
+        if not settlements:
+            return
+        now = utc_now()
+        with self._transaction() as conn:
+            self._insert_calls(conn, [r for _, records in settlements for r in records])
+            for reservation_id, records in settlements:
+                if reservation_id is not None:
+                    budget_store.close(conn, reservation_id, "settled", sum(r.cost_usd for r in records), now)
+
+    def count_calls(self, call_ids: Sequence[str]) -> int:
+        if not self.path.exists() or not call_ids:
+            return 0
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            (count,) = conn.execute("SELECT COUNT(*) FROM ai_calls WHERE call_id IN (SELECT UNNEST(?))", [list(call_ids)]).fetchone()
+            return int(count)
+
     def release(self, reservation: budget_store.Reservation) -> None:
         """Give a reservation back unused (the call was never made)."""
         with self._transaction() as conn:
             budget_store.close(conn, reservation.reservation_id, "released", None, utc_now())
 
     def reconcile(self, now: Optional[datetime] = None) -> dict[str, int]:
-        """Close reservations left open by dead processes or past their expiry."""
+        """Store the journaled calls of dead processes (``ledger_writer``), then close reservations left open
+        by dead processes or past their expiry: those whose call landed as settled, the rest as expired."""
         if not self.path.exists():
             return {"settled": 0, "expired": 0}
+        from resources.ledger_writer import recover_journals
+
+        recover_journals(self)
         with self._transaction() as conn:
             return budget_store.expire_stale(conn, now or utc_now())
 

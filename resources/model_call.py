@@ -8,6 +8,7 @@ metadata code never needs to know which wire protocol served the item.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,8 +34,14 @@ def wire_schema(model: type[BaseModel], *, max_list_items: Optional[int] = None)
     """The pydantic schema with every property required and no extras, lists optionally capped.
 
     Optional fields stay nullable, but the model must emit every key: OpenAI's strict mode
-    demands it, and a grammar-constrained local model otherwise answers ``{}``.
+    demands it, and a grammar-constrained local model otherwise answers ``{}``. Built once per
+    (model, cap) — generating it costs more than a fast provider's reply — and shared: never mutate it.
     """
+    return _wire_schema(model, max_list_items)
+
+
+@functools.lru_cache(maxsize=256)
+def _wire_schema(model: type[BaseModel], max_list_items: Optional[int]) -> dict[str, Any]:
     schema = copy.deepcopy(model.model_json_schema())
 
     def visit(node: Any) -> None:

@@ -7,7 +7,9 @@ model servers behind some of them, are created on first use and closed together.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from typing import Mapping, Optional
 
 import dagster as dg
@@ -43,6 +45,7 @@ class ModelGateway:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._reliable: dict[str, ReliableCaller] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self._client_lock = threading.Lock()
 
     def api_key(self, spec: ModelSpec) -> Optional[str]:
         if not spec.api_key_env:
@@ -62,7 +65,9 @@ class ModelGateway:
 
     def client(self, model_id: str) -> ModelClient:
         if model_id not in self._clients:
-            self._clients[model_id] = self._make_client(self.catalog.get(model_id))
+            with self._client_lock:  # concurrent first calls must not start two servers for one model
+                if model_id not in self._clients:
+                    self._clients[model_id] = self._make_client(self.catalog.get(model_id))
         return self._clients[model_id]
 
     def _make_client(self, spec: ModelSpec) -> ModelClient:
@@ -96,23 +101,58 @@ class ModelGateway:
         timeouts/dropped connections (honouring Retry-After), a circuit breaker per endpoint,
         and idempotency by key. The result's cost and latency add up every attempt.
         """
+        client, failed = self._client_or_error(model_id)
+        if failed is not None:
+            return failed
+        if self.catalog.get(model_id).protocol is Protocol.PYTHON:
+            return client.call(request)
+        outcome = self._caller(model_id, client).call(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
+        return settled_result(outcome)
+
+    async def acall(self, model_id: str, request: StructuredRequest, idempotency_key: Optional[str] = None) -> CallResult:
+        """``call`` for a concurrent batch: HTTP models over ``httpx.AsyncClient``, bounded by the endpoint's limits.
+
+        A local server is started (once, blocking) on first use; an in-process Python model runs
+        inline, since it holds the interpreter either way.
+        """
+        if model_id in self._clients:
+            client, failed = self._clients[model_id], None
+        else:  # starting a local server takes seconds: not on the event loop
+            client, failed = await asyncio.to_thread(self._client_or_error, model_id)
+        if failed is not None:
+            return failed
+        if self.catalog.get(model_id).protocol is Protocol.PYTHON:
+            return client.call(request)
+        caller = self._caller(model_id, client)
+        outcome = await caller.acall(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
+        return settled_result(outcome)
+
+    async def aclose_async(self) -> None:
+        """Close the async connection pools of the running event loop (the batch's loop, before it ends)."""
+        for client in list(self._clients.values()):
+            closer = getattr(client, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    def _client_or_error(self, model_id: str) -> tuple[Optional[ModelClient], Optional[CallResult]]:
+        """The model's client, or the failed call of a model that cannot even start (marked unavailable for good)."""
         try:
-            client = self.client(model_id)
+            return self.client(model_id), None
         except (LocalServerError, ImportError, ValueError, OSError) as exc:
             reason = f"could not start: {exc}"[:300]
             self._broken[model_id] = reason
-            return CallResult(model_id=model_id, error=reason)
-        spec = self.catalog.get(model_id)
-        if spec.protocol is Protocol.PYTHON:
-            return client.call(request)
+            return None, CallResult(model_id=model_id, error=reason)
+
+    def _caller(self, model_id: str, client: ModelClient) -> ReliableCaller:
         caller = self._reliable.get(model_id)
         if caller is None:
+            spec = self.catalog.get(model_id)
             endpoint = self.endpoint(spec)
             breaker = self._breakers.setdefault(endpoint, CircuitBreaker(endpoint))
-            caller = self._reliable[model_id] = ReliableCaller(client.call, endpoint, self.retry, breaker,
-                                                               self.limiter(spec), model_id=model_id)
-        outcome = caller.call(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
-        return settled_result(outcome)
+            caller = self._reliable[model_id] = ReliableCaller(
+                client.call, endpoint, self.retry, breaker, self.limiter(spec), model_id=model_id,
+                client_acall=getattr(client, "acall", None))
+        return caller
 
     @staticmethod
     def endpoint(spec: ModelSpec) -> str:

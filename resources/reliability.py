@@ -13,18 +13,19 @@ from the error text that ``providers.http_call.post_json`` writes:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import random as _random
 import re
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import AsyncIterator, Awaitable, Callable, Generator, Iterator, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -356,10 +357,20 @@ class RateLimiter:
         self._requests = _Bucket(requests_per_minute, burst_requests, now) if requests_per_minute else None
         self._tokens = _Bucket(tokens_per_minute, burst_tokens, now) if tokens_per_minute else None
         self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        self._max_concurrency = max_concurrency
+        self._async_slots: Optional[tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = None
         self._paused_until = -math.inf
 
     def acquire(self, tokens: int = 0) -> float:
         """Reserve one request and ``tokens`` tokens, sleeping as long as needed; returns the seconds slept."""
+        wait = self.reserve(tokens)
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def reserve(self, tokens: int = 0) -> float:
+        """Reserve one request and ``tokens`` tokens now; returns how long the caller must wait before sending
+        (an async caller awaits it, ``acquire`` sleeps it). Raises ``RateLimited`` past ``max_wait_s``."""
         with self._lock:
             now = self._clock()
             wait = max(0.0, self._paused_until - now)
@@ -374,8 +385,6 @@ class RateLimiter:
                 self._requests.balance -= 1.0
             if self._tokens is not None:
                 self._tokens.balance -= float(tokens)
-        if wait > 0:
-            self._sleep(wait)
         return wait
 
     def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
@@ -390,6 +399,20 @@ class RateLimiter:
         """Hold back every caller of this endpoint for ``seconds`` (the provider's Retry-After)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @asynccontextmanager
+    async def async_slot(self) -> AsyncIterator[float]:
+        """``slot`` for coroutines: the same cap, kept by an ``asyncio.Semaphore`` of the running loop."""
+        if self._max_concurrency is None:
+            yield 0.0
+            return
+        loop = asyncio.get_running_loop()
+        if self._async_slots is None or self._async_slots[0] is not loop:
+            self._async_slots = (loop, asyncio.Semaphore(self._max_concurrency))
+        semaphore = self._async_slots[1]
+        started = time.monotonic()
+        async with semaphore:
+            yield time.monotonic() - started
 
     @contextmanager
     def slot(self) -> Iterator[float]:
@@ -447,11 +470,28 @@ class _InFlight:
         self.outcome: Optional[ReliableResult] = None
 
 
+class _Send(NamedTuple):
+    """Step of the retry plan: make one provider call (``tokens`` reserved against the rate limiter)."""
+
+    tokens: int
+
+
+class _Wait(NamedTuple):
+    """Step of the retry plan: back off for ``seconds`` before the next attempt."""
+
+    seconds: float
+
+
+RetryPlan = Generator[Union[_Send, _Wait], "tuple[CallResult, float]", ReliableResult]
+
+
 class ReliableCaller:
     """``client_call`` with retries, a circuit breaker, rate limits and in-process idempotency.
 
     ``call`` never raises for provider faults, like the adapters: a refused call (circuit open,
-    rate-limit wait too long) comes back as a ``CallResult`` whose error says so.
+    rate-limit wait too long) comes back as a ``CallResult`` whose error says so. ``acall`` is the
+    same for coroutines (``client_acall``): the retry decisions are one plan (``_plan``) that
+    both drive, so blocking and concurrent batches retry, back off and break circuits alike.
     """
 
     def __init__(
@@ -462,7 +502,9 @@ class ReliableCaller:
         breaker: Optional[CircuitBreaker] = None,
         limiter: Optional[RateLimiter] = None,
         *,
+        client_acall: Optional[Callable[[StructuredRequest], Awaitable[CallResult]]] = None,
         sleep: Sleep = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         random: Callable[[], float] = _random.random,
@@ -471,11 +513,13 @@ class ReliableCaller:
         max_remembered_keys: int = 10_000,
     ):
         self._call = client_call
+        self._acall = client_acall
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
         self.breaker = breaker if breaker is not None else CircuitBreaker(endpoint, clock=clock, wall_clock=wall_clock)
         self.limiter = limiter
         self._sleep = sleep
+        self._async_sleep = async_sleep
         self._clock = clock
         self._wall_clock = wall_clock
         self._random = random
@@ -495,37 +539,65 @@ class ReliableCaller:
         circuit or a rate-limit refusal are not remembered, so the same key may try again later.
         """
         if idempotency_key is None:
-            return self._call_with_retries(request)
+            return self._drive(request)
         while True:
-            with self._keys_lock:
-                done = self._completed.get(idempotency_key)
-                if done is not None:
-                    self._completed.move_to_end(idempotency_key)
-                    return ReliableResult(done.result, list(done.attempts), replayed=True)
-                flight = self._in_flight.get(idempotency_key)
-                owner = flight is None
-                if owner:
-                    flight = self._in_flight[idempotency_key] = _InFlight()
-            if owner:
+            replay, flight = self._claim(idempotency_key)
+            if replay is not None:
+                return replay
+            if flight is not None:
                 break
-            flight.done.wait()
-            if flight.outcome is not None:
-                return ReliableResult(flight.outcome.result, list(flight.outcome.attempts), replayed=True)
-            # The owner's call was not definitive: try ourselves (loop, maybe becoming the owner).
+            self._waiting_on(idempotency_key).done.wait()
         outcome: Optional[ReliableResult] = None
         try:
-            outcome = self._call_with_retries(request)
+            outcome = self._drive(request)
             return outcome
         finally:
-            definitive = outcome is not None and (outcome.result.ok or not self._transport_or_refusal(outcome))
-            with self._keys_lock:
-                if definitive:
-                    self._completed[idempotency_key] = outcome
-                    while len(self._completed) > self._max_keys:
-                        self._completed.popitem(last=False)
-                del self._in_flight[idempotency_key]
-            flight.outcome = outcome if definitive else None
-            flight.done.set()
+            self._finish(idempotency_key, flight, outcome)
+
+    async def acall(self, request: StructuredRequest, idempotency_key: Optional[str] = None) -> ReliableResult:
+        """``call`` for coroutines; without ``client_acall`` the blocking call runs in a worker thread."""
+        if idempotency_key is None:
+            return await self._adrive(request)
+        while True:
+            replay, flight = self._claim(idempotency_key)
+            if replay is not None:
+                return replay
+            if flight is not None:
+                break
+            await asyncio.to_thread(self._waiting_on(idempotency_key).done.wait)  # rare: the same key twice at once
+        outcome: Optional[ReliableResult] = None
+        try:
+            outcome = await self._adrive(request)
+            return outcome
+        finally:
+            self._finish(idempotency_key, flight, outcome)
+
+    def _claim(self, key: str) -> tuple[Optional[ReliableResult], Optional[_InFlight]]:
+        """``(replay, None)`` when the key completed, ``(None, flight)`` when we own the call, ``(None, None)`` to wait."""
+        with self._keys_lock:
+            done = self._completed.get(key)
+            if done is not None:
+                self._completed.move_to_end(key)
+                return ReliableResult(done.result, list(done.attempts), replayed=True), None
+            if key in self._in_flight:
+                return None, None
+            flight = self._in_flight[key] = _InFlight()
+            return None, flight
+
+    def _waiting_on(self, key: str) -> _InFlight:
+        with self._keys_lock:
+            return self._in_flight.get(key) or _done_flight()
+
+    def _finish(self, key: str, flight: _InFlight, outcome: Optional[ReliableResult]) -> None:
+        definitive = outcome is not None and (outcome.result.ok or not self._transport_or_refusal(outcome))
+        with self._keys_lock:
+            if definitive:
+                self._completed[key] = outcome
+                while len(self._completed) > self._max_keys:
+                    self._completed.popitem(last=False)
+            del self._in_flight[key]
+        flight.outcome = outcome if definitive else None
+        flight.done.set()
 
     def forget(self, idempotency_key: str) -> None:
         with self._keys_lock:
@@ -537,12 +609,73 @@ class ReliableCaller:
             return True  # refused before (another) provider call: circuit open or rate limit
         return is_transport_failure(outcome.result, self.retry.retryable_statuses)
 
-    # retries ----------------------------------------------------------------------------
+    # drivers ----------------------------------------------------------------------------
+    def _drive(self, request: StructuredRequest) -> ReliableResult:
+        plan = self._plan(request)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, _Wait):
+                    self._sleep(step.seconds)
+                    step = plan.send(None)
+                    continue
+                try:
+                    sent = self._send(request, step.tokens)
+                except RateLimited as exc:
+                    step = plan.throw(exc)
+                    continue
+                step = plan.send(sent)
+        except StopIteration as finished:
+            return finished.value
+
+    async def _adrive(self, request: StructuredRequest) -> ReliableResult:
+        plan = self._plan(request)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, _Wait):
+                    await self._async_sleep(step.seconds)
+                    step = plan.send(None)
+                    continue
+                try:
+                    sent = await self._asend(request, step.tokens)
+                except RateLimited as exc:
+                    step = plan.throw(exc)
+                    continue
+                step = plan.send(sent)
+        except StopIteration as finished:
+            return finished.value
+
+    def _send(self, request: StructuredRequest, tokens: int) -> tuple[CallResult, float]:
+        """One provider call through the limiter: the result and the seconds spent waiting for the limits."""
+        if self.limiter is None:
+            return self._call(request), 0.0
+        waited = self.limiter.acquire(tokens)
+        with self.limiter.slot() as slot_wait:
+            result = self._call(request)
+        self.limiter.settle(tokens, result.input_tokens + result.output_tokens)
+        return result, waited + slot_wait
+
+    async def _asend(self, request: StructuredRequest, tokens: int) -> tuple[CallResult, float]:
+        call = self._acall or (lambda r: asyncio.to_thread(self._call, r))
+        if self.limiter is None:
+            return await call(request), 0.0
+        waited = self.limiter.reserve(tokens)
+        if waited > 0:
+            await self._async_sleep(waited)
+        async with self.limiter.async_slot() as slot_wait:
+            result = await call(request)
+        self.limiter.settle(tokens, result.input_tokens + result.output_tokens)
+        return result, waited + slot_wait
+
+    # the plan ---------------------------------------------------------------------------
     def _refused(self, error: str, attempts: list[Attempt], cost: float, latency: float, waited: float) -> ReliableResult:
         result = CallResult(model_id=self._model_id, error=error, finish_reason="error")
         return ReliableResult(result, attempts, cost_usd=cost, latency_s=latency, waited_s=waited)
 
-    def _call_with_retries(self, request: StructuredRequest) -> ReliableResult:
+    def _plan(self, request: StructuredRequest) -> RetryPlan:
+        """The retry decisions, free of I/O: yields ``_Send`` (get back the result and the limiter wait)
+        or ``_Wait`` (back off), returns the ``ReliableResult``; a ``RateLimited`` thrown in ends it."""
         attempts: list[Attempt] = []
         cost = latency = total_waited = 0.0
         pending_wait = 0.0  # backoff already slept before the next attempt
@@ -553,19 +686,12 @@ class ReliableCaller:
             except CircuitOpen as exc:
                 return self._refused(str(exc), attempts, cost, latency, total_waited)
             estimated = self._estimate(request) if self.limiter is not None else 0
-            waited = pending_wait
-            if self.limiter is not None:
-                try:
-                    waited += self.limiter.acquire(estimated)
-                except RateLimited as exc:
-                    return self._refused(str(exc), attempts, cost, latency, total_waited)
-                with self.limiter.slot() as slot_wait:
-                    waited += slot_wait
-                    result = self._call(request)
-                self.limiter.settle(estimated, result.input_tokens + result.output_tokens)
-            else:
-                result = self._call(request)
-            total_waited += waited - pending_wait
+            try:
+                result, limiter_wait = yield _Send(estimated)
+            except RateLimited as exc:
+                return self._refused(str(exc), attempts, cost, latency, total_waited)
+            waited = pending_wait + limiter_wait
+            total_waited += limiter_wait
             cost += result.cost_usd
             latency += result.latency_s
             status = error_status(result)
@@ -586,8 +712,15 @@ class ReliableCaller:
             if total_waited + delay > self.retry.max_total_wait_s:
                 break
             if delay > 0:
-                self._sleep(delay)
+                yield _Wait(delay)
             total_waited += delay
             pending_wait = delay
         assert result is not None
         return ReliableResult(result, attempts, cost_usd=cost, latency_s=latency, waited_s=total_waited)
+
+
+def _done_flight() -> _InFlight:
+    """A flight that has already landed: the key's owner finished between our two looks."""
+    flight = _InFlight()
+    flight.done.set()
+    return flight

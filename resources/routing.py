@@ -184,8 +184,8 @@ def eligible_models(
     needed = input_tokens + item.expected_output_tokens
     usable = [s for s in pool.usable if s.context_window >= needed]
     if len(usable) < len(pool.usable):
-        reasons.append(f"~{input_tokens} input tokens exceed the context of "
-                       + ", ".join(s.id for s in pool.usable if s.context_window < needed))
+        reasons.append(f"~{input_tokens} input + {item.expected_output_tokens} output tokens exceed the context window of "
+                       + ", ".join(f"{s.id} ({s.context_window:,} tokens)" for s in pool.usable if s.context_window < needed))
     costs = {s.id: estimated_cost(s, input_tokens, item.expected_output_tokens) for s in usable}
     if max_cost_usd is not None:
         over = [s for s in usable if costs[s.id] > max_cost_usd]
@@ -285,8 +285,9 @@ class RulesPolicy:
             needed = input_tokens + item.expected_output_tokens
             fits = tuple(line for line in lines if line[0].context_window >= needed)
             if len(fits) < len(lines):
-                reasons.append(f"~{input_tokens} input tokens exceed the context of "
-                               + ", ".join(line[0].id for line in lines if line[0].context_window < needed))
+                reasons.append(f"~{input_tokens} input + {item.expected_output_tokens} output tokens exceed the context window of "
+                               + ", ".join(f"{line[0].id} ({line[0].context_window:,} tokens)" for line in lines
+                                           if line[0].context_window < needed))
             lines = fits
         if self.max_item_cost_usd is not None or not lines:
             # Rare paths (a cost cap, nothing usable): the general function, same result.

@@ -62,8 +62,14 @@ class SpendGuard:
                         key=lambda pair: pair[0])
         return [s for cost, s in priced if cost < ceiling and (model_cap or cost <= refusal.headroom_usd)]
 
-    def settle(self, reservation, records: Sequence[CallRecord]) -> None:
+    def settle(self, reservation, records: Sequence[CallRecord], writer=None) -> None:
+        """Charge the calls to this guard's department and workflow and close the reservation: at once,
+        or through a ``ledger_writer.LedgerWriter`` (journaled now, stored with its next batch)."""
+        reservation_id = reservation.reservation_id if reservation is not None else None
         for record in records:
             record.department, record.workflow = self.department, self.workflow
-            record.reservation_id = reservation.reservation_id if reservation is not None else None
-        self.ledger.settle(reservation, records)
+            record.reservation_id = reservation_id
+        if writer is not None:
+            writer.settle(reservation_id, records)
+        else:
+            self.ledger.settle(reservation, records)

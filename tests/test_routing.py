@@ -79,7 +79,7 @@ def test_context_window_excludes_models_too_small_for_the_item():
         _item(long_text), catalog, _all_available(catalog), estimate_complexity(long_text, declared=0.5)
     )
     assert decision.model_id != "local-gemma3-270m"
-    assert "exceed the context of local-gemma3-270m" in decision.reason
+    assert "exceed the context window of local-gemma3-270m (4,096 tokens)" in decision.reason
 
 
 def test_thresholds_map_scores_to_tiers():

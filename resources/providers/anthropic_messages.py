@@ -13,15 +13,7 @@ import httpx
 
 from resources.catalog import ModelSpec
 from resources.model_call import CallResult, StructuredRequest
-from resources.providers.http_call import (
-    DEFAULT_TIMEOUT,
-    call_result,
-    join_url,
-    make_http_client,
-    post_json,
-    request_timeout,
-    token_count,
-)
+from resources.providers.http_call import DEFAULT_TIMEOUT, HttpModelClient, HttpReply, call_result, join_url, token_count
 from resources.providers.structured_reply import parse_structured_reply, shorten
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -32,7 +24,7 @@ def tool_name(task: str) -> str:
     return ("record_" + re.sub(r"[^a-zA-Z0-9_-]+", "_", task).strip("_"))[:64]
 
 
-class AnthropicMessagesClient:
+class AnthropicMessagesClient(HttpModelClient):
     """``POST {base}/v1/messages``; never raises for provider faults."""
 
     def __init__(
@@ -51,8 +43,7 @@ class AnthropicMessagesClient:
         # The documented base is https://api.anthropic.com; tolerate one written with /v1.
         self.url = join_url(base, "messages" if base.endswith("/v1") else "v1/messages")
         self._api_key = api_key
-        self._http, self._owns_http = make_http_client(timeout, http_client)
-        self._timeout = request_timeout(timeout, http_client)
+        super().__init__(timeout, http_client)
 
     def request_body(self, request: StructuredRequest) -> dict[str, Any]:
         name = tool_name(request.task)
@@ -81,12 +72,7 @@ class AnthropicMessagesClient:
             headers["x-api-key"] = self._api_key
         return headers
 
-    def call(self, request: StructuredRequest) -> CallResult:
-        reply = post_json(
-            self._http, self.url, body=self.request_body(request), headers=self.headers(), model_id=self.spec.id, timeout=self._timeout
-        )
-        if reply.error is not None:
-            return call_result(self.spec, latency_s=reply.latency_s, error=reply.error)
+    def parse_reply(self, reply: HttpReply, request: StructuredRequest) -> CallResult:
         payload = reply.payload or {}
         usage = payload.get("usage")
         tokens = {"input_tokens": token_count(usage, "input_tokens"), "output_tokens": token_count(usage, "output_tokens")}
@@ -108,7 +94,3 @@ class AnthropicMessagesClient:
         if error is not None and stop_reason == "max_tokens":
             error = f"reply was truncated at max tokens ({request.max_output_tokens}): {error}"
         return call_result(self.spec, latency_s=reply.latency_s, output=output, error=error, finish_reason=stop_reason, **tokens)
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()

@@ -14,15 +14,7 @@ import httpx
 
 from resources.catalog import ModelSpec, StructuredOutputDialect
 from resources.model_call import CallResult, StructuredRequest
-from resources.providers.http_call import (
-    DEFAULT_TIMEOUT,
-    call_result,
-    join_url,
-    make_http_client,
-    post_json,
-    request_timeout,
-    token_count,
-)
+from resources.providers.http_call import DEFAULT_TIMEOUT, HttpModelClient, HttpReply, call_result, join_url, token_count
 from resources.providers.structured_reply import parse_structured_reply
 
 
@@ -40,7 +32,7 @@ def response_format(dialect: StructuredOutputDialect, schema: dict[str, Any], fa
     raise ValueError(f"structured output {dialect.value!r} cannot be sent over the OpenAI chat protocol")
 
 
-class OpenAIChatClient:
+class OpenAIChatClient(HttpModelClient):
     """``POST {base}/chat/completions``; never raises for provider faults."""
 
     def __init__(
@@ -60,8 +52,7 @@ class OpenAIChatClient:
         self.spec = spec
         self.url = join_url(base, "chat/completions")
         self._api_key = api_key
-        self._http, self._owns_http = make_http_client(timeout, http_client)
-        self._timeout = request_timeout(timeout, http_client)
+        super().__init__(timeout, http_client)
 
     def request_body(self, request: StructuredRequest) -> dict[str, Any]:
         schema = request.json_schema(max_list_items=self.spec.max_list_items)
@@ -83,12 +74,7 @@ class OpenAIChatClient:
             headers["authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def call(self, request: StructuredRequest) -> CallResult:
-        reply = post_json(
-            self._http, self.url, body=self.request_body(request), headers=self.headers(), model_id=self.spec.id, timeout=self._timeout
-        )
-        if reply.error is not None:
-            return call_result(self.spec, latency_s=reply.latency_s, error=reply.error)
+    def parse_reply(self, reply: HttpReply, request: StructuredRequest) -> CallResult:
         payload = reply.payload or {}
         usage = payload.get("usage")
         tokens = {"input_tokens": token_count(usage, "prompt_tokens"), "output_tokens": token_count(usage, "completion_tokens")}
@@ -107,7 +93,3 @@ class OpenAIChatClient:
         if error is not None and finish_reason == "length":
             error = f"reply was truncated at max tokens ({request.max_output_tokens}): {error}"
         return call_result(self.spec, latency_s=reply.latency_s, output=output, error=error, finish_reason=finish_reason, **tokens)
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()

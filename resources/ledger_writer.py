@@ -1,0 +1,233 @@
+"""Write-behind for the ledger and the audit log: every call journaled at once, stored in batches.
+
+Opening the DuckDB file, committing and closing it costs milliseconds (more under a
+contended lock), so a batch that wrote each call in its own transaction spent longer
+recording than calling. A ``LedgerWriter`` keeps the guarantee and drops the cost:
+
+* each settled call (its ledger rows, the reservation it closes) and each audit entry is
+  first appended to a journal file, one JSON line written with one ``os.write`` on an
+  ``O_APPEND`` descriptor: no Python buffer, so a killed process loses nothing it returned;
+* a background thread moves what is pending into DuckDB in one transaction every
+  ``flush_interval_s`` (or at ``max_batch`` calls), then marks the journal as flushed;
+* the journal is locked (``flock``) for the writer's life. ``recover_journals`` replays the
+  unflushed tail of journals whose owner died (the lock is free): ledger rows are
+  idempotent on ``call_id``, so a replay never charges twice, and the dead process's
+  reservations then close as *settled* rather than *expired* (``budget_store.expire_stale``).
+
+The journal holds what the ledger and the audit log hold (no document text: errors of
+sensitive items are already pseudonymised), lives beside the ledger, and is deleted when
+its writer closes cleanly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from resources.audit_log import AuditEntry, DuckDBAuditLog
+from resources.ledger import CallRecord, DuckDBLedger
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = "ledger-journal"
+
+
+def journal_dir(ledger: DuckDBLedger) -> Path:
+    return ledger.path.parent / JOURNAL_DIR
+
+
+class LedgerWriter:
+    """Buffers settlements and audit entries of one process; thread-safe. Use as a context manager."""
+
+    def __init__(self, ledger: DuckDBLedger, audit: Optional[DuckDBAuditLog] = None, *,
+                 flush_interval_s: float = 1.0, max_batch: int = 2000):
+        if flush_interval_s <= 0 or max_batch < 1:
+            raise ValueError("flush_interval_s > 0 and max_batch >= 1 are required")
+        self.ledger, self.audit = ledger, audit
+        self.flush_interval_s, self.max_batch = flush_interval_s, max_batch
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending_calls: list[tuple[Optional[str], list[CallRecord]]] = []
+        self._pending_audit: list[AuditEntry] = []
+        self._journal_lines = 0
+        self.flushes = 0
+        self.last_error: Optional[str] = None
+        recover_journals(ledger)  # a dead process's unflushed calls land before ours
+        directory = journal_dir(ledger)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.journal_path = directory / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until close or death: recovery knows the owner is alive
+        with self._lock:
+            self._write({"ledger": str(ledger.path), "audit": str(audit.path) if audit is not None else None})
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- producers
+
+    def settle(self, reservation_id: Optional[str], records: Sequence[CallRecord]) -> None:
+        """Journal the call's rows (and the reservation they close) now; store them with the next batch."""
+        records = list(records)
+        with self._lock:
+            self._write({"reservation": reservation_id, "calls": [r.model_dump(mode="json") for r in records]})
+            self._pending_calls.append((reservation_id, records))
+            full = len(self._pending_calls) >= self.max_batch
+        if full:
+            self._wake.set()
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if self.audit is None or not entries:
+            return
+        entries = list(entries)
+        with self._lock:
+            self._write({"audit_entries": [e.model_dump(mode="json") for e in entries]})
+            self._pending_audit.extend(entries)
+
+    # ---------------------------------------------------------------- flushing
+
+    def flush(self) -> bool:
+        """Store everything pending in one ledger transaction (and one audit append); False if the store refused."""
+        with self._flush_lock:
+            with self._lock:
+                calls, self._pending_calls = self._pending_calls, []
+                entries, self._pending_audit = self._pending_audit, []
+                lines = self._journal_lines
+            if not calls and not entries:
+                return True
+            stored = True
+            if calls:
+                try:
+                    self.ledger.settle_batch(calls)
+                except Exception as exc:  # kept: the next flush retries, the journal still has them
+                    stored = self._failed(exc, len(calls)) or _stored(self.ledger, calls)
+                    if not stored:
+                        with self._lock:
+                            self._pending_calls[:0] = calls
+            if entries and self.audit is not None:
+                try:
+                    self.audit.append(entries)
+                except Exception as exc:
+                    stored = self._failed(exc, len(entries))
+                    with self._lock:
+                        self._pending_audit[:0] = entries
+            if not stored:
+                return False
+            with self._lock:
+                self._write({"flushed_through": lines})
+            self.flushes += 1
+            return True
+
+    def _failed(self, exc: Exception, count: int) -> bool:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("ledger/audit flush failed (%s); %d rows kept for the next try", self.last_error, count)
+        return False
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        """Store the rest and delete the journal; if the store still refuses, keep it for ``recover_journals``."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        self._thread.join()
+        stored = self.flush()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        if stored:
+            self.journal_path.unlink(missing_ok=True)
+        else:
+            log.error("ledger writes failed at close (%s): journal kept at %s, replayed by the next reconcile",
+                      self.last_error, self.journal_path)
+
+    def __enter__(self) -> "LedgerWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- journal
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        """One journal line, one ``os.write`` (hold ``_lock``: the line count orders lines and batches)."""
+        os.write(self._fd, (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode())
+        self._journal_lines += 1
+
+
+def _stored(ledger: DuckDBLedger, calls: Sequence[tuple[Optional[str], Sequence[CallRecord]]]) -> bool:
+    """Did a failed flush commit after all (an error raised after COMMIT)? Then retrying it would be pointless."""
+    ids = [r.call_id for _, records in calls for r in records]
+    try:
+        return bool(ids) and ledger.count_calls(ids) == len(ids)
+    except Exception:
+        return False
+
+
+def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
+    """Replay the unflushed tail of every journal beside ``ledger`` whose writer is gone; delete it once stored.
+
+    Safe to run any time, from any process: a live writer holds its journal's lock and is
+    skipped; replayed ledger rows are ignored when their ``call_id`` is already stored.
+    """
+    counts = {"journals": 0, "calls": 0, "audit_entries": 0}
+    directory = journal_dir(ledger)
+    if not directory.is_dir():
+        return counts
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            calls, entries, audit_path = _unflushed(path)
+            if calls:
+                ledger.settle_batch(calls)
+            if entries and audit_path:
+                DuckDBAuditLog(audit_path).append(entries)
+            path.unlink(missing_ok=True)
+            counts["journals"] += 1
+            counts["calls"] += sum(len(records) for _, records in calls)
+            counts["audit_entries"] += len(entries)
+            log.warning("recovered %s: %d calls and %d audit entries a dead process had not stored",
+                        path.name, counts["calls"], counts["audit_entries"])
+        finally:
+            os.close(fd)
+    return counts
+
+
+def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]], list[AuditEntry], Optional[str]]:
+    lines = path.read_bytes().split(b"\n")
+    parsed: list[dict[str, Any]] = []
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            parsed.append(json.loads(raw))
+        except json.JSONDecodeError:
+            parsed.append({})  # a line cut by the kill: nothing was acknowledged for it
+    audit_path = parsed[0].get("audit") if parsed else None
+    flushed = max((e["flushed_through"] for e in parsed if "flushed_through" in e), default=1)
+    calls, entries = [], []
+    for entry in parsed[flushed:]:
+        if "calls" in entry:
+            calls.append((entry.get("reservation"), [CallRecord.model_validate(r) for r in entry["calls"]]))
+        elif "audit_entries" in entry:
+            entries.extend(AuditEntry.model_validate(e) for e in entry["audit_entries"])
+    return calls, entries, audit_path
