@@ -15,11 +15,19 @@ Replies come from a scripted queue of behaviours, then from a default:
 A behaviour is any object with ``serve(exchange)``; the ``Exchange`` it receives can send
 the protocol's success body, its error body, raw bytes, or drop the connection. Add a new
 fault by writing one small class.
+
+Faults on a schedule: ``PerDocument`` gives each document its own plan (the n-th request
+carrying it gets the n-th behaviour, the last repeating), so a retry of the same item can
+succeed whatever order items arrive in; ``Cycle`` picks by request index:
+
+    server = OpenAIChatServer(default=PerDocument({text_a: [RateLimited(retry_after=0.05), Success(a)],
+                                                   text_b: [ServerError()]}))
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import json
 import re
@@ -28,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 # --------------------------------------------------------------------------------------
 # What was asked
@@ -197,13 +205,17 @@ class RawJSON(Behaviour):
 
 @dataclass
 class Slow(Behaviour):
-    """Wait ``seconds``, then answer as ``then`` does (a client with a shorter timeout gives up first)."""
+    """Wait ``seconds``, then answer as ``then`` does (a client with a shorter timeout gives up first).
+
+    The wait ends early when the server stops, so a test never leaves a sleeping thread behind."""
 
     seconds: float = 2.0
     then: Behaviour = field(default_factory=Success)
 
     def serve(self, exchange: Exchange) -> None:
-        time.sleep(self.seconds)
+        if exchange.server.stopping.wait(self.seconds):
+            exchange.drop()
+            return
         self.then.serve(exchange)
 
 
@@ -213,6 +225,112 @@ class DropConnection(Behaviour):
 
     def serve(self, exchange: Exchange) -> None:
         exchange.drop()
+
+
+@dataclass
+class Truncated(Success):
+    """The reply was cut at max tokens: JSON text ending mid-object, with the protocol's 'length' stop
+    (OpenAI ``finish_reason: length``; Anthropic ``stop_reason: max_tokens`` before any tool call)."""
+
+    output: Union[dict, str] = '{"vendor": "ACME Ltd", "invoice_number": "INV-1", "total": 12.'
+
+    def serve(self, exchange: Exchange) -> None:
+        stop = "max_tokens" if isinstance(exchange.server, AnthropicMessagesServer) else "length"
+        exchange.send_success(self.output, input_tokens=self.input_tokens, output_tokens=self.output_tokens, finish_reason=stop)
+
+
+@dataclass
+class SchemaInvalid(Success):
+    """Well-formed JSON (OpenAI: the message content; Anthropic: the tool input) that breaks the schema:
+    a line item without its required description."""
+
+    output: Union[dict, str] = field(default_factory=lambda: {
+        "vendor": "ACME Ltd", "invoice_number": "INV-1", "date": "2026-03-14", "currency": "EUR",
+        "total": 12.0, "tax": 2.0, "line_items": [{"quantity": 2, "unit_price": 5.0, "amount": 10.0}]})
+
+
+_NO_USAGE = object()
+
+
+@dataclass
+class WrongUsage(Success):
+    """A good answer whose ``usage`` object is wrong: ``usage`` is sent in its place as it is (negative,
+    non-integer or absurd counts, a total that does not add up), or left out when ``usage`` is ``MISSING``."""
+
+    usage: Any = _NO_USAGE
+
+    MISSING: ClassVar[object] = _NO_USAGE
+
+    def serve(self, exchange: Exchange) -> None:
+        body = exchange.server.success_body(exchange.request, self.output, input_tokens=self.input_tokens,
+                                            output_tokens=self.output_tokens, finish_reason=self.finish_reason)
+        if self.usage is _NO_USAGE:
+            body.pop("usage", None)
+        else:
+            body["usage"] = self.usage
+        exchange.send_json(200, body)
+
+
+# --------------------------------------------------------------------------------------
+# Schedules: which behaviour answers which request
+# --------------------------------------------------------------------------------------
+
+
+def document_text(request: RecordedRequest) -> str:
+    """The document a completion request carries: its last user turn (a string or text blocks)."""
+    body = request.body if isinstance(request.body, dict) else {}
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content") if users else ""
+    if isinstance(content, list):
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return content if isinstance(content, str) else ""
+
+
+def stable_bucket(text: str, buckets: int) -> int:
+    """A bucket in ``range(buckets)`` from the SHA-256 of ``text``: the same on every run and machine."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % buckets
+
+
+class PerDocument(Behaviour):
+    """A fault plan per document: the n-th request carrying a document is answered by the n-th behaviour of
+    its plan, the plan's last behaviour answering every request after that. So ``[RateLimited(), Success()]``
+    is a transient fault the retry gets past and ``[ServerError()]`` a permanent one, whatever order (or
+    concurrency) the items arrive in. Documents without a plan get ``default``.
+
+    ``key`` reads the plan's key from the request (default: the document text itself).
+    """
+
+    def __init__(self, plans: Mapping[str, Sequence[Behaviour]], default: Optional[Behaviour] = None,
+                 key: Callable[[RecordedRequest], str] = document_text):
+        if any(not plan for plan in plans.values()):
+            raise ValueError("every plan needs at least one behaviour")
+        self.plans = {k: list(v) for k, v in plans.items()}
+        self.default = default or Success()
+        self.key = key
+        self.seen: collections.Counter[str] = collections.Counter()  # requests per key
+        self._lock = threading.Lock()
+
+    def serve(self, exchange: Exchange) -> None:
+        key = self.key(exchange.request)
+        with self._lock:
+            index = self.seen[key]
+            self.seen[key] += 1
+        plan = self.plans.get(key)
+        behaviour = self.default if plan is None else plan[min(index, len(plan) - 1)]
+        behaviour.serve(exchange)
+
+
+class Cycle(Behaviour):
+    """Behaviours in turn by request index (0, 1, 2, … modulo their number): a fault every n-th request."""
+
+    def __init__(self, *behaviours: Behaviour):
+        if not behaviours:
+            raise ValueError("Cycle needs at least one behaviour")
+        self.behaviours = behaviours
+        self._count = itertools.count()
+
+    def serve(self, exchange: Exchange) -> None:
+        self.behaviours[next(self._count) % len(self.behaviours)].serve(exchange)
 
 
 # --------------------------------------------------------------------------------------
@@ -267,16 +385,19 @@ class ProtocolServer:
         self._ids = itertools.count(1)
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
+        self.stopping = threading.Event()  # set by stop(): ends a Slow reply's wait
 
     # lifecycle --------------------------------------------------------------------
     def start(self) -> "ProtocolServer":
         if self._httpd is None:
+            self.stopping.clear()
             self._httpd = _HTTPServer(self)
             self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             self._thread.start()
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
