@@ -1,4 +1,5 @@
-"""Everything wired: the invoice template's assets, checks, job, schedule, the budget sensor, resources.
+"""Everything wired: the invoice template's assets (and its chain for long invoices), checks, jobs, schedule,
+the budget sensor, resources.
 
 Hosted-model keys are read with ``EnvVar`` (never stored in run config); a key that is
 not set leaves its models unavailable, which the router reports per item.
@@ -12,6 +13,7 @@ import dagster as dg
 
 from orchestration_assets import finops_assets, routing_assets
 from orchestration_assets.invoices import assets as invoice_assets
+from orchestration_assets.invoices import chain as invoice_chain
 from orchestration_assets.invoices.checks import extraction_compliance, extraction_no_pii, extraction_quality
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy
 from orchestration_assets.invoices.schedules import invoice_batch_job, invoice_daily_schedule
@@ -56,10 +58,10 @@ def default_resources() -> dict:
 
 def build_definitions(resources: "dict | None" = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([invoice_assets, routing_assets, finops_assets]), *BUDGET_ASSETS,
-                *COMPLIANCE_ASSETS],
+        assets=[*dg.load_assets_from_modules([invoice_assets, invoice_chain, routing_assets, finops_assets]),
+                *BUDGET_ASSETS, *COMPLIANCE_ASSETS],
         asset_checks=[extraction_quality, extraction_compliance, extraction_no_pii],
-        jobs=[invoice_batch_job],
+        jobs=[invoice_batch_job, invoice_chain.invoice_chain_job],
         schedules=[invoice_daily_schedule],
         sensors=[ai_budget_sensor, ai_compliance_sensor],
         resources={**default_resources(), **(resources or {})},

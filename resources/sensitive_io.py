@@ -16,6 +16,11 @@ copy a security review asks about. This IO manager:
 Memory-only values live as long as the process that ran the step, so the assets that
 read them must run in the same process: the project's ``Definitions`` use the
 in-process executor. Loading a memory-only value in another run says so and how to fix it.
+
+The same rules hold for the outputs of the ops inside a graph-backed asset (a multi-step
+chain passes chunks of the raw text from op to op): such an output has no asset key, so it
+is keyed and stored by run, step and output name, as Dagster's filesystem IO manager does;
+an op output declared with ``ai_orch/raw_input`` metadata stays in memory for sensitive data.
 """
 
 from __future__ import annotations
@@ -84,8 +89,19 @@ def pii_kinds_in(obj: Any) -> set[str]:
 
 
 def _key(context) -> tuple:
+    """An asset's value: (asset path, partition). An op's output inside a graph: (step, output name), run-scoped."""
+    if not context.has_asset_key:
+        output = context if isinstance(context, dg.OutputContext) else context.upstream_output
+        return ("__op_output__", output.step_key, output.name), None
     partition = context.asset_partition_key if context.has_asset_partitions else None
     return tuple(context.asset_key.path), partition
+
+
+def _label(context) -> str:
+    if context.has_asset_key:
+        return context.asset_key.to_user_string()
+    output = context if isinstance(context, dg.OutputContext) else context.upstream_output
+    return f"output {output.name!r} of step {output.step_key}"
 
 
 class SensitiveIOManager(dg.ConfigurableIOManager):
@@ -99,6 +115,9 @@ class SensitiveIOManager(dg.ConfigurableIOManager):
 
     def _path(self, context) -> Path:
         base = Path(self._storage or self.base_dir or dg.DagsterInstance.get().storage_directory())
+        if not context.has_asset_key:  # Dagster's own layout for op outputs: <run id>/<step key>/<output name>
+            output = context if isinstance(context, dg.OutputContext) else context.upstream_output
+            return base.joinpath(*output.get_identifier())
         asset_key, partition = _key(context)
         return base.joinpath(*asset_key, *([partition] if partition else []))
 
@@ -119,7 +138,7 @@ class SensitiveIOManager(dg.ConfigurableIOManager):
             kinds = pii_kinds_in(obj)
             if kinds:
                 raise SensitiveDataError(
-                    f"refusing to persist {context.asset_key.to_user_string()}: it holds "
+                    f"refusing to persist {_label(context)}: it holds "
                     f"{', '.join(sorted(c.value for c in sensitive))} items that still carry PII "
                     f"({', '.join(sorted(kinds))}); redact it before returning it")
         path = self._path(context)
@@ -138,11 +157,12 @@ class SensitiveIOManager(dg.ConfigurableIOManager):
         path = self._path(context)
         if not path.exists():
             if (upstream and (upstream.definition_metadata or {}).get(RAW_INPUT)):
+                fix = ("materialize it together with its downstream assets in one run (the invoice_batch job does)"
+                       if context.has_asset_key else "materialize the whole asset again, not this step alone")
                 raise SensitiveDataError(
-                    f"{context.asset_key.to_user_string()} holds sensitive raw input kept in memory only during the "
-                    f"run that produced it; materialize it together with its downstream assets in one run "
-                    f"(the invoice_batch job does)")
-            raise FileNotFoundError(f"no stored value for {context.asset_key.to_user_string()} at {path}")
+                    f"{_label(context)} holds sensitive raw input kept in memory only during the "
+                    f"run that produced it; {fix}")
+            raise FileNotFoundError(f"no stored value for {_label(context)} at {path}")
         with open(path, "rb") as handle:
             return pickle.load(handle)
 

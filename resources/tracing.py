@@ -63,6 +63,7 @@ INSTRUMENTATION_NAME = "ai_orchestration"
 # Copied from the enclosing span onto every child, and into their own columns for queries.
 RUN_ID, STEP_KEY, ITEM_ID = "dagster.run_id", "dagster.step_key", "ai_orch.item_id"
 _INHERITED = (RUN_ID, STEP_KEY, ITEM_ID)
+SUMMARY = "ai_orch.summary"  # a step's or item's outcome in words, shown by render_tree; never content
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_STATUS_MESSAGE = 500
 
@@ -486,6 +487,8 @@ def _describe(span: dict[str, Any]) -> str:
         return text
     else:
         text = f"{span['name']}  {duration}"
+    if a.get(SUMMARY):  # what a step or item did, in a few content-free words ("3 chunks ≤ 400 tokens")
+        text += f"  {a[SUMMARY]}"
     if failed:
         text = f"✗ {text}  FAILED [{a.get('error.type', '_OTHER')}]: {span['status_message'] or ''}"
     return text

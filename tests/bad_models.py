@@ -28,3 +28,15 @@ def fails_on_receipts(text: str) -> InvoiceExtraction:
     if "receipt" in text.lower():
         raise ValueError("layout not understood: receipt")
     return extract_invoice(text)
+
+
+UNREADABLE_MARKER = "[page scan unreadable]"
+
+
+def fails_on_unreadable_part(text: str) -> InvoiceExtraction:
+    """Reads parts of long invoices, but fails on a part carrying the marker: one bad page in a long document."""
+    from orchestration_assets.invoices.rules_extractor import extract_invoice_part
+
+    if UNREADABLE_MARKER in text:
+        raise ValueError("layout not understood: page scan unreadable")
+    return extract_invoice_part(text)

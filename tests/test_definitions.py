@@ -20,7 +20,8 @@ def test_definitions_load_with_the_invoice_graph():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {"raw_invoices", "invoice_extractions", "approved_invoices", "routing_outcomes", "routing_policy",
-                    "ai_budget_alerts", "ai_budget_status", "spend_report", "spend_forecast", "ai_compliance_alerts"}
+                    "ai_budget_alerts", "ai_budget_status", "spend_report", "spend_forecast", "ai_compliance_alerts",
+                    "long_invoice_extractions"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert checks == {"extraction_quality", "extraction_compliance", "extraction_no_pii"}
     assert defs.resolve_job_def("invoice_batch") is not None
@@ -28,6 +29,12 @@ def test_definitions_load_with_the_invoice_graph():
     assert {s.name for s in repo.sensor_defs} == {"ai_budget_sensor", "ai_compliance_sensor"}
     deps = repo.asset_graph.get(dg.AssetKey("approved_invoices")).parent_keys
     assert deps == {dg.AssetKey("invoice_extractions")}
+    # The chain for long invoices reads the same raw_invoices but is not part of the daily batch.
+    chain = repo.asset_graph.get(dg.AssetKey("long_invoice_extractions"))
+    assert chain.parent_keys == {dg.AssetKey("raw_invoices")} and chain.group_name == "invoice_chains"
+    batch = defs.resolve_job_def("invoice_batch").asset_layer.asset_graph.get_all_asset_keys()
+    assert dg.AssetKey("long_invoice_extractions") not in batch
+    assert defs.resolve_job_def("invoice_chain") is not None
 
 
 def _spend(ledger: LedgerResource, usd: float) -> None:

@@ -39,12 +39,19 @@ REDACTED_COLUMNS = ["vendor", "invoice_number", "line_items", "item_check", "err
 
 
 class RawInvoicesConfig(dg.Config):
-    """Generate ``count`` synthetic invoices for the partition, or read the user's own from ``input_path``."""
+    """Generate ``count`` synthetic invoices for the partition, or read the user's own from ``input_path``.
+
+    ``min_line_items``/``max_line_items`` make the generated invoices long, multi-page ones (the
+    input of ``long_invoice_extractions``); ``noise_rate`` is the share with OCR-style noise.
+    """
 
     count: int = 20
     input_path: Optional[str] = None
     classification: str = DataClassification.INTERNAL.value
     seed: Optional[str] = None
+    min_line_items: Optional[int] = None
+    max_line_items: Optional[int] = None
+    noise_rate: float = 0.3
 
 
 def invoice_documents(config: RawInvoicesConfig, partition_key: str) -> tuple[list[Document], str]:
@@ -54,7 +61,12 @@ def invoice_documents(config: RawInvoicesConfig, partition_key: str) -> tuple[li
         return read_documents_jsonl(config.input_path, classification), "input file"
     if config.count < 1:
         raise ValueError(f"count must be at least 1, got {config.count}")
-    generated = generate_invoices(config.count, seed=config.seed or partition_key)
+    line_items = None
+    if config.min_line_items is not None or config.max_line_items is not None:
+        low = config.min_line_items or 1
+        line_items = (low, max(low, config.max_line_items or low))
+    generated = generate_invoices(config.count, seed=config.seed or partition_key, noise_rate=config.noise_rate,
+                                  line_items=line_items)
     return [
         Document(id=inv.id, text=inv.text, classification=classification, truth=inv.truth.model_dump())
         for inv in generated

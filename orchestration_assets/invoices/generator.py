@@ -7,9 +7,10 @@ the character span of every piece of personal data printed on it, so extraction
 accuracy and PII redaction can both be measured exactly.
 
 Variety is deliberate: five layouts, eight locales (currency, tax, date and number
-conventions, phone and IBAN formats), 1-8 line items, optional notes and terms, and
-OCR-style noise in a share of documents. Noise touches labels and descriptive text,
-never PII, and key values only rarely, so the truth stays the true value as with real OCR.
+conventions, phone and IBAN formats), 1-8 line items (on request dozens or hundreds, for
+long multi-page invoices), optional notes and terms, and OCR-style noise in a share of
+documents. Noise touches labels and descriptive text, never PII, and key values only
+rarely, so the truth stays the true value as with real OCR.
 
 Determinism: one ``random.Random(str(seed))`` drives everything, so the same seed gives
 byte-identical documents on every machine and Python version.
@@ -456,7 +457,7 @@ class _Facts:
         return f"{mark}{joiner}{amount}"
 
 
-def _facts(rng: random.Random, loc: Locale, layout: str) -> _Facts:
+def _facts(rng: random.Random, loc: Locale, layout: str, line_items: Optional[tuple[int, int]] = None) -> _Facts:
     stem = rng.choice(VENDOR_STEMS)
     suffix = rng.choice(loc.suffixes)
     trade = rng.choice(VENDOR_TRADES) if rng.random() < 0.6 and suffix not in VENDOR_TRADES else ""
@@ -471,9 +472,13 @@ def _facts(rng: random.Random, loc: Locale, layout: str) -> _Facts:
     email = f"{_ascii(first)}.{_ascii(last.split()[-1])}@{rng.choice(EMAIL_DOMAINS)}"
     street, city = _address(rng, loc)
     category = "food" if layout == "receipt" and rng.random() < 0.6 else rng.choice(("services", "goods", "goods"))
-    n_items = rng.randint(1, 8) if layout != "receipt" else rng.randint(1, 6)
+    if line_items is None:
+        n_items = rng.randint(1, 8) if layout != "receipt" else rng.randint(1, 6)
+        lines = rng.sample(ITEMS[category], min(n_items, len(ITEMS[category])))
+    else:
+        lines = _long_item_lines(rng, category, rng.randint(*line_items))
     items = []
-    for desc, unit_kind in rng.sample(ITEMS[category], min(n_items, len(ITEMS[category]))):
+    for desc, unit_kind in lines:
         if unit_kind == "hour" and rng.random() < 0.5:
             qty = Decimal(rng.choice(("0.5", "1.5", "2.5", "7.5", "12")))
         else:
@@ -510,6 +515,19 @@ def _facts(rng: random.Random, loc: Locale, layout: str) -> _Facts:
         tax=tax, total=total, currency_mark=mark, money_style=style,
         notes=rng.sample(NOTES, n_notes),
     )
+
+
+_SITES = ("north", "south", "east", "west", "central", "harbour", "airport", "river", "hill", "park")
+_SITE_LETTERS = string.ascii_uppercase.replace("X", "")  # a trailing "x" reads as a quantity sign ("2 x")
+_SITE_CODES = tuple(a + b for a in _SITE_LETTERS for b in _SITE_LETTERS if a + b != "RM")  # RM: ringgit
+
+
+def _long_item_lines(rng: random.Random, category: str, count: int) -> list[tuple[str, str]]:
+    """``count`` billed lines for a multi-page invoice: the category's items, each for a named site and cost
+    code ("Data migration, north site CQ"), so no two lines read alike and none adds a number to parse."""
+    codes = rng.sample(_SITE_CODES, count)
+    return [(f"{desc}, {rng.choice(_SITES)} site {code}", unit_kind)
+            for (desc, unit_kind), code in zip((rng.choice(ITEMS[category]) for _ in range(count)), codes)]
 
 
 def _tax_label(f: _Facts) -> str:
@@ -851,11 +869,13 @@ def _ensure_all_pii(doc: _Doc, rng: random.Random, f: _Facts) -> None:
 
 
 def generate_invoice(
-    rng: random.Random, invoice_id: str, noise_rate: float = 0.3, *, identifiers: bool = False
+    rng: random.Random, invoice_id: str, noise_rate: float = 0.3, *, identifiers: bool = False,
+    line_items: Optional[tuple[int, int]] = None,
 ) -> GeneratedInvoice:
     loc = rng.choice(LOCALES)
-    layout = rng.choice(loc.layouts)
-    facts = _facts(rng, loc, layout)
+    # A multi-page invoice is never a till receipt: long documents use the locale's other layouts.
+    layout = rng.choice(loc.layouts if line_items is None else tuple(x for x in loc.layouts if x != "receipt"))
+    facts = _facts(rng, loc, layout, line_items)
     doc = _BUILDERS[layout](rng, facts)
     _ensure_all_pii(doc, rng, facts)
     noisy = rng.random() < noise_rate
@@ -866,7 +886,8 @@ def generate_invoice(
 
 
 def generate_invoices(
-    count: int, seed: int | str = 0, *, noise_rate: float = 0.3, identifiers: bool = False
+    count: int, seed: int | str = 0, *, noise_rate: float = 0.3, identifiers: bool = False,
+    line_items: Optional[tuple[int, int]] = None,
 ) -> list[GeneratedInvoice]:
     """``count`` invoices, identical for identical arguments; ids ``INV-<seed>-0001``…
 
@@ -874,8 +895,15 @@ def generate_invoices(
     national ID in the invoice's locale format (valid check digits), labelled as
     ``card_number`` and ``national_id``, so PII detection can be measured on them too. The
     invoices are otherwise the same as without it: same facts, layout and noise, two more lines.
+
+    ``line_items=(low, high)`` makes long, multi-page invoices instead: between ``low`` and
+    ``high`` billed lines each (default: 1-8), no receipt layout, distinct line descriptions.
+    Without it the invoices of every seed are unchanged.
     """
+    if line_items is not None and not 1 <= line_items[0] <= line_items[1] <= len(_SITE_CODES):
+        raise ValueError(f"line_items must be (low, high) with 1 <= low <= high <= {len(_SITE_CODES)}, got {line_items}")
     if count < 0:
         raise ValueError(f"count must be non-negative, got {count}")
     rng = random.Random(str(seed))
-    return [generate_invoice(rng, f"INV-{seed}-{i:04d}", noise_rate, identifiers=identifiers) for i in range(1, count + 1)]
+    return [generate_invoice(rng, f"INV-{seed}-{i:04d}", noise_rate, identifiers=identifiers, line_items=line_items)
+            for i in range(1, count + 1)]

@@ -659,7 +659,7 @@ def _reconciled(items: list[LineItem], total: Optional[float], tax: Optional[flo
 # --------------------------------------------------------------------------- entry point
 
 
-def _extract(text: str) -> InvoiceExtraction:
+def _extract(text: str, part: bool = False) -> InvoiceExtraction:
     lines = _lines(text)
     if not lines:
         return InvoiceExtraction()
@@ -669,7 +669,11 @@ def _extract(text: str) -> InvoiceExtraction:
     total = chosen.value if chosen else None
     tax_limit = chosen.index if chosen and chosen.index >= 0 else len(lines)
     tax = _extract_tax(lines, tax_limit, total, integers)
-    items = _reconciled(_extract_items(lines, integers), total, tax)
+    items = _extract_items(lines, integers)
+    if not part:
+        items = _reconciled(items, total, tax)
+    elif integers:  # no total confirms a part's items: a bare whole number ("within 7 days") is not one
+        items = [item for item in items if item.quantity is not None]
     return InvoiceExtraction(
         vendor=_extract_vendor(lines),
         invoice_number=_extract_number(lines),
@@ -683,9 +687,20 @@ def _extract(text: str) -> InvoiceExtraction:
 
 def extract_invoice(text: str) -> InvoiceExtraction:
     """Fields of one invoice or receipt from its text; ``None`` for anything not found. Never raises."""
+    return _safely(text, part=False)
+
+
+def extract_invoice_part(text: str) -> InvoiceExtraction:
+    """Fields of one part of a long invoice (``invoice_part_extraction``): its line items are reported
+    even when no total in the part confirms them, because the total is usually in another part;
+    the chain's reconcile step checks the merged items against the document's total instead."""
+    return _safely(text, part=True)
+
+
+def _safely(text: object, part: bool) -> InvoiceExtraction:
     try:
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8", errors="replace")
-        return _extract(str(text) if text is not None else "")
+        return _extract(str(text) if text is not None else "", part=part)
     except Exception:  # noqa: BLE001 - a cost-0 model must answer, even on input it cannot read
         return InvoiceExtraction()
