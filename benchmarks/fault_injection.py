@@ -2,8 +2,9 @@
 
 Every mix of ``tests/fault_harness.py`` (429 with Retry-After, 500, 503, Anthropic's 529, a reply slower
 than the timeout, a dropped connection, truncated JSON, schema-invalid JSON, wrong token counts), the
-twelve-item ``mixed`` plan and two circuit-breaker scenarios (``circuit-open``: two items failing for
-good; ``all-recover``: eight items that each recover on their 2nd attempt) run generated invoices through
+twelve-item ``mixed`` plan and two circuit-breaker scenarios (``circuit-open``: five items failing for
+good, then three the open circuit refuses; ``all-recover``: eight items that each recover on their 2nd
+attempt, which must not open it) run generated invoices through
 ``run_ai_task`` on a real 127.0.0.1 server, with 3 HTTP attempts per call, 10-20 ms backoff and a 1 s
 timeout. Per scenario and protocol:
 
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fault_harness import (  # noqa: E402
-    BATCH, FAULTS, PROTOCOLS, answer, invoices, mixed_plans, run_fault, run_plans,
+    FAULTS, PROTOCOLS, answer, invoices, mixed_plans, run_fault, run_plans,
 )
 from tests.protocol_servers import ServerError  # noqa: E402
 
@@ -43,11 +44,11 @@ def _scenario(name: str, workdir: Path, protocol: str):
     if name == "mixed":  # twelve items, every fault once among clean items
         batch = invoices(12)
         return run_plans(workdir, protocol, mixed_plans(batch), name=name, batch=batch)
-    if name == "circuit-open":  # items 0 and 1 fail for good: 3 + 2 consecutive failures open the circuit
-        batch = invoices()
-        plans = {0: [ServerError()], 1: [ServerError()], **{i: [answer(batch[i])] for i in range(2, BATCH)}}
+    if name == "circuit-open":  # items 0-4 fail for good: five failed calls open the circuit, 5-7 are refused
+        batch = invoices(8)
+        plans = {**{i: [ServerError()] for i in range(5)}, **{i: [answer(batch[i])] for i in range(5, 8)}}
         return run_plans(workdir, protocol, plans, name=name, batch=batch)
-    if name == "all-recover":  # every call recovers on its 2nd attempt: the breaker's failure-rate rule opens
+    if name == "all-recover":  # every call recovers on its 2nd attempt: the breaker counts calls, so it stays closed
         batch = invoices(8)
         return run_plans(workdir, protocol, {i: [ServerError(), answer(batch[i])] for i in range(8)}, name=name, batch=batch)
     raise ValueError(f"unknown scenario {name!r}")

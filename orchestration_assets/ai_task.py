@@ -252,11 +252,15 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
             problem = result.error if not result.ok else (task.check(result.output) if task.check else None)
             if span is not None:
                 span.record(result, check_passed=problem is None, error_message=_storable_error(result.error, document))
-        record = _record(where, task, document, decision, result, gateway.catalog,
-                         attempt=attempt, accepted=problem is None, reason=reason, features=features)
-        record.redaction = redaction.describe() if redaction is not None else "none"
         outcome.redactions[attempt] = "pseudonymised" if redaction is not None else "none"
-        guard.settle(reservation, [record], writer=batch.writer)
+        if result.replayed:  # this run already recorded (and paid for) the call: record nothing twice
+            if reservation is not None:
+                guard.ledger.release(reservation)
+        else:
+            record = _record(where, task, document, decision, result, gateway.catalog,
+                             attempt=attempt, accepted=problem is None, reason=reason, features=features)
+            record.redaction = redaction.describe() if redaction is not None else "none"
+            guard.settle(reservation, [record], writer=batch.writer)
         outcome.attempts.append(result)
         outcome.result, outcome.check_failure = result, problem
         if problem is None:
@@ -299,6 +303,7 @@ def _record(where: CallContext, task: AITask, document: Document, decision: Rout
         route_reason=reason, outcome="ok" if result.ok else "error", error=_storable_error(result.error, document),
         policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
         input_chars=len(document.text) + len(task.instructions),
+        usage_estimated=result.usage_estimated, transport_attempts=result.transport_attempts,
     )
 
 
@@ -322,9 +327,11 @@ def audit_entries(outcome: ItemOutcome, where: CallContext, catalog: ModelCatalo
     for number, result in enumerate(outcome.attempts, start=1):
         spec = catalog.get(result.model_id)
         accepted = result.ok and (number < len(outcome.attempts) or outcome.check_failure is None)
+        checks = {"attempt": number, "ok": result.ok, "item_check_passed": bool(accepted)}
+        if result.replayed:
+            checks["replayed"] = True
         entries.append(AuditEntry(event="call", model_id=spec.id, residency=spec.residency.value,
-                                  redaction=outcome.redactions.get(number, "none"),
-                                  checks={"attempt": number, "ok": result.ok, "item_check_passed": bool(accepted)}, **base))
+                                  redaction=outcome.redactions.get(number, "none"), checks=checks, **base))
     if outcome.budget_refusal:
         entries.append(AuditEntry(event="budget_refusal", checks={"refused": True}, **base))
     if not outcome.attempts and outcome.decision.model_id is None:

@@ -57,6 +57,8 @@ class CallRecord(BaseModel):
     workflow: Optional[str] = Field(None, description="The workflow (template, asset group or run tag) it draws on.")
     reservation_id: Optional[str] = Field(None, description="The budget reservation this call settled.")
     redaction: Optional[str] = Field(None, description="What the model saw: 'none' or 'pseudonymised N values'.")
+    usage_estimated: Optional[bool] = Field(None, description="The provider reported no usable token counts; tokens (and cost) estimated from the text.")
+    transport_attempts: Optional[int] = Field(None, description="HTTP attempts the call took (retries of 429/5xx/timeouts included).")
 
 
 _COLUMNS = list(CallRecord.model_fields)
@@ -93,6 +95,8 @@ ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS department VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS workflow VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS reservation_id VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS redaction VARCHAR;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS transport_attempts INTEGER;
 """ + budget_store.SCHEMA
 
 

@@ -72,6 +72,8 @@ class CallResult(BaseModel):
     attempt_log: list[dict[str, Any]] = Field(default_factory=list, description=(
         "One entry per HTTP attempt: attempt, status, error_type, waited_s. Codes only, never a message: "
         "an error message can quote the document."))
+    replayed: bool = Field(False, description="Answered from the idempotency cache: the call had completed before, nothing new to charge.")
+    usage_estimated: bool = Field(False, description="The provider reported no usable token counts: tokens estimated from the text.")
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

@@ -187,11 +187,14 @@ class ModelGateway:
 
 def settled_result(outcome: ReliableResult) -> CallResult:
     """The last attempt's result carrying the whole call's cost and time, and a code-only log of every attempt."""
+    if outcome.replayed:  # answered from the idempotency cache: no request made, nothing charged again
+        return outcome.result.model_copy(update={"cost_usd": 0.0, "latency_s": 0.0, "transport_attempts": 0,
+                                                 "attempt_log": [], "replayed": True})
     log = [{"attempt": a.attempt, "status": a.status, "error_type": error_type(a.error) if a.error else None,
             "waited_s": round(a.waited_s, 4)} for a in outcome.attempts]
     return outcome.result.model_copy(update={
         "cost_usd": outcome.cost_usd, "latency_s": outcome.latency_s,
-        "transport_attempts": max(1, len(outcome.attempts)), "attempt_log": log})
+        "transport_attempts": len(outcome.attempts), "attempt_log": log})
 
 
 class ModelGatewayResource(dg.ConfigurableResource):

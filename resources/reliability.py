@@ -122,11 +122,16 @@ def is_retryable(result: CallResult, *, statuses: frozenset[int] = RETRYABLE_STA
 
 
 _ERROR_TYPES = [
+    (re.compile(r"^circuit open"), "circuit_open"),
+    (re.compile(r"^rate limit for "), "rate_limited"),
+    # A 2xx whose body is unusable is bad output, not an HTTP error.
+    (re.compile(r"^HTTP 2\d\d .*reply is not", re.S), "invalid_output"),
     (re.compile(r"^HTTP (\d{3}) "), None),  # the status code itself, as OTel's HTTP conventions do
     (re.compile(r"^timed out"), "timeout"),
     (re.compile(r"^connection error"), "connection_error"),
     (re.compile(r"^could not start"), "model_unavailable"),
-    (re.compile(r"does not match|not JSON|no choices|invalid", re.I), "invalid_output"),
+    (re.compile(r"does not match|not JSON|not valid JSON|no choices|invalid|truncated at max tokens|"
+                r"has no \S+ tool call|has no content|model refused", re.I), "invalid_output"),
     (re.compile(r"^([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout)):"), None),  # "ValueError: ..." from a python model
 ]
 
@@ -684,6 +689,8 @@ class ReliableCaller:
             try:
                 self.breaker.check()
             except CircuitOpen as exc:
+                if attempts and self._counts_against_endpoint(result):
+                    self.breaker.record_failure(result.error)  # our failed probe: the circuit opens again
                 return self._refused(str(exc), attempts, cost, latency, total_waited)
             estimated = self._estimate(request) if self.limiter is not None else 0
             try:
@@ -701,7 +708,6 @@ class ReliableCaller:
                 # The endpoint answered: a success, or a refusal / bad output that is no transport fault.
                 self.breaker.record_success()
                 break
-            self.breaker.record_failure(result.error)
             if retry_after is not None and self.limiter is not None and status == 429:
                 self.limiter.pause(retry_after)
             if number == self.retry.max_attempts:
@@ -716,7 +722,16 @@ class ReliableCaller:
             total_waited += delay
             pending_wait = delay
         assert result is not None
+        if result.error is not None and self._counts_against_endpoint(result):
+            # One outcome per call, not per attempt: a call that recovers on a retry is no failure,
+            # and a batch whose calls all recover never opens the circuit.
+            self.breaker.record_failure(result.error)
         return ReliableResult(result, attempts, cost_usd=cost, latency_s=latency, waited_s=total_waited)
+
+    def _counts_against_endpoint(self, result: Optional[CallResult]) -> bool:
+        """A transport failure says the endpoint is unwell, except a 429: that is the provider pacing us,
+        which the limiter's pause answers; opening the circuit would refuse calls it is ready for."""
+        return result is not None and is_transport_failure(result, self.retry.retryable_statuses) and error_status(result) != 429
 
 
 def _done_flight() -> _InFlight:

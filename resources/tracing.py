@@ -222,7 +222,9 @@ class CallSpan:
         if check_passed is not None:
             self.check(check_passed)
         attempts = list(getattr(result, "attempt_log", None) or [])
-        span.set_attribute("ai_orch.transport_attempts", max(1, len(attempts)))
+        span.set_attribute("ai_orch.transport_attempts", int(getattr(result, "transport_attempts", len(attempts))))
+        if getattr(result, "replayed", False):
+            span.set_attribute("ai_orch.replayed", True)
         for entry in attempts:  # every HTTP attempt, retries included: codes and waits, never a message
             event = {"ai_orch.attempt_number": int(entry.get("attempt", 0)), "ai_orch.waited_s": float(entry.get("waited_s", 0.0))}
             if entry.get("status") is not None:

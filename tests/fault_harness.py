@@ -16,7 +16,7 @@ Layouts (six invoices, indexes into the batch; ``F`` the mix's fault, ``ok`` the
     4: ok
     5: ok
 
-  At most 3 failures in a row, so the endpoint's circuit breaker (5) never opens here.
+  At most one call gives up per mix, so the endpoint's circuit breaker (5 failed calls) never opens here.
 
 * output faults (truncated / schema-invalid JSON: never retried, the cascade's business)::
 
@@ -183,8 +183,7 @@ MIXED_FAILED = (3, 6, 8)  # items of the mixed plan that fail: a permanent 500, 
 def mixed_plans(batch: Sequence[GeneratedInvoice]) -> dict[int, list[Behaviour]]:
     """Twelve items, every fault once among clean ones: transient faults recover, permanent ones fail their item.
 
-    Spread out on purpose: the endpoint's circuit breaker also opens when half of 10+ attempts in 60 s failed,
-    retries included (test_calls_that_all_recover_do_not_open_the_circuit), and this layout stays below that.
+    The breaker counts calls that gave up (not attempts), so only the permanent faults count toward it.
     """
     assert len(batch) == 12
     bad_output = dict(input_tokens=BAD_OUTPUT_TOKENS[0], output_tokens=BAD_OUTPUT_TOKENS[1])

@@ -187,25 +187,25 @@ def test_is_retryable_classification():
 
 def test_breaker_opens_fails_fast_half_opens_after_cooldown_and_closes_on_success(server, client, clock):
     breaker = CircuitBreaker("openai:gpt-4o-mini", failure_threshold=3, cooldown_s=30, clock=clock, wall_clock=lambda: WALL)
-    reliable = caller(client, clock, retry=RetryPolicy(max_attempts=5, base_delay_s=0.1), breaker=breaker)
+    reliable = caller(client, clock, retry=RetryPolicy(max_attempts=2, base_delay_s=0.1), breaker=breaker)
     server.default = Unavailable()
 
-    first = reliable.call(invoice_request())
-    assert len(server.requests) == 3  # the third failure opened the circuit: no fourth attempt reached the server
+    # The breaker counts calls that gave up, not attempts: three calls of two attempts each open it.
+    failed = [reliable.call(invoice_request()) for _ in range(3)]
+    assert len(server.requests) == 6
+    assert [[a.status for a in f.attempts] for f in failed] == [[503, 503]] * 3
     assert breaker.state is BreakerState.OPEN
-    assert first.result.error.startswith("circuit open for openai:gpt-4o-mini since ")
-    assert "next probe at " in first.result.error and "3 consecutive failures" in first.result.error
-    assert [a.status for a in first.attempts] == [503, 503, 503]
 
     second = reliable.call(invoice_request())
-    assert len(server.requests) == 3 and second.attempts == []  # failed fast
-    assert second.result.error.startswith("circuit open for openai:gpt-4o-mini")
+    assert len(server.requests) == 6 and second.attempts == []  # failed fast
+    assert second.result.error.startswith("circuit open for openai:gpt-4o-mini since ")
+    assert "next probe at " in second.result.error and "3 consecutive failures" in second.result.error
 
     clock.advance(30)
     assert breaker.state is BreakerState.HALF_OPEN
     server.default = Success(INVOICE)
     probe = reliable.call(invoice_request())
-    assert probe.result.ok and len(server.requests) == 4
+    assert probe.result.ok and len(server.requests) == 7
     assert breaker.state is BreakerState.CLOSED
 
 

@@ -13,7 +13,7 @@ import httpx
 
 from resources.catalog import ModelSpec
 from resources.model_call import CallResult, StructuredRequest
-from resources.providers.http_call import DEFAULT_TIMEOUT, HttpModelClient, HttpReply, call_result, join_url, token_count
+from resources.providers.http_call import DEFAULT_TIMEOUT, HttpModelClient, HttpReply, call_result, join_url, usage_tokens
 from resources.providers.structured_reply import parse_structured_reply, shorten
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -75,7 +75,7 @@ class AnthropicMessagesClient(HttpModelClient):
     def parse_reply(self, reply: HttpReply, request: StructuredRequest) -> CallResult:
         payload = reply.payload or {}
         usage = payload.get("usage")
-        tokens = {"input_tokens": token_count(usage, "input_tokens"), "output_tokens": token_count(usage, "output_tokens")}
+        tokens = usage_tokens(usage, "input_tokens", "output_tokens", request, reply)
         stop_reason = payload.get("stop_reason")
         blocks = payload.get("content") if isinstance(payload.get("content"), list) else []
         name = tool_name(request.task)

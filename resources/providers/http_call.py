@@ -209,12 +209,25 @@ def provider_error_message(payload: Any) -> Optional[str]:
     return str(message) if message else None
 
 
-def token_count(usage: Any, key: str) -> int:
-    """A usage counter as reported, 0 when absent or malformed."""
+def token_count(usage: Any, key: str) -> Optional[int]:
+    """A usage counter as reported; None when absent or malformed (negative, not an integer)."""
     if not isinstance(usage, dict):
-        return 0
+        return None
     value = usage.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def usage_tokens(usage: Any, input_key: str, output_key: str, request: StructuredRequest, reply: HttpReply) -> dict[str, Any]:
+    """``input_tokens``/``output_tokens`` for ``call_result``: as reported, or, where the provider reported no
+    usable count, estimated at ~4 characters a token (request text in, reply body out) and flagged: a
+    completed call is never recorded as free because its usage block was missing."""
+    reported_in, reported_out = token_count(usage, input_key), token_count(usage, output_key)
+    estimated = reported_in is None or reported_out is None
+    if reported_in is None:
+        reported_in = max(1, (len(request.system) + len(request.document)) // 4)
+    if reported_out is None:
+        reported_out = max(1, len(json.dumps(reply.payload or {}, ensure_ascii=False)) // 4)
+    return {"input_tokens": reported_in, "output_tokens": reported_out, "usage_estimated": estimated}
 
 
 def call_result(
@@ -226,6 +239,7 @@ def call_result(
     input_tokens: int = 0,
     output_tokens: int = 0,
     finish_reason: Optional[str] = None,
+    usage_estimated: bool = False,
 ) -> CallResult:
     """The result, priced: reported tokens are charged even when the reply failed validation (they were billed)."""
     return CallResult(
@@ -237,6 +251,7 @@ def call_result(
         latency_s=latency_s,
         error=shorten(error) if error else None,
         finish_reason=finish_reason or ("error" if error else None),
+        usage_estimated=usage_estimated,
     )
 
 

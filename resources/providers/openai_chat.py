@@ -14,7 +14,7 @@ import httpx
 
 from resources.catalog import ModelSpec, StructuredOutputDialect
 from resources.model_call import CallResult, StructuredRequest
-from resources.providers.http_call import DEFAULT_TIMEOUT, HttpModelClient, HttpReply, call_result, join_url, token_count
+from resources.providers.http_call import DEFAULT_TIMEOUT, HttpModelClient, HttpReply, call_result, join_url, usage_tokens
 from resources.providers.structured_reply import parse_structured_reply
 
 
@@ -77,7 +77,7 @@ class OpenAIChatClient(HttpModelClient):
     def parse_reply(self, reply: HttpReply, request: StructuredRequest) -> CallResult:
         payload = reply.payload or {}
         usage = payload.get("usage")
-        tokens = {"input_tokens": token_count(usage, "prompt_tokens"), "output_tokens": token_count(usage, "completion_tokens")}
+        tokens = usage_tokens(usage, "prompt_tokens", "completion_tokens", request, reply)
         choices = payload.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is None:
