@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from resources.data_policy import active_policy
 from resources.routing import (
     CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, candidate_pool, item_features,
 )
-from resources.routing_features import FeatureSpace
+from resources.routing_features import FeatureSpace, encode_sketch
 from resources.spend_guard import SpendGuard
 from resources.tracing import TraceRecorder
 
@@ -89,6 +88,8 @@ class ItemOutcome:
 
     @property
     def error(self) -> Optional[str]:
+        if self.document.input_error is not None:
+            return f"unreadable input: {self.document.input_error}"
         if self.crash is not None:
             return f"item failed: {self.crash}"
         if self.result is None:
@@ -173,6 +174,8 @@ class _Batch:
         return [o for o in outcomes if o is not None]
 
     async def item(self, document: Document) -> ItemOutcome:
+        if document.input_error is not None:  # nothing to send: the item's error says which line and why
+            return ItemOutcome(document, _no_route(document, self.policy, "unreadable input"), None)
         availability = {spec.id: self.gateway.availability(spec) for spec in self.gateway.catalog}
         item = RoutingItem(
             item_id=document.id, task=self.task.name, text=document.text, classification=document.classification,
@@ -185,12 +188,9 @@ class _Batch:
                 complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
                 decision = self.policy.decide(item, self.gateway.catalog, availability, complexity)
                 features = decision.features or item_features(item, complexity, self.space)
-                outcome = await _call_chain(self, document, decision, json.dumps(features), availability)
+                outcome = await _call_chain(self, document, decision, encode_sketch(features), availability)
             except Exception as exc:  # a bug or a bad document fails its item, not the batch
-                decision = decision or RoutingDecision(
-                    item_id=document.id, model_id=None, complexity=0.0, required_tier=0,
-                    classification=document.classification, estimated_cost_usd=None,
-                    reasons=["failed before a route was chosen"], policy=getattr(self.policy, "name", "unknown"))
+                decision = decision or _no_route(document, self.policy, "failed before a route was chosen")
                 outcome = ItemOutcome(document, decision, None,
                                       crash=_storable_error(f"{type(exc).__name__}: {exc}", document))
             if span is not None:
@@ -205,6 +205,12 @@ class _Batch:
         if self.writer is not None:
             self.writer.append_audit(audit_entries(outcome, self.where, self.gateway.catalog))
         return outcome
+
+
+def _no_route(document: Document, policy: RoutingPolicy, reason: str) -> RoutingDecision:
+    return RoutingDecision(item_id=document.id, model_id=None, complexity=0.0, required_tier=0,
+                           classification=document.classification, estimated_cost_usd=None, reasons=[reason],
+                           policy=getattr(policy, "name", "unknown"))
 
 
 async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecision, features: str,
@@ -335,7 +341,8 @@ def audit_entries(outcome: ItemOutcome, where: CallContext, catalog: ModelCatalo
     if outcome.budget_refusal:
         entries.append(AuditEntry(event="budget_refusal", checks={"refused": True}, **base))
     if not outcome.attempts and outcome.decision.model_id is None:
-        entries.append(AuditEntry(event="policy_refusal", checks={"routed": False}, **base))
+        event = ("input_error" if outcome.document.input_error else "item_error" if outcome.crash else "policy_refusal")
+        entries.append(AuditEntry(event=event, checks={"routed": False}, **base))
     return entries
 
 
@@ -424,6 +431,24 @@ def batch_metadata(outcomes: Sequence[ItemOutcome]) -> dict[str, dg.MetadataValu
     if failures:
         metadata["failures"] = dg.MetadataValue.md(failure_table(failures))
     return metadata
+
+
+def raise_past_failure_rate(outcomes: Sequence[ItemOutcome], max_failure_rate: float) -> None:
+    """Fail the step (``dg.Failure`` with the failing items as a table) when more than ``max_failure_rate``
+    of its items failed; below that, a batch with some bad documents completes and says which.
+
+    Items a budget refused are not failures: spending stopped as configured, and the budget
+    metadata and sensor say so (a run refused whole by a hard cap completes, with nothing spent)."""
+    failures = [o for o in outcomes if o.error is not None and o.budget_refusal is None]
+    if not outcomes or len(failures) / len(outcomes) <= max_failure_rate:
+        return
+    raise dg.Failure(
+        description=(f"{len(failures)} of {len(outcomes)} items failed ({len(failures) / len(outcomes):.0%}), more than "
+                     f"max_failure_rate {max_failure_rate:.0%}; first: {failures[0].document.id}: "
+                     f"{(_storable_error(failures[0].error, failures[0].document) or '')[:200]}"),
+        metadata={"failed_items": dg.MetadataValue.int(len(failures)), "items": dg.MetadataValue.int(len(outcomes)),
+                  "failures": dg.MetadataValue.md(failure_table(failures))},
+    )
 
 
 def failure_table(failures: Sequence[ItemOutcome], limit: int = 50) -> str:

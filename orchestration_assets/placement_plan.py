@@ -53,3 +53,14 @@ def task_placement(task: str) -> "Placement | None":
 def placement_tags(task: str) -> dict[str, str]:
     placement = task_placement(task)
     return placement.tags() if placement else {"ai-orch/placement": "unplaced"}
+
+
+def placement_pool(task: str) -> str:
+    """The Dagster concurrency pool of the task's AI step: ``ai/<placement>`` (``ai/cloud``, ``ai/local_cpu`` ...).
+
+    Pools are unlimited until a limit is set, e.g. ``dagster instance concurrency set ai/cloud 4``
+    (at most four hosted-model steps at once across runs) or ``ai/local_cpu 1`` (one step at a
+    time on the CPU model server); calls within a step are bounded by the gateway's limits.
+    """
+    placement = task_placement(task)
+    return f"ai/{placement.kind.value if placement else 'unplaced'}"

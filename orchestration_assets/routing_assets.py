@@ -8,7 +8,6 @@ materialization metadata; the routing resource with ``policy: learned`` loads th
 version at the start of the next batch.
 """
 
-import json
 
 import dagster as dg
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 from resources.learned_policy import LearnedPolicy
 from resources.ledger import LedgerResource
 from resources.policy_store import PolicyStore
+from resources.routing_features import decode_sketch
 from resources.routing import RoutingResource
 
 OUTCOME_COLUMNS = ["item_key", "task", "model_id", "success", "cost_usd", "latency_s", "features"]
@@ -53,7 +53,7 @@ def fit_policy(outcomes: pd.DataFrame, seed: int = 0) -> LearnedPolicy:
         raise dg.Failure("no judged outcomes in the ledger yet: run an AI asset (e.g. invoice_extractions) first")
     table = outcomes.pivot_table(index="item_key", columns="model_id", values="success", aggfunc="last")
     features = outcomes.drop_duplicates("item_key").set_index("item_key")["features"].reindex(table.index)
-    sketches = [{int(k): float(v) for k, v in json.loads(f).items()} for f in features]
+    sketches = [decode_sketch(f) for f in features]
     return LearnedPolicy.fit(sketches, {m: table[m].to_numpy(dtype=float) for m in table.columns}, seed=seed)
 
 

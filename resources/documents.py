@@ -17,6 +17,8 @@ class Document(BaseModel):
     text: str
     classification: DataClassification = DataClassification.INTERNAL
     truth: Optional[dict[str, Any]] = Field(None, description="Ground truth, for generated documents only; never sent to a model.")
+    input_error: Optional[str] = Field(None, description=(
+        "Why this input line could not be read as a document (it is then this item's error, not the batch's)."))
 
 
 class DocumentInputError(ValueError):
@@ -45,20 +47,45 @@ def jsonl_rows(path: "str | Path") -> Iterator[tuple[int, dict]]:
 def read_documents_jsonl(path: "str | Path", classification: DataClassification) -> list[Document]:
     """Read ``{"id", "text"}`` objects, one a line (other keys ignored; blank lines skipped).
 
-    Bytes that are not UTF-8 are replaced rather than fatal: an OCR export with one bad
-    byte should still be processed, and the replacement character is visible downstream.
+    A bad line (not JSON, no string ``text``, a repeated ``id``) becomes a document carrying
+    ``input_error``, named by its line, so one broken row fails its item and the rest of the
+    batch runs. Bytes that are not UTF-8 are replaced rather than fatal: an OCR export with one
+    bad byte should still be processed, and the replacement character is visible downstream.
+    Raises ``DocumentInputError`` when the file is missing or holds no readable document at all.
     """
     path = Path(path).expanduser()
+    if not path.is_file():
+        raise DocumentInputError(f"input file {path} does not exist")
     documents: list[Document] = []
     seen: set[str] = set()
-    for number, row in jsonl_rows(path):
-        if "id" not in row or not isinstance(row.get("text"), str):
-            raise DocumentInputError(f'{path}:{number}: expected an object with "id" and a string "text"')
-        doc_id = str(row["id"])
-        if doc_id in seen:
-            raise DocumentInputError(f"{path}:{number}: duplicate id {doc_id!r}")
-        seen.add(doc_id)
-        documents.append(Document(id=doc_id, text=row["text"], classification=classification))
-    if not documents:
-        raise DocumentInputError(f"{path} holds no documents")
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                documents.append(_unreadable(f"line-{number}", classification, f"{where}: not a JSON object ({exc.msg})"))
+                continue
+            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("text"), str):
+                doc_id = str(row["id"]) if isinstance(row, dict) and "id" in row else f"line-{number}"
+                what = "not a JSON object" if not isinstance(row, dict) else 'expected an object with "id" and a string "text"'
+                documents.append(_unreadable(f"{doc_id}#line-{number}" if doc_id in seen else doc_id, classification,
+                                             f"{where}: {what}"))
+                seen.add(doc_id)
+                continue
+            doc_id = str(row["id"])
+            if doc_id in seen:
+                documents.append(_unreadable(f"{doc_id}#line-{number}", classification, f"{where}: duplicate id {doc_id!r}"))
+                continue
+            seen.add(doc_id)
+            documents.append(Document(id=doc_id, text=row["text"], classification=classification))
+    if not any(d.input_error is None for d in documents):
+        first = next((d.input_error for d in documents), None)
+        raise DocumentInputError(f"{path} holds no readable document" + (f" (first problem: {first})" if first else ""))
     return documents
+
+
+def _unreadable(doc_id: str, classification: DataClassification, why: str) -> Document:
+    return Document(id=doc_id, text="", classification=classification, input_error=why)

@@ -219,9 +219,13 @@ class DuckDBLedger:
             return {"settled": 0, "expired": 0}
         from resources.ledger_writer import recover_journals
 
-        recover_journals(self)
+        recovered = recover_journals(self)
         with self._transaction() as conn:
-            return budget_store.expire_stale(conn, now or utc_now())
+            counts = budget_store.expire_stale(conn, now or utc_now())
+        counts["settled"] += recovered["reservations"]
+        if recovered["calls"]:
+            counts["recovered_calls"] = recovered["calls"]
+        return counts
 
     def open_reservations(self) -> list[dict]:
         if not self.path.exists():

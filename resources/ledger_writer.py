@@ -182,7 +182,7 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
     Safe to run any time, from any process: a live writer holds its journal's lock and is
     skipped; replayed ledger rows are ignored when their ``call_id`` is already stored.
     """
-    counts = {"journals": 0, "calls": 0, "audit_entries": 0}
+    counts = {"journals": 0, "calls": 0, "reservations": 0, "audit_entries": 0}
     directory = journal_dir(ledger)
     if not directory.is_dir():
         return counts
@@ -204,6 +204,7 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
             path.unlink(missing_ok=True)
             counts["journals"] += 1
             counts["calls"] += sum(len(records) for _, records in calls)
+            counts["reservations"] += sum(1 for reservation, _ in calls if reservation is not None)
             counts["audit_entries"] += len(entries)
             log.warning("recovered %s: %d calls and %d audit entries a dead process had not stored",
                         path.name, counts["calls"], counts["audit_entries"])

@@ -63,12 +63,36 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, args, message):
     assert message in proc.stderr
 
 
-def test_malformed_input_names_the_line(tmp_path):
+def test_a_malformed_line_fails_its_item_naming_the_line_and_the_rest_runs(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "text": "ok"}\nnot json\n')
+    good = "".join(json.dumps({"id": i, "text": f"ACME Ltd\nInvoice INV-{i}\n2026-03-01\nTOTAL EUR 12.00"}) + "\n"
+                   for i in ("a", "b", "d", "e"))
+    bad.write_text(good + 'not json\n{"id": "a", "text": "again"}\n{"id": "c", "text": 5}\n')
+    output = tmp_path / "out.jsonl"
+    proc, summary = _demo(tmp_path, "--input", str(bad), "--json", "--output", str(output))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["items"] == 7 and summary["failed_items"] == 3 and summary["calls"] == 4
+    errors = {row["id"]: row.get("error") for row in map(json.loads, output.read_text().splitlines())}
+    assert errors["a"] is None
+    assert errors["line-5"].startswith("unreadable input: bad.jsonl:5: not a JSON object")
+    assert errors["a#line-6"] == "unreadable input: bad.jsonl:6: duplicate id 'a'"
+    assert errors["c"] == 'unreadable input: bad.jsonl:7: expected an object with "id" and a string "text"'
+
+
+def test_a_batch_past_its_failure_rate_fails_the_step_saying_so(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "ACME Ltd\\nTOTAL EUR 12.00"}\nnot json\n{"id": "c"}\n')
+    proc, _ = _demo(tmp_path, "--input", str(bad), check_json=False)
+    assert proc.returncode != 0
+    assert "2 of 3 items failed (67%), more than max_failure_rate 50%; first: line-2: unreadable input" in proc.stderr
+
+
+def test_input_without_a_single_document_exits_2(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("id,text\n1,hello\n")
     proc, _ = _demo(tmp_path, "--input", str(bad), check_json=False)
     assert proc.returncode == 2
-    assert "bad.jsonl:2: not a JSON object" in proc.stderr
+    assert "holds no readable document (first problem: bad.jsonl:1: not a JSON object" in proc.stderr
 
 
 def test_policy_flag_is_launch_config_and_fit_routing_learns_from_the_ledger(tmp_path):

@@ -1,5 +1,7 @@
 """Learned routing and the cascade: fitted on outcomes, they choose differently than the rules."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -173,3 +175,14 @@ def test_replay_metrics_match_their_definitions():
     assert oracle.cpt(0.5) == pytest.approx(0.2)
     reverse = routing_curve(weak - strong, weak, strong)
     assert reverse.apgr() < 0.5 < oracle.apgr()
+
+
+def test_sketches_are_stored_packed_and_read_back_from_either_format():
+    from resources.routing_features import FeatureSpace, decode_sketch, encode_sketch
+
+    sketch = FeatureSpace().sketch("ACME Ltd\nInvoice INV-7\nWidget 2 x 5.00\nTOTAL EUR 10.00", {"domain": "invoices"})
+    packed = encode_sketch(sketch)
+    assert packed.startswith("f32:") and len(packed) < len(json.dumps(sketch))
+    back = decode_sketch(packed)
+    assert back.keys() == sketch.keys() and all(abs(back[k] - v) < 1e-6 for k, v in sketch.items())
+    assert decode_sketch(json.dumps(sketch)) == sketch  # rows written before the packed format

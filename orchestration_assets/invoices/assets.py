@@ -6,12 +6,15 @@ from typing import Optional
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
-from orchestration_assets.ai_task import AITask, CallContext, ItemOutcome, batch_metadata, run_ai_task
+from orchestration_assets.ai_task import (
+    AITask, CallContext, ItemOutcome, batch_metadata, raise_past_failure_rate, run_ai_task,
+)
 from orchestration_assets.invoices.generator import generate_invoices
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy, invoice_item_check, passing_rows
 from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_TASK, InvoiceExtraction
-from orchestration_assets.placement_plan import placement_tags, task_placement
+from orchestration_assets.placement_plan import placement_pool, placement_tags, task_placement
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
 from orchestration_assets.spend_metadata import budget_metadata
@@ -92,10 +95,18 @@ def raw_invoices(context: dg.AssetExecutionContext, config: RawInvoicesConfig) -
     )
 
 
+class ExtractionConfig(dg.Config):
+    """``max_failure_rate``: the share of items that may fail (model errors, refusals, unreadable documents)
+    before the step fails; below it, failed items are reported in the metadata and left out downstream."""
+
+    max_failure_rate: float = Field(0.5, ge=0.0, le=1.0)
+
+
 @dg.asset(partitions_def=invoice_partitions, group_name="invoices", kinds={"python", "ai"},
-          op_tags=placement_tags(INVOICE_TASK))
+          op_tags=placement_tags(INVOICE_TASK), pool=placement_pool(INVOICE_TASK))
 def invoice_extractions(
     context: dg.AssetExecutionContext,
+    config: ExtractionConfig,
     raw_invoices: list[Document],
     routing: RoutingResource,
     models: ModelGatewayResource,
@@ -125,6 +136,7 @@ def invoice_extractions(
             tracer=tracer,
         )
     tracer.force_flush()  # `ai-orch trace RUN_ID` can read the spans as soon as the step ends
+    raise_past_failure_rate(outcomes, config.max_failure_rate)
     frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS)
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)

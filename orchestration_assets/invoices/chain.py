@@ -34,7 +34,7 @@ from orchestration_assets.invoices.assets import FIELDS, REDACTED_COLUMNS, invoi
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy
 from orchestration_assets.invoices.reconcile import PartAnswer, merge_parts
 from orchestration_assets.invoices.schema import INVOICE_PART_INSTRUCTIONS, INVOICE_PART_TASK, InvoiceExtraction
-from orchestration_assets.placement_plan import placement_tags
+from orchestration_assets.placement_plan import placement_pool, placement_tags
 from orchestration_assets.spend_metadata import budget_metadata
 from resources.audit_log import AuditLogResource, item_hash
 from resources.budget import BudgetResource
@@ -191,7 +191,7 @@ def chunk_invoices(context: dg.OpExecutionContext, config: ChunkingConfig, raw_i
     return chunked
 
 
-@dg.op(out=dg.Out(metadata={RAW_INPUT: True}), tags=placement_tags(INVOICE_PART_TASK))
+@dg.op(out=dg.Out(metadata={RAW_INPUT: True}), tags=placement_tags(INVOICE_PART_TASK), pool=placement_pool(INVOICE_PART_TASK))
 def extract_invoice_chunks(
     context: dg.OpExecutionContext,
     chunked: list[ChunkedDocument],

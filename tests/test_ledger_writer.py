@@ -1,0 +1,105 @@
+"""The write-behind ledger: calls are journaled at once and stored in batches; a killed writer loses nothing.
+
+A child process settles calls through a ``LedgerWriter`` that never gets to flush, reports
+that it did, and is SIGKILLed. The next reconcile must store exactly those calls, close
+their reservations as settled at their cost, and leave no journal behind.
+"""
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from resources.audit_log import AuditEntry, DuckDBAuditLog
+from resources.budgets import Budget, Period, ScopeKind, SpendScope
+from resources.ledger import CallRecord, DuckDBLedger
+from resources.ledger_writer import LedgerWriter, journal_dir, recover_journals
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _record(i: int, run: str = "r1") -> CallRecord:
+    return CallRecord(run_id=run, item_id=f"item-{i}", task="invoice_extraction", model_id="gpt-4o-mini", provider="openai",
+                      residency="cloud", classification="public", outcome="ok", cost_usd=0.001 * (i + 1))
+
+
+def test_rows_are_stored_in_batches_and_the_journal_is_removed_on_close(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    audit = DuckDBAuditLog(tmp_path / "audit.duckdb")
+    with LedgerWriter(ledger, audit, flush_interval_s=60) as writer:
+        for i in range(30):
+            writer.settle(None, [_record(i)])
+            writer.append_audit([AuditEntry(event="call", run_id="r1", model_id="gpt-4o-mini")])
+        journal = writer.journal_path
+        assert journal.exists() and len(ledger.calls()) == 0  # journaled, not yet stored
+        assert writer.flush() and len(ledger.calls()) == 30 and writer.flushes == 1
+    assert not journal.exists()
+    assert len(ledger.calls()) == 30 and round(ledger.calls()["cost_usd"].sum(), 9) == round(sum(0.001 * (i + 1) for i in range(30)), 9)
+    verification = audit.verify()
+    assert verification.ok and verification.head.count == 30
+
+
+def test_a_live_writers_journal_is_left_alone(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    with LedgerWriter(ledger, flush_interval_s=60) as writer:
+        writer.settle(None, [_record(0)])
+        assert recover_journals(ledger)["journals"] == 0  # its lock is held: the owner is alive
+        assert len(ledger.calls()) == 0
+    assert len(ledger.calls()) == 1
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {repo!r})
+    from resources.audit_log import AuditEntry, DuckDBAuditLog
+    from resources.budgets import SpendScope
+    from resources.ledger import CallRecord, DuckDBLedger
+    from resources.ledger_writer import LedgerWriter
+
+    ledger = DuckDBLedger({ledger!r})
+    writer = LedgerWriter(ledger, DuckDBAuditLog({audit!r}), flush_interval_s=3600)
+    for i in range(40):
+        reservation = ledger.reserve(SpendScope(department="finance"), 0.01, run_id="doomed", item_id=f"item-{{i}}")
+        writer.settle(reservation.reservation_id, [CallRecord(
+            run_id="doomed", item_id=f"item-{{i}}", task="t", model_id="gpt-4o-mini", provider="openai",
+            residency="cloud", classification="public", outcome="ok", cost_usd=0.002, department="finance")])
+        writer.append_audit([AuditEntry(event="call", run_id="doomed", model_id="gpt-4o-mini")])
+    print("SETTLED", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_calls_a_killed_process_journaled_are_recovered_once_and_close_their_reservations(tmp_path):
+    ledger_path, audit_path = tmp_path / "ledger.duckdb", tmp_path / "audit.duckdb"
+    ledger = DuckDBLedger(ledger_path)
+    ledger.set_budget(Budget(scope_kind=ScopeKind.DEPARTMENT, scope_value="finance", period=Period.DAY, hard_usd=10.0))
+    child = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO), ledger=str(ledger_path), audit=str(audit_path))],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL and "SETTLED" in child.stdout, child.stderr[-2000:]
+    assert len(ledger.calls("doomed")) == 0 and len(ledger.open_reservations()) == 40  # nothing stored before the kill
+
+    counts = ledger.reconcile()
+    calls = ledger.calls("doomed")
+    assert len(calls) == 40 and calls["call_id"].is_unique and round(calls["cost_usd"].sum(), 9) == 0.08
+    assert counts == {"settled": 40, "expired": 0, "recovered_calls": 40}  # landed: settled at their cost, not expired
+    assert ledger.open_reservations() == []
+    assert list(journal_dir(ledger).glob("*.jsonl")) == []
+    assert DuckDBAuditLog(audit_path).verify().head.count == 40
+    (status,) = ledger.budget_statuses(SpendScope(department="finance"))
+    assert round(status.spent_usd, 9) == 0.08 and status.reserved_usd == 0
+
+    assert ledger.reconcile() == {"settled": 0, "expired": 0}  # a second reconcile changes nothing
+    assert len(ledger.calls("doomed")) == 40
+
+
+def test_a_line_cut_by_the_kill_is_skipped_and_the_rest_recovered(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    directory = journal_dir(ledger)
+    directory.mkdir(parents=True)
+    lines = ['{"ledger": "x", "audit": null}']
+    lines += ['{"reservation": null, "calls": [%s]}' % _record(i, "cut").model_dump_json() for i in range(3)]
+    (directory / "host-1-abc.jsonl").write_text("\n".join(lines) + '\n{"reservation": null, "calls": [{"call_')
+    assert recover_journals(ledger)["calls"] == 3
+    assert sorted(ledger.calls("cut")["item_id"]) == ["item-0", "item-1", "item-2"]
+    assert not any(directory.iterdir())
