@@ -64,6 +64,9 @@ class CallContext:
     step_key: Optional[str] = None
     asset_key: Optional[str] = None
     partition_key: Optional[str] = None
+    # The run a Dagster re-execution descends from (its root): calls that completed there are
+    # answered from the ledger instead of being made, and charged, again.
+    resumes_run: Optional[str] = None
 
     @classmethod
     def from_asset(cls, context: dg.AssetExecutionContext) -> "CallContext":
@@ -72,7 +75,12 @@ class CallContext:
             step_key=context.op_execution_context.get_step_execution_context().step.key,
             asset_key=context.asset_key.to_user_string(),
             partition_key=context.partition_key if context.has_partition_key else None,
+            resumes_run=context.run.root_run_id,
         )
+
+    def idempotency_key(self, item_id: str, attempt: int, model_id: str) -> str:
+        """One call's key: the same across retries of the step and re-executions of the run."""
+        return f"{self.resumes_run or self.run_id}:{self.step_key}:{item_id}:{attempt}:{model_id}"
 
 
 @dataclass
@@ -129,6 +137,10 @@ def run_ai_task(
     if concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {concurrency}")
     batch = _Batch(task, gateway, policy, guard, where, tracer, _Progress(len(documents), log))
+    if where.resumes_run:
+        batch.completed = ledger.completed_outputs(f"{where.resumes_run}:{where.step_key}:")
+        if batch.completed and log:
+            log(f"re-execution of run {where.resumes_run}: {len(batch.completed)} completed calls reused, not repeated")
     with LedgerWriter(ledger, audit) as writer:
         batch.writer = writer
         return _run_coroutine(batch.run(documents, concurrency))
@@ -155,6 +167,16 @@ class _Batch:
     tracer: Optional[TraceRecorder]
     progress: "_Progress"
     writer: Optional[LedgerWriter] = None
+
+    completed: dict[str, str] = field(default_factory=dict)  # idempotency key → stored answer (re-executions)
+
+    def completed_call(self, key: str, model_id: str) -> Optional[CallResult]:
+        """The answer a run this one re-executes already paid for, or None."""
+        stored = self.completed.get(key)
+        if stored is None:
+            return None
+        return CallResult(model_id=model_id, output=self.task.output_schema.model_validate_json(stored), replayed=True,
+                          transport_attempts=0, finish_reason="stop")
 
     async def run(self, documents: Sequence[Document], concurrency: int) -> list[ItemOutcome]:
         self.instruction_tokens = estimate_tokens(self.task.instructions)
@@ -247,10 +269,13 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
             redaction = pseudonymised
         with _call_span(tracer, gateway.catalog.get(model_id), reason, attempt) as span:
             try:
-                result = await gateway.acall(model_id, request if redaction is None else redaction.request(request),
-                                             idempotency_key=f"{where.run_id}:{document.id}:{attempt}")
-                if redaction is not None:
-                    result = redaction.restore(result)
+                key = where.idempotency_key(document.id, attempt, model_id)
+                result = batch.completed_call(key, model_id)
+                if result is None:
+                    result = await gateway.acall(model_id, request if redaction is None else redaction.request(request),
+                                                 idempotency_key=key)
+                    if redaction is not None:
+                        result = redaction.restore(result)
             except BaseException:
                 if reservation is not None:
                     guard.ledger.release(reservation)
@@ -266,7 +291,12 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
             record = _record(where, task, document, decision, result, gateway.catalog,
                              attempt=attempt, accepted=problem is None, reason=reason, features=features)
             record.redaction = redaction.describe() if redaction is not None else "none"
-            guard.settle(reservation, [record], writer=batch.writer)
+            record.idempotency_key = key
+            # The answer kept beside its ledger row, for a re-execution to reuse; only where the
+            # data policy lets raw-derived content persist (confidential and restricted: never).
+            kept = ([(key, record.call_id, result.output.model_dump_json())]
+                    if result.ok and active_policy().may_persist_raw(document.classification) else [])
+            guard.settle(reservation, [record], writer=batch.writer, outputs=kept)
         outcome.attempts.append(result)
         outcome.result, outcome.check_failure = result, problem
         if problem is None:

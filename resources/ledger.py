@@ -57,6 +57,7 @@ class CallRecord(BaseModel):
     workflow: Optional[str] = Field(None, description="The workflow (template, asset group or run tag) it draws on.")
     reservation_id: Optional[str] = Field(None, description="The budget reservation this call settled.")
     redaction: Optional[str] = Field(None, description="What the model saw: 'none' or 'pseudonymised N values'.")
+    idempotency_key: Optional[str] = Field(None, description="run (the root of a re-execution):step:item:attempt:model.")
     usage_estimated: Optional[bool] = Field(None, description="The provider reported no usable token counts; tokens (and cost) estimated from the text.")
     transport_attempts: Optional[int] = Field(None, description="HTTP attempts the call took (retries of 429/5xx/timeouts included).")
 
@@ -97,6 +98,12 @@ ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS reservation_id VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS redaction VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS transport_attempts INTEGER;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR;
+CREATE TABLE IF NOT EXISTS call_outputs (
+    idempotency_key VARCHAR PRIMARY KEY,
+    call_id VARCHAR NOT NULL,
+    output_json VARCHAR NOT NULL
+);
 """ + budget_store.SCHEMA
 
 
@@ -113,6 +120,11 @@ class LedgerStore(Protocol):
     def settle(self, reservation: "Optional[budget_store.Reservation]", records: Sequence[CallRecord]) -> None: ...
 
     def release(self, reservation: "budget_store.Reservation") -> None: ...
+
+    def settle_batch(self, settlements: Sequence[tuple[Optional[str], Sequence[CallRecord]]],
+                     outputs: Sequence[tuple[str, str, str]] = ()) -> None: ...
+
+    def completed_outputs(self, key_prefix: str) -> dict[str, str]: ...
 
 
 class DuckDBLedger:
@@ -187,17 +199,30 @@ class DuckDBLedger:
             if reservation is not None:
                 budget_store.close(conn, reservation.reservation_id, "settled", sum(r.cost_usd for r in records), utc_now())
 
-    def settle_batch(self, settlements: Sequence[tuple[Optional[str], Sequence[CallRecord]]]) -> None:
+    def settle_batch(self, settlements: Sequence[tuple[Optional[str], Sequence[CallRecord]]],
+                     outputs: Sequence[tuple[str, str, str]] = ()) -> None:
         """Many settled calls in one transaction (``ledger_writer``): rows inserted once by ``call_id``, each
-        reservation closed at the sum of its calls. Replaying a batch changes nothing."""
-        if not settlements:
+        reservation closed at the sum of its calls, and the answers kept for re-executions
+        (``outputs``: idempotency key, call id, JSON) with them. Replaying a batch changes nothing."""
+        if not settlements and not outputs:
             return
         now = utc_now()
         with self._transaction() as conn:
             self._insert_calls(conn, [r for _, records in settlements for r in records])
+            insert_rows(conn, "call_outputs", ["idempotency_key", "call_id", "output_json"], list(outputs), or_ignore=True)
             for reservation_id, records in settlements:
                 if reservation_id is not None:
                     budget_store.close(conn, reservation_id, "settled", sum(r.cost_usd for r in records), now)
+
+    def completed_outputs(self, key_prefix: str) -> dict[str, str]:
+        """Answers kept for calls whose idempotency key starts with ``key_prefix`` (a run and step)."""
+        if not self.path.exists():
+            return {}
+        with self._connection() as conn:
+            self._ensure_schema(conn)
+            rows = conn.execute("SELECT idempotency_key, output_json FROM call_outputs WHERE starts_with(idempotency_key, ?)",
+                                [key_prefix]).fetchall()
+        return dict(rows)
 
     def count_calls(self, call_ids: Sequence[str]) -> int:
         if not self.path.exists() or not call_ids:

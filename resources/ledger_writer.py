@@ -56,6 +56,7 @@ class LedgerWriter:
         self._flush_lock = threading.Lock()
         self._pending_calls: list[tuple[Optional[str], list[CallRecord]]] = []
         self._pending_audit: list[AuditEntry] = []
+        self._pending_outputs: list[tuple[str, str, str]] = []
         self._journal_lines = 0
         self.flushes = 0
         self.last_error: Optional[str] = None
@@ -74,12 +75,15 @@ class LedgerWriter:
 
     # ---------------------------------------------------------------- producers
 
-    def settle(self, reservation_id: Optional[str], records: Sequence[CallRecord]) -> None:
-        """Journal the call's rows (and the reservation they close) now; store them with the next batch."""
-        records = list(records)
+    def settle(self, reservation_id: Optional[str], records: Sequence[CallRecord],
+               outputs: Sequence[tuple[str, str, str]] = ()) -> None:
+        """Journal the call's rows (the reservation they close, the answers kept) now; store them with the next batch."""
+        records, outputs = list(records), [tuple(o) for o in outputs]
         with self._lock:
-            self._write({"reservation": reservation_id, "calls": [r.model_dump(mode="json") for r in records]})
+            self._write({"reservation": reservation_id, "calls": [r.model_dump(mode="json") for r in records],
+                         "outputs": outputs})
             self._pending_calls.append((reservation_id, records))
+            self._pending_outputs.extend(outputs)
             full = len(self._pending_calls) >= self.max_batch
         if full:
             self._wake.set()
@@ -99,6 +103,7 @@ class LedgerWriter:
         with self._flush_lock:
             with self._lock:
                 calls, self._pending_calls = self._pending_calls, []
+                outputs, self._pending_outputs = self._pending_outputs, []
                 entries, self._pending_audit = self._pending_audit, []
                 lines = self._journal_lines
             if not calls and not entries:
@@ -106,12 +111,13 @@ class LedgerWriter:
             stored = True
             if calls:
                 try:
-                    self.ledger.settle_batch(calls)
+                    self.ledger.settle_batch(calls, outputs)
                 except Exception as exc:  # kept: the next flush retries, the journal still has them
                     stored = self._failed(exc, len(calls)) or _stored(self.ledger, calls)
                     if not stored:
                         with self._lock:
                             self._pending_calls[:0] = calls
+                            self._pending_outputs[:0] = outputs
             if entries and self.audit is not None:
                 try:
                     self.audit.append(entries)
@@ -196,9 +202,9 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its writer is alive
-            calls, entries, audit_path = _unflushed(path)
+            calls, outputs, entries, audit_path = _unflushed(path)
             if calls:
-                ledger.settle_batch(calls)
+                ledger.settle_batch(calls, outputs)
             if entries and audit_path:
                 DuckDBAuditLog(audit_path).append(entries)
             path.unlink(missing_ok=True)
@@ -213,7 +219,8 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
     return counts
 
 
-def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]], list[AuditEntry], Optional[str]]:
+def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]], list[tuple[str, str, str]],
+                                    list[AuditEntry], Optional[str]]:
     lines = path.read_bytes().split(b"\n")
     parsed: list[dict[str, Any]] = []
     for raw in lines:
@@ -225,10 +232,11 @@ def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]]
             parsed.append({})  # a line cut by the kill: nothing was acknowledged for it
     audit_path = parsed[0].get("audit") if parsed else None
     flushed = max((e["flushed_through"] for e in parsed if "flushed_through" in e), default=1)
-    calls, entries = [], []
+    calls, outputs, entries = [], [], []
     for entry in parsed[flushed:]:
         if "calls" in entry:
             calls.append((entry.get("reservation"), [CallRecord.model_validate(r) for r in entry["calls"]]))
+            outputs.extend(tuple(o) for o in entry.get("outputs", []))
         elif "audit_entries" in entry:
             entries.extend(AuditEntry.model_validate(e) for e in entry["audit_entries"])
-    return calls, entries, audit_path
+    return calls, outputs, entries, audit_path

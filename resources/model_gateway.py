@@ -106,7 +106,7 @@ class ModelGateway:
             return failed
         if self.catalog.get(model_id).protocol is Protocol.PYTHON:
             return client.call(request)
-        outcome = self._caller(model_id, client).call(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
+        outcome = self._caller(model_id, client).call(request, idempotency_key)
         return settled_result(outcome)
 
     async def acall(self, model_id: str, request: StructuredRequest, idempotency_key: Optional[str] = None) -> CallResult:
@@ -124,7 +124,7 @@ class ModelGateway:
         if self.catalog.get(model_id).protocol is Protocol.PYTHON:
             return client.call(request)
         caller = self._caller(model_id, client)
-        outcome = await caller.acall(request, f"{idempotency_key}:{model_id}" if idempotency_key else None)
+        outcome = await caller.acall(request, idempotency_key)
         return settled_result(outcome)
 
     async def aclose_async(self) -> None:

@@ -62,14 +62,16 @@ class SpendGuard:
                         key=lambda pair: pair[0])
         return [s for cost, s in priced if cost < ceiling and (model_cap or cost <= refusal.headroom_usd)]
 
-    def settle(self, reservation, records: Sequence[CallRecord], writer=None) -> None:
+    def settle(self, reservation, records: Sequence[CallRecord], writer=None,
+               outputs: Sequence[tuple[str, str, str]] = ()) -> None:
         """Charge the calls to this guard's department and workflow and close the reservation: at once,
-        or through a ``ledger_writer.LedgerWriter`` (journaled now, stored with its next batch)."""
+        or through a ``ledger_writer.LedgerWriter`` (journaled now, stored with its next batch).
+        ``outputs``: (idempotency key, call id, answer JSON) kept for re-executions."""
         reservation_id = reservation.reservation_id if reservation is not None else None
         for record in records:
             record.department, record.workflow = self.department, self.workflow
             record.reservation_id = reservation_id
         if writer is not None:
-            writer.settle(reservation_id, records)
+            writer.settle(reservation_id, records, outputs)
         else:
-            self.ledger.settle(reservation, records)
+            self.ledger.settle_batch([(reservation_id, records)], outputs)

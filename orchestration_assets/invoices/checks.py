@@ -75,7 +75,9 @@ def extraction_compliance(
     hosted calls were redacted where the policy says so, and sensitive raw inputs stayed off disk."""
     policy = active_policy()
     run_ids = [r for r in invoice_extractions["run_id"].dropna().unique()]
-    calls = pd.concat([ledger.store().calls(run_id=r) for r in run_ids]) if run_ids else pd.DataFrame()
+    # A re-execution reuses answers its earlier runs paid for: their calls are in the run group's ledger rows.
+    group = _run_group(context.instance, run_ids)
+    calls = pd.concat([ledger.store().calls(run_id=r) for r in group]) if group else pd.DataFrame()
     ids = set(invoice_extractions["id"])
     calls = calls[calls["item_id"].isin(ids)] if not calls.empty else calls
     violations = call_violations(calls, models.catalog(), policy) if not calls.empty else []
@@ -125,6 +127,17 @@ def _audit_check(audit: AuditLogResource, context: dg.AssetCheckExecutionContext
     audit.log().append([AuditEntry(event="check", run_id=run_ids[0] if run_ids else context.run.run_id,
                                    asset_key="invoice_extractions", partition_key=partition,
                                    checks={name: passed, "violations": violations})])
+
+
+def _run_group(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str]:
+    """The runs and every run of their re-execution groups (the root and its re-executions), in order."""
+    group: dict[str, None] = {}
+    for run_id in run_ids:
+        found = instance.get_run_group(run_id) if instance.has_run(run_id) else None
+        for run in (found[1] if found else []):
+            group[run.run_id] = None
+        group[run_id] = None
+    return list(group)
 
 
 def _raw_storage(context: dg.AssetCheckExecutionContext, run_ids: list[str]) -> "str | None":
