@@ -196,6 +196,8 @@ class _Batch:
         return [o for o in outcomes if o is not None]
 
     async def item(self, document: Document) -> ItemOutcome:
+        if document.input_error is None and not document.text.strip():
+            document = document.model_copy(update={"input_error": "empty document: no text to extract from"})
         if document.input_error is not None:  # nothing to send: the item's error says which line and why
             return ItemOutcome(document, _no_route(document, self.policy, "unreadable input"), None)
         availability = {spec.id: self.gateway.availability(spec) for spec in self.gateway.catalog}

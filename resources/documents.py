@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -44,6 +45,11 @@ def jsonl_rows(path: "str | Path") -> Iterator[tuple[int, dict]]:
             yield number, row
 
 
+# C0 control characters other than tab, newline and carriage return (NUL from C strings, form
+# feeds from PDF exports): noise to every model, and no column downstream should hold them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def read_documents_jsonl(path: "str | Path", classification: DataClassification) -> list[Document]:
     """Read ``{"id", "text"}`` objects, one a line (other keys ignored; blank lines skipped).
 
@@ -51,6 +57,7 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
     ``input_error``, named by its line, so one broken row fails its item and the rest of the
     batch runs. Bytes that are not UTF-8 are replaced rather than fatal: an OCR export with one
     bad byte should still be processed, and the replacement character is visible downstream.
+    Control characters (NUL, form feed, ...) are removed.
     Raises ``DocumentInputError`` when the file is missing or holds no readable document at all.
     """
     path = Path(path).expanduser()
@@ -80,7 +87,7 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
                 documents.append(_unreadable(f"{doc_id}#line-{number}", classification, f"{where}: duplicate id {doc_id!r}"))
                 continue
             seen.add(doc_id)
-            documents.append(Document(id=doc_id, text=row["text"], classification=classification))
+            documents.append(Document(id=doc_id, text=_CONTROL.sub("", row["text"]), classification=classification))
     if not any(d.input_error is None for d in documents):
         first = next((d.input_error for d in documents), None)
         raise DocumentInputError(f"{path} holds no readable document" + (f" (first problem: {first})" if first else ""))
