@@ -9,18 +9,19 @@ import pandas as pd
 from pydantic import Field
 
 from orchestration_assets.ai_task import (
-    AITask, CallContext, ItemOutcome, batch_metadata, raise_past_failure_rate, run_ai_task,
+    AITask, CallContext, ItemOutcome, batch_metadata, raise_past_failure_rate,
 )
 from orchestration_assets.invoices.generator import generate_invoices
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy, invoice_item_check, passing_rows
 from orchestration_assets.invoices.schema import INVOICE_INSTRUCTIONS, INVOICE_TASK, InvoiceExtraction
+from orchestration_assets.ai_step import AIStepResources, run_ai_step
 from orchestration_assets.placement_plan import placement_pool, placement_tags, task_placement
 from resources.classification import DataClassification
 from resources.documents import Document, read_documents_jsonl
 from orchestration_assets.spend_metadata import budget_metadata
 from resources.audit_log import AuditLogResource
 from resources.budget import BudgetResource
-from resources.estimation import CostHistory, estimate_run
+from resources.estimation import estimate_run
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.placement import HostCapabilities
@@ -116,26 +117,10 @@ def invoice_extractions(
     tracing: TracingResource,
 ) -> dg.Output[pd.DataFrame]:
     """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
-    store = ledger.store()
-    history = CostHistory.from_calls(store.calls())  # what is known before the run: the estimate's basis
-    scope = budget.scope_for(context.run.tags, "invoices")
-    guard = budget.guard(store, scope, history, INVOICE_EXTRACTION.expected_output_tokens)
     where = CallContext.from_asset(context)
-    tracer = tracing.recorder()
-    with tracer.run_span(where.run_id, where.step_key, where.asset_key, where.partition_key):
-        outcomes = run_ai_task(
-            INVOICE_EXTRACTION,
-            raw_invoices,
-            policy=routing.build_policy(INVOICE_EXTRACTION.name),
-            gateway=models.gateway(),
-            ledger=store,
-            where=where,
-            log=context.log.info,
-            guard=guard,
-            audit=audit.log(),
-            tracer=tracer,
-        )
-    tracer.force_flush()  # `ai-orch trace RUN_ID` can read the spans as soon as the step ends
+    step = run_ai_step(context, INVOICE_EXTRACTION, raw_invoices, where,
+                       AIStepResources(routing, models, ledger, budget, audit, tracing), workflow="invoices")
+    outcomes, history, guard, scope, store = step.outcomes, step.history, step.guard, step.scope, step.store
     raise_past_failure_rate(outcomes, config.max_failure_rate)
     frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS)
     host = HostCapabilities.detect()

@@ -29,11 +29,12 @@ import dagster as dg
 import pandas as pd
 from opentelemetry.trace import Status, StatusCode
 
-from orchestration_assets.ai_task import AITask, CallContext, ItemOutcome, batch_metadata, run_ai_task
+from orchestration_assets.ai_task import AITask, CallContext, ItemOutcome, batch_metadata
 from orchestration_assets.invoices.assets import FIELDS, REDACTED_COLUMNS, invoice_partitions
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy
 from orchestration_assets.invoices.reconcile import PartAnswer, merge_parts
 from orchestration_assets.invoices.schema import INVOICE_PART_INSTRUCTIONS, INVOICE_PART_TASK, InvoiceExtraction
+from orchestration_assets.ai_step import AIStepResources, run_ai_step
 from orchestration_assets.placement_plan import placement_pool, placement_tags
 from orchestration_assets.spend_metadata import budget_metadata
 from resources.audit_log import AuditLogResource, item_hash
@@ -43,7 +44,6 @@ from resources.classification import DataClassification
 from resources.complexity import estimate_tokens
 from resources.data_policy import active_policy
 from resources.documents import Document
-from resources.estimation import CostHistory
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
 from resources.routing import RoutingResource, candidate_pool
@@ -120,7 +120,7 @@ def chunk_document(document: Document, budget: TokenBudget, config: ChunkingConf
 def _where(context: dg.OpExecutionContext) -> CallContext:
     return CallContext(
         run_id=context.run_id, step_key=context.get_step_execution_context().step.key, asset_key=CHAIN_ASSET,
-        partition_key=context.partition_key if context.has_partition_key else None,
+        partition_key=context.partition_key if context.has_partition_key else None, resumes_run=context.run.root_run_id,
     )
 
 
@@ -203,29 +203,12 @@ def extract_invoice_chunks(
     tracing: TracingResource,
 ) -> list[ExtractedDocument]:
     """Every chunk of every document routed, called, priced, recorded and traced as one batch."""
-    store = ledger.store()
-    history = CostHistory.from_calls(store.calls())
-    scope = budget.scope_for(context.run.tags, "invoices")
-    guard = budget.guard(store, scope, history, INVOICE_PART_EXTRACTION.expected_output_tokens)
     where = _where(context)
-    tracer = tracing.recorder()
     documents = [part for document in chunked for part in document.documents()]
-    with tracer.run_span(where.run_id, where.step_key, where.asset_key, where.partition_key) as step:
-        outcomes = run_ai_task(
-            INVOICE_PART_EXTRACTION,
-            documents,
-            policy=routing.build_policy(INVOICE_PART_EXTRACTION.name),
-            gateway=models.gateway(),
-            ledger=store,
-            where=where,
-            log=context.log.info,
-            guard=guard,
-            audit=audit.log(),
-            tracer=tracer,
-        )
-        failed = sum(o.error is not None for o in outcomes)
-        step.set_attribute(SUMMARY, f"{len(outcomes)} chunks extracted, {failed} failed")
-    tracer.force_flush()
+    step = run_ai_step(context, INVOICE_PART_EXTRACTION, documents, where,
+                       AIStepResources(routing, models, ledger, budget, audit, tracing), workflow="invoices",
+                       summary=lambda done: f"{len(done)} chunks extracted, {sum(o.error is not None for o in done)} failed")
+    outcomes, guard = step.outcomes, step.guard
     by_id = {o.document.id: o for o in outcomes}
     context.add_output_metadata({**batch_metadata(outcomes), "budget_downgrades": guard.downgrades})
     return [ExtractedDocument(d, tuple(by_id[c.id] for c in d.chunks), where.step_key) for d in chunked]
