@@ -45,6 +45,15 @@ class ModelHistory:
     output_mean: Optional[float] = None  # over the most recent calls: totals add means, and machines drift
     latency_mean: Optional[float] = None
     latency_p95: Optional[float] = None
+    # latency ≈ intercept + slope × input tokens, fitted on recent calls (prompt processing
+    # grows with the prompt): a long document costs more compute time than the average call.
+    latency_fit: Optional[tuple[float, float]] = None
+
+    def expected_latency(self, input_tokens: int) -> Optional[float]:
+        if self.latency_fit is None:
+            return self.latency_mean
+        intercept, slope = self.latency_fit
+        return max(0.0, intercept + slope * input_tokens)
 
 
 @dataclass
@@ -74,6 +83,7 @@ class CostHistory:
                 output_p50=float(group["output_tokens"].quantile(0.5)), output_p95=float(group["output_tokens"].quantile(0.95)),
                 latency_p50=float(group["latency_s"].quantile(0.5)), latency_p95=float(group["latency_s"].quantile(0.95)),
                 output_mean=float(recent["output_tokens"].mean()), latency_mean=float(recent["latency_s"].mean()),
+                latency_fit=_latency_fit(recent),
             )
         if "attempt" in calls:
             for task, group in calls.groupby("task"):
@@ -83,6 +93,24 @@ class CostHistory:
 
     def get(self, task: str, model_id: str) -> ModelHistory:
         return self.by_model.get((task, model_id), ModelHistory())
+
+
+def _latency_fit(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0.3) -> Optional[tuple[float, float]]:
+    """Least squares of latency on input tokens over ``recent`` calls, used only where prompt length explains
+    the latency (R² ≥ ``min_r2``, positive slope); otherwise None and the mean serves: on a busy host the
+    machine's load, not the prompt, moves latency, and a fitted slope would only add noise."""
+    if len(recent) < min_calls or "input_tokens" not in recent:
+        return None
+    tokens = recent["input_tokens"].to_numpy(dtype=float)
+    latency = recent["latency_s"].to_numpy(dtype=float)
+    if np.ptp(tokens) <= 0 or np.ptp(latency) <= 0:
+        return None
+    slope, intercept = np.polyfit(tokens, latency, 1)
+    residual = latency - (intercept + slope * tokens)
+    r2 = 1.0 - float(np.sum(residual ** 2)) / float(np.sum((latency - latency.mean()) ** 2))
+    if not np.isfinite(slope) or slope <= 0 or r2 < min_r2:
+        return None
+    return float(intercept), float(slope)
 
 
 @dataclass(frozen=True)
@@ -125,7 +153,7 @@ def estimate_item(
     p50 = _price(spec, input_tokens, out50, seen.latency_p50 if timed else None)
     p95 = _price(spec, input_tokens, out95, seen.latency_p95 if timed else None)
     out_mean = seen.output_mean if seen.output_mean is not None else out50
-    expected = _price(spec, input_tokens, out_mean, seen.latency_mean if timed else None)
+    expected = _price(spec, input_tokens, out_mean, seen.expected_latency(input_tokens) if timed else None)
     basis = ("tiktoken+" if exact is not None else "") + ("history" if seen.calls else "catalog")
     return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis, expected)
 

@@ -51,6 +51,22 @@ def test_compute_priced_models_use_recorded_latency(tmp_path):
     assert estimate.p95_usd == pytest.approx(spec.compute_cost(history.get("t", spec.id).latency_p95))
 
 
+def test_compute_time_follows_the_prompt_length_where_history_shows_it(tmp_path):
+    """Prompt processing grows with the prompt: a long document's expected compute time is longer than the mean."""
+    rows = [dict(model_id="local-gemma3-270m", input_chars=4 * t, input_tokens=t, output_tokens=80, latency_s=1.0 + 0.004 * t)
+            for t in range(200, 1400, 100)]
+    history = _history(tmp_path, rows)
+    spec = CATALOG.get("local-gemma3-270m")
+    seen = history.get("t", spec.id)
+    assert seen.latency_fit == pytest.approx((1.0, 0.004))
+    long_item = estimate_item(spec, "t", 4 * 3000, history, expected_output_tokens=80)
+    short_item = estimate_item(spec, "t", 4 * 100, history, expected_output_tokens=80)
+    assert long_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 3000))
+    assert short_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 100))
+    flat = _history(tmp_path / "flat", [dict(row, latency_s=3.0) for row in rows])
+    assert flat.get("t", spec.id).latency_fit is None  # no slope: the mean serves
+
+
 def test_run_estimate_sums_items_and_adds_escalations(tmp_path):
     rows = [dict(model_id="rules-invoice", input_chars=1000, input_tokens=0, output_tokens=0, latency_s=0.001, run_id="r",
                  attempt=1) for _ in range(4)]
