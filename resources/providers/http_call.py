@@ -219,14 +219,18 @@ def token_count(usage: Any, key: str) -> Optional[int]:
 
 def usage_tokens(usage: Any, input_key: str, output_key: str, request: StructuredRequest, reply: HttpReply) -> dict[str, Any]:
     """``input_tokens``/``output_tokens`` for ``call_result``: as reported, or, where the provider reported no
-    usable count, estimated at ~4 characters a token (request text in, reply body out) and flagged: a
-    completed call is never recorded as free because its usage block was missing."""
+    usable count (missing, malformed, or impossible for the request), estimated at ~4 characters a token
+    (request text in, reply body out) and flagged: a completed call is never recorded as free because its
+    usage block was missing, nor charged $50 because a proxy reported ten million output tokens for a 600-token cap."""
     reported_in, reported_out = token_count(usage, input_key), token_count(usage, output_key)
+    # A count no real call can have is a wrong count, not a bill: more output than max_tokens allowed.
+    if reported_out is not None and reported_out > request.max_output_tokens:
+        reported_out = None
     estimated = reported_in is None or reported_out is None
     if reported_in is None:
         reported_in = max(1, (len(request.system) + len(request.document)) // 4)
     if reported_out is None:
-        reported_out = max(1, len(json.dumps(reply.payload or {}, ensure_ascii=False)) // 4)
+        reported_out = min(request.max_output_tokens, max(1, len(json.dumps(reply.payload or {}, ensure_ascii=False)) // 4))
     return {"input_tokens": reported_in, "output_tokens": reported_out, "usage_estimated": estimated}
 
 
