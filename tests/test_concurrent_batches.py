@@ -130,3 +130,18 @@ def test_the_per_item_check_equals_the_batch_rules(row):
                            "line_items_total": row["lines"]}])
     expected = failed_rules(frame, 0.02)[0]
     assert invoice_item_check(extraction) == (("failed: " + ", ".join(expected)) if expected else None)
+
+
+def test_a_batch_started_from_inside_a_running_event_loop_still_runs(tmp_path):
+    """From a notebook or an async caller: the batch gets its own loop in a worker thread, same results."""
+    import asyncio
+
+    documents = _documents(3)
+
+    async def caller():
+        with OpenAIChatServer(api_key=KEY, default=Held(seconds=0.0)) as server:
+            return _run(tmp_path, server, documents, max_concurrency=2)
+
+    outcomes, calls = asyncio.run(caller())
+    assert [o.document.id for o in outcomes] == [d.id for d in documents]
+    assert all(o.error is None for o in outcomes) and len(calls) == 3
