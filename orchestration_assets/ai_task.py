@@ -31,8 +31,10 @@ from resources.model_gateway import ModelGateway
 from resources.audit_log import AuditEntry, AuditStore, item_hash
 from resources.budgets import BudgetRefusal
 from resources.data_policy import active_policy
+from resources.reliability import error_type, is_transport_failure
 from resources.routing import (
-    CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, candidate_pool, item_features,
+    CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, candidate_pool, estimated_cost,
+    item_features,
 )
 from resources.routing_features import FeatureSpace, encode_sketch
 from resources.spend_guard import SpendGuard
@@ -253,6 +255,7 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
         output_schema=task.output_schema, max_output_tokens=task.max_output_tokens,
     )
     chain = [decision.model_id, *decision.escalation]
+    planned = len(chain)
     reason = decision.reason
     characters = len(document.text) + len(task.instructions)
     pseudonymised: Optional[_Redaction] = None
@@ -303,9 +306,42 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
         outcome.result, outcome.check_failure = result, problem
         if problem is None:
             break
+        if attempt == len(chain) and len(chain) < planned + MAX_FALLBACKS and _endpoint_failed(result):
+            fallback = fallback_model(gateway, task, document, decision, availability, tried=chain)
+            if fallback is not None:
+                chain.append(fallback.id)
+                reason = (f"fallback: {model_id} failed ({error_type(result.error or '')}: {problem[:120]}); "
+                          f"next model the policy allows: {fallback.id}")
+                continue
         if attempt < len(chain):
             reason = f"cascade step {attempt + 1}: escalated from {model_id} ({problem[:160]})"
     return outcome
+
+
+MAX_FALLBACKS = 2  # other models tried per item after its endpoints failed
+
+
+def _endpoint_failed(result: CallResult) -> bool:
+    """The provider, not the answer, failed: retries exhausted on a transport fault, or the circuit or the
+    rate limiter refused the call. Worth another model; a bad answer is the cascade's business instead."""
+    error = result.error or ""
+    return bool(error) and (is_transport_failure(result) or error.startswith(("circuit open", "rate limit for ")))
+
+
+def fallback_model(gateway: ModelGateway, task: AITask, document: Document, decision: RoutingDecision,
+                   availability, tried: Sequence[str]) -> Optional[ModelSpec]:
+    """The next model the policy allows for the item once its model's endpoint failed: cleared for the data,
+    available, not tried yet, on another endpoint, with room for the document; capable enough (tier) first,
+    then cheapest."""
+    catalog = gateway.catalog
+    failed_endpoints = {ModelGateway.endpoint(catalog.get(m)) for m in tried}
+    needed = estimate_tokens(document.text) + estimate_tokens(task.instructions) + task.expected_output_tokens
+    pool = [s for s in candidate_pool(task.name, document.classification, catalog, availability).usable
+            if s.id not in tried and ModelGateway.endpoint(s) not in failed_endpoints and s.context_window >= needed]
+    if not pool:
+        return None
+    input_tokens = needed - task.expected_output_tokens
+    return min(pool, key=lambda s: (s.tier < decision.required_tier, estimated_cost(s, input_tokens, task.expected_output_tokens)))
 
 
 def _reserve(guard: SpendGuard, gateway: ModelGateway, task: AITask, document: Document, availability,

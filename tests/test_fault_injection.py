@@ -32,7 +32,7 @@ from tests.fault_harness import (
 )
 from tests.pipeline_support import isolated_resources
 from tests.protocol_servers import (
-    AnthropicMessagesServer, InvalidJSON, OpenAIChatServer, PerDocument, RateLimited, ServerError, Success, Truncated,
+    AnthropicMessagesServer, InvalidJSON, OpenAIChatServer, PerDocument, RateLimited, SchemaInvalid, ServerError, Success, Truncated,
     Unavailable, WrongUsage,
 )
 
@@ -287,6 +287,37 @@ def test_a_cascade_escalates_past_a_failing_endpoint_and_records_each_step_once(
     spans = [s for s in TraceStore(tmp_path / "traces.duckdb").spans("cascade") if "gen_ai.operation.name" in s["attributes"]]
     assert len(spans) == len(calls)
     assert sum(1 for s in spans for e in s["events"] if e["name"] == "ai_orch.transport_attempt") == sum(requests)
+
+
+def test_rules_routing_falls_back_to_the_next_allowed_model_when_its_endpoint_fails(tmp_path):
+    """Not a cascade: the rules policy routes every item to gpt-4o-mini, whose server fails item 1 through
+    all its retries. The item falls back to the next model the policy allows (claude-haiku-4-5, another
+    endpoint) and the route says why; items whose answer was bad (not the endpoint) do not fall back."""
+    batch = invoices()
+    docs = documents(batch)
+    by_text = lambda plans: PerDocument({batch[i].text: p for i, p in plans.items()}, default=Success(output="unplanned"))
+    openai_plans = by_text({1: [ServerError()], 2: [SchemaInvalid(input_tokens=100, output_tokens=10)],
+                            **{i: [answer(batch[i])] for i in (0, 3, 4, 5)}})
+    anthropic_plans = by_text({1: [answer(batch[1])]})
+    with OpenAIChatServer(api_key=KEY, default=openai_plans) as openai, \
+            AnthropicMessagesServer(api_key=KEY, default=anthropic_plans) as anthropic:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(catalog_text({"gpt-4o-mini": openai.url, "claude-haiku-4-5": anthropic.url}))
+        gateway = gateway_resource(catalog).gateway()
+        ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+        outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
+                               ledger=ledger, where=CallContext(run_id="fallback"))
+        gateway.close()
+        requests = (len(openai.requests), len(anthropic.requests))
+    assert [[r.model_id for r in o.attempts] for o in outcomes] == [
+        ["gpt-4o-mini"], ["gpt-4o-mini", "claude-haiku-4-5"], ["gpt-4o-mini"], ["gpt-4o-mini"], ["gpt-4o-mini"], ["gpt-4o-mini"]]
+    assert [o.error is None for o in outcomes] == [True, True, False, True, True, True]
+    assert requests == (MAX_ATTEMPTS + 5, 1)
+    calls = ledger.calls("fallback")
+    fallback = calls[(calls["item_id"] == batch[1].id) & (calls["attempt"] == 2)].iloc[0]
+    assert fallback["model_id"] == "claude-haiku-4-5" and fallback["outcome"] == "ok"
+    assert fallback["route_reason"].startswith("fallback: gpt-4o-mini failed (500: HTTP 500 from gpt-4o-mini")
+    assert fallback["route_reason"].endswith("next model the policy allows: claude-haiku-4-5")
 
 
 # ------------------------------------------------------------------------------------------- through Dagster
