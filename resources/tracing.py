@@ -480,6 +480,13 @@ def _describe(span: dict[str, Any]) -> str:
                 f"  ${a.get('ai_orch.cost_usd', 0.0):.6f}")
         if "ai_orch.attempt" in a:
             text += f"  attempt {a['ai_orch.attempt']}"
+        tries = [e["attributes"] for e in span.get("events", []) if e.get("name") == "ai_orch.transport_attempt"]
+        if len(tries) > 1:  # the HTTP attempts behind the call: "http 503 → 503 → ok (waited 1.2s)"
+            codes = [str(t.get("error.type") or t.get("http.response.status_code") or "ok") for t in tries]
+            waited = sum(float(t.get("ai_orch.waited_s", 0.0)) for t in tries)
+            text += f"  http {' → '.join(codes)} (waited {waited:.2f}s)"
+        if a.get("ai_orch.replayed"):
+            text += "  replayed (no new request)"
         if "ai_orch.route.reason" in a:
             text += f"  route: {a['ai_orch.route.reason']}"
         if "ai_orch.check.passed" in a:

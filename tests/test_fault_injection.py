@@ -382,3 +382,15 @@ def test_a_mixed_fault_batch_materializes_with_attributed_failures_and_counted_r
         1: ["429", None], 3: ["500", "500", "500"], 5: ["connection_error", None], 8: ["invalid_output"],
         9: ["503", "503", None], 11: ["timeout", None]}
     assert sum(len(m) for m in met) == requests
+
+
+def test_the_trace_tree_shows_each_calls_http_attempts(tmp_path):
+    """`ai-orch trace` prints the attempts behind a call: the statuses in order and the time waited."""
+    run = run_fault("503", "openai", tmp_path)
+    text = TraceStore(tmp_path / "traces.duckdb").render_tree("503-openai")
+    recovered = [line for line in text.splitlines() if " → ok (waited " in line]
+    exhausted = [line for line in text.splitlines() if "http 503 → 503 → 503 (waited " in line]
+    retried_ok = [n for n, o in zip(run.item_requests, run.outcomes) if n > 1 and o.error is None]
+    assert len(recovered) == len(retried_ok) > 0 and len(exhausted) == 1
+    assert sum(line.count("503 →") for line in recovered) == sum(n - 1 for n in retried_ok)
+    assert all("(waited " in line for line in recovered + exhausted) and "✗" in exhausted[0]
