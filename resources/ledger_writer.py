@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from resources.audit_log import AuditEntry, DuckDBAuditLog
+from resources.duckdb_file import default_data_dir
 from resources.ledger import CallRecord, DuckDBLedger
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ JOURNAL_DIR = "ledger-journal"
 
 
 def journal_dir(ledger: DuckDBLedger) -> Path:
-    return ledger.path.parent / JOURNAL_DIR
+    """Beside the ledger file; for a ledger without one (a server database), in the project's data directory."""
+    path = getattr(ledger, "path", None)
+    return (Path(path).parent if path is not None else default_data_dir()) / JOURNAL_DIR
 
 
 class LedgerWriter:
@@ -64,8 +67,12 @@ class LedgerWriter:
         directory = journal_dir(ledger)
         directory.mkdir(parents=True, exist_ok=True)
         self.journal_path = directory / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
-        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Locked under a name recovery does not look at, then renamed (same file, same lock): another
+        # process's recovery can never take a journal between its creation and its lock.
+        claiming = self.journal_path.with_suffix(".claiming")
+        self._fd = os.open(claiming, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until close or death: recovery knows the owner is alive
+        os.rename(claiming, self.journal_path)
         with self._lock:
             self._write({"ledger": str(ledger.path), "audit": str(audit.path) if audit is not None else None})
         self._wake = threading.Event()
@@ -141,7 +148,10 @@ class LedgerWriter:
         while not self._stopped:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # e.g. the journal's disk is full: keep the thread, close() tries again
+                log.exception("ledger writer: flush failed; rows stay pending")
 
     def close(self) -> None:
         """Store the rest and delete the journal; if the store still refuses, keep it for ``recover_journals``."""
@@ -192,6 +202,8 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
     directory = journal_dir(ledger)
     if not directory.is_dir():
         return counts
+    for stale in directory.glob("*.claiming"):  # a writer that died before its journal got its name: empty
+        _remove_if_unlocked(stale)
     for path in sorted(directory.glob("*.jsonl")):
         try:
             fd = os.open(path, os.O_RDWR)
@@ -217,6 +229,20 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
         finally:
             os.close(fd)
     return counts
+
+
+def _remove_if_unlocked(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]], list[tuple[str, str, str]],
