@@ -169,7 +169,6 @@ class _Batch:
     tracer: Optional[TraceRecorder]
     progress: "_Progress"
     writer: Optional[LedgerWriter] = None
-
     completed: dict[str, str] = field(default_factory=dict)  # idempotency key → stored answer (re-executions)
 
     def completed_call(self, key: str, model_id: str) -> Optional[CallResult]:
@@ -307,7 +306,9 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
         if problem is None:
             break
         if attempt == len(chain) and len(chain) < planned + MAX_FALLBACKS and _endpoint_failed(result):
-            fallback = fallback_model(gateway, task, document, decision, availability, tried=chain)
+            # Tried: the chain, and any model a budget downgrade called in its place.
+            tried = [*chain, *(r.model_id for r in outcome.attempts)]
+            fallback = fallback_model(gateway, task, document, decision, availability, tried=tried)
             if fallback is not None:
                 chain.append(fallback.id)
                 reason = (f"fallback: {model_id} failed ({error_type(result.error or '')}: {problem[:120]}); "
@@ -324,8 +325,7 @@ MAX_FALLBACKS = 2  # other models tried per item after its endpoints failed
 def _endpoint_failed(result: CallResult) -> bool:
     """The provider, not the answer, failed: retries exhausted on a transport fault, or the circuit or the
     rate limiter refused the call. Worth another model; a bad answer is the cascade's business instead."""
-    error = result.error or ""
-    return bool(error) and (is_transport_failure(result) or error.startswith(("circuit open", "rate limit for ")))
+    return bool(result.error) and (is_transport_failure(result) or error_type(result.error) in ("circuit_open", "rate_limited"))
 
 
 def fallback_model(gateway: ModelGateway, task: AITask, document: Document, decision: RoutingDecision,

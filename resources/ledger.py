@@ -193,11 +193,7 @@ class DuckDBLedger:
 
     def settle(self, reservation: Optional[budget_store.Reservation], records: Sequence[CallRecord]) -> None:
         """Record the calls and close their reservation in one transaction: spend counted once, the claim released."""
-        with self._transaction() as conn:
-            if records:
-                self._insert_calls(conn, records)
-            if reservation is not None:
-                budget_store.close(conn, reservation.reservation_id, "settled", sum(r.cost_usd for r in records), utc_now())
+        self.settle_batch([(reservation.reservation_id if reservation is not None else None, records)])
 
     def settle_batch(self, settlements: Sequence[tuple[Optional[str], Sequence[CallRecord]]],
                      outputs: Sequence[tuple[str, str, str]] = ()) -> None:

@@ -9,7 +9,8 @@ recording than calling. A ``LedgerWriter`` keeps the guarantee and drops the cos
   ``O_APPEND`` descriptor: no Python buffer, so a killed process loses nothing it returned;
 * a background thread moves what is pending into DuckDB in one transaction every
   ``flush_interval_s`` (or at ``max_batch`` calls), then marks the journal as flushed;
-* the journal is locked (``flock``) for the writer's life. ``recover_journals`` replays the
+* the journal is locked (``flock``) for the writer's life. ``recover_journals`` (run by
+  ``DuckDBLedger.reconcile``: the budget sensor, and every AI step's guard) replays the
   unflushed tail of journals whose owner died (the lock is free): ledger rows are
   idempotent on ``call_id``, so a replay never charges twice, and the dead process's
   reservations then close as *settled* rather than *expired* (``budget_store.expire_stale``).
@@ -63,7 +64,6 @@ class LedgerWriter:
         self._journal_lines = 0
         self.flushes = 0
         self.last_error: Optional[str] = None
-        recover_journals(ledger)  # a dead process's unflushed calls land before ours
         directory = journal_dir(ledger)
         directory.mkdir(parents=True, exist_ok=True)
         self.journal_path = directory / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"

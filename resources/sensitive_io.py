@@ -91,10 +91,15 @@ def pii_kinds_in(obj: Any) -> set[str]:
 def _key(context) -> tuple:
     """An asset's value: (asset path, partition). An op's output inside a graph: (step, output name), run-scoped."""
     if not context.has_asset_key:
-        output = context if isinstance(context, dg.OutputContext) else context.upstream_output
+        output = _op_output(context)
         return ("__op_output__", output.step_key, output.name), None
     partition = context.asset_partition_key if context.has_asset_partitions else None
     return tuple(context.asset_key.path), partition
+
+
+def _op_output(context) -> dg.OutputContext:
+    """The op output a context writes (an OutputContext) or reads (an InputContext's upstream)."""
+    return context if isinstance(context, dg.OutputContext) else context.upstream_output
 
 
 def _label(context) -> str:
@@ -116,7 +121,7 @@ class SensitiveIOManager(dg.ConfigurableIOManager):
     def _path(self, context) -> Path:
         base = Path(self._storage or self.base_dir or dg.DagsterInstance.get().storage_directory())
         if not context.has_asset_key:  # Dagster's own layout for op outputs: <run id>/<step key>/<output name>
-            output = context if isinstance(context, dg.OutputContext) else context.upstream_output
+            output = _op_output(context)
             return base.joinpath(*output.get_identifier())
         asset_key, partition = _key(context)
         return base.joinpath(*asset_key, *([partition] if partition else []))

@@ -7,6 +7,7 @@ the cost of the call are handled here, once, so every provider fails in the same
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import ssl
@@ -169,8 +170,6 @@ class HttpModelClient:
         ``is_idle`` calls for 300 requests 32 at a time, most of the product's per-item time);
         a client per call in flight keeps each pool at one kept-alive connection.
         """
-        import asyncio
-
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._idle, self._leased = loop, [], []
