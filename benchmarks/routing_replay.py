@@ -22,6 +22,11 @@ measured on the 30 %. Policies, each replayed at every share of strong calls:
 * ``cascade`` — call the weak model on every item, escalate those whose learned success
   estimate for the weak model is lowest; it pays the weak call on every item.
 
+Beside them, ``_meta.attribute_ceiling`` is a reference, not a policy: routing by each
+declared attribute's true per-value gain on the test rows themselves, the most any router
+could get from the attributes alone (where a target lies beyond it, only what the prompts
+say can reach it).
+
 It prints a table (or one JSON object with ``--json``) and saves the curves as
 ``routing_replay.png`` beside the data's name under ``benchmarks/out/``.
 """
@@ -99,6 +104,26 @@ def fixed_policy(weak_q: float, strong_q: float, strong: bool, cost: float) -> d
     }
 
 
+def attribute_ceiling(test: list[dict], weak: np.ndarray, strong: np.ndarray) -> dict:
+    """A reference, not a policy: routing by each declared attribute's *true* gain on the test rows.
+
+    It is fitted on the rows it is scored on, so no router can be expected to beat it with the
+    attributes alone; where a target lies beyond it, only item-level signal (what the prompt
+    says) can get there. One entry per attribute with more than one value.
+    """
+    out = {}
+    for name in sorted({k for r in test for k in attributes(r)}):
+        values = [attributes(r).get(name, "") for r in test]
+        if len(set(values)) < 2:
+            continue
+        gain: dict[str, list[float]] = {}
+        for value, g in zip(values, strong - weak):
+            gain.setdefault(value, []).append(g)
+        score = np.array([np.mean(gain[v]) for v in values])
+        out[name] = {k: v for k, v in routing_curve(score, weak, strong).summary().items() if k in ("apgr", "cpt50", "cpt80")}
+    return out
+
+
 def cost_at(curve_share: float, order_costs: tuple[np.ndarray, np.ndarray], score: np.ndarray, base: float = 0.0) -> float:
     """Mean cost per item when the top ``curve_share`` of items (by score) go to the strong model."""
     weak_cost, strong_cost = order_costs
@@ -169,6 +194,7 @@ def main() -> None:
         "data": str(args.data), "rows": len(rows), "train": len(train), "test": len(test), "seed": args.seed,
         "weak": weak, "strong": strong, "fit_seconds": round(fit_s, 1),
         "perfect_router_quality": round(float(np.maximum(w, s).mean()), 4), "learned_evaluation": policy.evaluation(),
+        "attribute_ceiling": attribute_ceiling(test, w, s),
     }
     png = save_plot(curves, args.out / f"routing_replay_{args.data.stem}.png")
     report["_meta"]["plot"] = str(png) if png else None
@@ -183,6 +209,9 @@ def main() -> None:
         row = report[name]
         ratio = row["apgr"] / random_apgr if random_apgr else float("nan")
         print(f"{name:14s} {row['apgr']:7.3f} {row['cpt50']:7.3f} {row['cpt80']:7.3f}   {ratio:5.2f}x")
+    for name, row in report["_meta"]["attribute_ceiling"].items():
+        print(f"(ceiling with '{name}' alone, its true per-value gain on the test rows: "
+              f"APGR {row['apgr']:.3f}, CPT50 {row['cpt50']:.3f}, CPT80 {row['cpt80']:.3f})")
     if png:
         print(f"curves: {png}")
 

@@ -377,7 +377,7 @@ def _record(where: CallContext, task: AITask, document: Document, decision: Rout
         route_reason=reason, outcome="ok" if result.ok else "error", error=_storable_error(result.error, document),
         policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
         input_chars=len(document.text) + len(task.instructions),
-        usage_estimated=result.usage_estimated, transport_attempts=result.transport_attempts,
+        usage_estimated=result.usage_estimated, transport_attempts=result.transport_attempts, compute_s=result.compute_s,
     )
 
 

@@ -9,8 +9,14 @@ For each item the router's chosen model is priced from what the ledger has seen 
   calibration's own error (MAPE on history) is reported, so a user knows how far to trust it;
 * output tokens: p50/p95 of the model's recorded output tokens for the task, else the
   task's declared expectation;
-* on-prem compute time (models priced by the hour): p50/p95 of recorded latency for the
-  task, else the catalog's throughput figures.
+* on-prem compute time (models priced by the hour): p50/p95 of the seconds recorded calls
+  were charged (a server's latency, an in-process model's CPU time) for the task, else the
+  catalog's throughput figures; where request size explains them, a fit on characters
+  sent. A server's first call in a run does work the later ones reuse (llama.cpp keeps
+  the shared instructions' prefix in its prompt cache), so the first call of each run is
+  measured apart: later calls set the per-item seconds, and the first call's measured
+  excess is added once per model and run (``ModelHistory.session_start_s``); a server
+  that stays up between runs shows none.
 
 A cascade's escalations are not in a first-choice estimate: the p95 takes the escalation
 rate seen in the ledger into account by adding that share of the next model's cost.
@@ -45,15 +51,19 @@ class ModelHistory:
     output_mean: Optional[float] = None  # over the most recent calls: totals add means, and machines drift
     latency_mean: Optional[float] = None
     latency_p95: Optional[float] = None
-    # latency ≈ intercept + slope × input tokens, fitted on recent calls (prompt processing
+    # latency ≈ intercept + slope × characters sent, fitted on recent calls (prompt processing
     # grows with the prompt): a long document costs more compute time than the average call.
     latency_fit: Optional[tuple[float, float]] = None
+    # Extra seconds of a run's first call to this model over what its size predicts (a fresh
+    # server's cold prompt cache, first grammar compile); added once per run using the model.
+    session_start_s: Optional[float] = None
 
-    def expected_latency(self, input_tokens: int) -> Optional[float]:
+    def expected_latency(self, characters: int) -> Optional[float]:
+        """A later (warm) call's expected seconds for a request of ``characters``."""
         if self.latency_fit is None:
             return self.latency_mean
         intercept, slope = self.latency_fit
-        return max(0.0, intercept + slope * input_tokens)
+        return max(0.0, intercept + slope * characters)
 
 
 @dataclass
@@ -70,7 +80,9 @@ class CostHistory:
             return history
         ok = calls[calls["outcome"] == "ok"]
         for (task, model), group in ok.groupby(["task", "model_id"]):
-            recent = group.sort_values("recorded_at").tail(RECENT_CALLS) if "recorded_at" in group else group
+            ordered = group.sort_values("recorded_at", kind="stable") if "recorded_at" in group else group
+            recent = ordered.tail(RECENT_CALLS)
+            latency, seconds = fit_latency(recent), charged_seconds(group)
             ratio, mape = None, None
             if "input_chars" in group:
                 paired = group[(group["input_chars"].fillna(0) > 0) & (group["input_tokens"] > 0)]
@@ -81,9 +93,9 @@ class CostHistory:
             history.by_model[(task, model)] = ModelHistory(
                 calls=len(group), chars_per_token=ratio, chars_per_token_mape=mape,
                 output_p50=float(group["output_tokens"].quantile(0.5)), output_p95=float(group["output_tokens"].quantile(0.95)),
-                latency_p50=float(group["latency_s"].quantile(0.5)), latency_p95=float(group["latency_s"].quantile(0.95)),
-                output_mean=float(recent["output_tokens"].mean()), latency_mean=float(recent["latency_s"].mean()),
-                latency_fit=_latency_fit(recent),
+                latency_p50=float(np.quantile(seconds, 0.5)), latency_p95=float(np.quantile(seconds, 0.95)),
+                output_mean=float(recent["output_tokens"].mean()), latency_mean=latency.warm_mean,
+                latency_fit=latency.fit, session_start_s=latency.session_start_s,
             )
         if "attempt" in calls:
             for task, group in calls.groupby("task"):
@@ -95,22 +107,59 @@ class CostHistory:
         return self.by_model.get((task, model_id), ModelHistory())
 
 
-def _latency_fit(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0.3) -> Optional[tuple[float, float]]:
-    """Least squares of latency on input tokens over ``recent`` calls, used only where prompt length explains
-    the latency (R² ≥ ``min_r2``, positive slope); otherwise None and the mean serves: on a busy host the
-    machine's load, not the prompt, moves latency, and a fitted slope would only add noise."""
-    if len(recent) < min_calls or "input_tokens" not in recent:
-        return None
-    tokens = recent["input_tokens"].to_numpy(dtype=float)
-    latency = recent["latency_s"].to_numpy(dtype=float)
-    if np.ptp(tokens) <= 0 or np.ptp(latency) <= 0:
-        return None
-    slope, intercept = np.polyfit(tokens, latency, 1)
-    residual = latency - (intercept + slope * tokens)
-    r2 = 1.0 - float(np.sum(residual ** 2)) / float(np.sum((latency - latency.mean()) ** 2))
-    if not np.isfinite(slope) or slope <= 0 or r2 < min_r2:
-        return None
-    return float(intercept), float(slope)
+def charged_seconds(calls: pd.DataFrame) -> np.ndarray:
+    """The compute seconds each call was charged: ``compute_s`` where recorded (an in-process model's CPU
+    time), else its latency (a model server is busy for the whole call)."""
+    if "compute_s" not in calls:
+        return calls["latency_s"].to_numpy(dtype=float)
+    return calls["compute_s"].astype(float).fillna(calls["latency_s"].astype(float)).to_numpy()
+
+
+def _first_of_run(calls: pd.DataFrame) -> np.ndarray:
+    """True for each run's first call (calls in recorded order); all False without run ids."""
+    if "run_id" not in calls:
+        return np.zeros(len(calls), dtype=bool)
+    known = calls["run_id"].fillna("").astype(str) != ""
+    return (known & ~calls["run_id"].duplicated()).to_numpy()
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    warm_mean: float  # mean seconds of calls that were not a run's first
+    fit: Optional[tuple[float, float]]  # (intercept, seconds per character) where size explains latency
+    session_start_s: Optional[float]  # a run's first call's extra seconds
+
+
+def fit_latency(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0.3) -> LatencyModel:
+    """Least squares of latency on [1, characters sent, first call of its run] over ``recent`` calls.
+
+    One fit for both effects, so each is measured net of the other (a run whose first call
+    happened to be a long document does not inflate the session start). Characters enter
+    only where they explain latency (their partial R² ≥ ``min_r2``, positive slope): on a busy
+    host the machine's load, not the prompt, moves latency, and a fitted slope would only add
+    noise. The first-call term needs two runs with a first call and three later calls.
+    """
+    latency = charged_seconds(recent)
+    first = _first_of_run(recent)
+    has_start = first.sum() >= 2 and (~first).sum() >= 3
+    warm_mean = float(latency[~first].mean()) if (~first).sum() >= 3 else float(latency.mean())
+    chars = recent["input_chars"].fillna(0).to_numpy(dtype=float) if "input_chars" in recent else np.zeros(len(recent))
+    base = [np.ones(len(latency))] + ([first.astype(float)] if has_start else [])
+
+    def solve(columns: list[np.ndarray]) -> tuple[np.ndarray, float]:
+        matrix = np.column_stack(columns)
+        coef = np.linalg.lstsq(matrix, latency, rcond=None)[0]
+        return coef, float(np.sum((latency - matrix @ coef) ** 2))
+
+    coef, sse = solve(base)
+    fit = None
+    if len(latency) >= min_calls and (chars > 0).all() and np.ptp(chars) > 0 and np.ptp(latency) > 0:
+        sized, sized_sse = solve(base + [chars])
+        slope = float(sized[-1])
+        if np.isfinite(slope) and slope > 0 and sse > 0 and 1.0 - sized_sse / sse >= min_r2:
+            coef, fit = sized, (float(sized[0]), slope)
+    start = max(0.0, float(coef[1])) if has_start else None
+    return LatencyModel(warm_mean, fit, start)
 
 
 @dataclass(frozen=True)
@@ -153,7 +202,7 @@ def estimate_item(
     p50 = _price(spec, input_tokens, out50, seen.latency_p50 if timed else None)
     p95 = _price(spec, input_tokens, out95, seen.latency_p95 if timed else None)
     out_mean = seen.output_mean if seen.output_mean is not None else out50
-    expected = _price(spec, input_tokens, out_mean, seen.expected_latency(input_tokens) if timed else None)
+    expected = _price(spec, input_tokens, out_mean, seen.expected_latency(characters) if timed else None)
     basis = ("tiktoken+" if exact is not None else "") + ("history" if seen.calls else "catalog")
     return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis, expected)
 
@@ -173,14 +222,19 @@ class RunEstimate:
 
 
 def estimate_run(
-    decisions: Sequence[RoutingDecision], characters: Sequence[int], task: str, catalog: ModelCatalog,
-    history: CostHistory, expected_output_tokens: int, texts: Optional[Sequence[Sequence[str]]] = None,
+    decisions: Sequence[RoutingDecision], texts: Sequence[Sequence[str]], task: str, catalog: ModelCatalog,
+    history: CostHistory, expected_output_tokens: int,
 ) -> RunEstimate:
     """The batch's cost under the routes the policy chose: the sum of item expectations, and a p95 for the total.
 
+    ``texts`` are each item's request parts (instructions, document): their characters are
+    what the ledger's ``input_chars`` counts, so the calibrated characters-per-token applies,
+    and OpenAI models count them exactly.
+
     The central figure (``p50_usd``) adds each item's *mean* cost over recent calls, not its
     median: a total of many items lands near the sum of their means (skewed latencies make
-    item medians add up short), and recent calls follow a machine whose load changes.
+    item medians add up short), and recent calls follow a machine whose load changes. Each
+    compute-priced model the run uses adds its measured session start once.
 
     The total's p95 is the p50 sum plus the root-sum-square of the items' (p95 − p50)
     spreads: items vary independently, so their worst cases do not all add up; escalations
@@ -189,10 +243,10 @@ def estimate_run(
     p50 = 0.0
     spreads = []
     by_model: dict[str, dict[str, float]] = {}
-    for index, (decision, chars) in enumerate(zip(decisions, characters)):
+    for decision, parts in zip(decisions, texts, strict=True):
         if decision.model_id is None:
             continue
-        parts = texts[index] if texts is not None else ()
+        chars = sum(len(part) for part in parts)
         estimate = estimate_item(catalog.get(decision.model_id), task, chars, history, expected_output_tokens,
                                  decision.item_id, texts=parts)
         p50 += estimate.expected_usd
@@ -207,6 +261,12 @@ def estimate_run(
             nxt = estimate_item(catalog.get(decision.escalation[0]), task, chars, history, expected_output_tokens, texts=parts)
             p50 += rate * nxt.expected_usd
             spreads.append(1.645 * float(np.sqrt(rate * (1 - rate))) * nxt.expected_usd + rate * (nxt.p95_usd - nxt.expected_usd))
+    for model_id, row in by_model.items():
+        spec, seen = catalog.get(model_id), history.get(task, model_id)
+        if spec.compute_usd_per_hour and seen.session_start_s:
+            start = spec.compute_cost(seen.session_start_s)
+            p50 += start
+            row["p50_usd"] = round(row["p50_usd"] + start, 8)
     p95 = p50 + float(np.sqrt(np.sum(np.square(spreads)))) if spreads else p50
     calibration = {m: history.get(task, m).chars_per_token_mape for m in by_model}
     return RunEstimate(len(decisions), sum(1 for d in decisions if d.model_id), p50, p95, by_model, calibration)

@@ -60,6 +60,7 @@ class CallRecord(BaseModel):
     idempotency_key: Optional[str] = Field(None, description="run (the root of a re-execution):step:item:attempt:model.")
     usage_estimated: Optional[bool] = Field(None, description="The provider reported no usable token counts; tokens (and cost) estimated from the text.")
     transport_attempts: Optional[int] = Field(None, description="HTTP attempts the call took (retries of 429/5xx/timeouts included).")
+    compute_s: Optional[float] = Field(None, description="Seconds of compute charged where not latency_s: an in-process model's CPU time.")
 
 
 _COLUMNS = list(CallRecord.model_fields)
@@ -99,6 +100,7 @@ ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS redaction VARCHAR;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS transport_attempts INTEGER;
 ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR;
+ALTER TABLE ai_calls ADD COLUMN IF NOT EXISTS compute_s DOUBLE;
 CREATE TABLE IF NOT EXISTS call_outputs (
     idempotency_key VARCHAR PRIMARY KEY,
     call_id VARCHAR NOT NULL,

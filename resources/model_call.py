@@ -78,6 +78,8 @@ class CallResult(BaseModel):
     output_tokens: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
+    compute_s: Optional[float] = Field(None, description=(
+        "Seconds of on-prem compute charged, where that is not the latency: an in-process model's CPU time."))
     error: Optional[str] = None
     finish_reason: Optional[str] = None
 

@@ -58,13 +58,39 @@ def test_compute_time_follows_the_prompt_length_where_history_shows_it(tmp_path)
     history = _history(tmp_path, rows)
     spec = CATALOG.get("local-gemma3-270m")
     seen = history.get("t", spec.id)
-    assert seen.latency_fit == pytest.approx((1.0, 0.004))
+    assert seen.latency_fit == pytest.approx((1.0, 0.001))  # seconds per character sent (4 a token here)
     long_item = estimate_item(spec, "t", 4 * 3000, history, expected_output_tokens=80)
     short_item = estimate_item(spec, "t", 4 * 100, history, expected_output_tokens=80)
     assert long_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 3000))
     assert short_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 100))
     flat = _history(tmp_path / "flat", [dict(row, latency_s=3.0) for row in rows])
     assert flat.get("t", spec.id).latency_fit is None  # no slope: the mean serves
+
+
+def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
+    """A fresh server's first call does work later calls reuse (prompt cache): per-item latency comes from
+    the later calls, and the first call's excess is added once per run, not spread over every item."""
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 4, 1, tzinfo=timezone.utc)
+    rows = []
+    for run in range(3):
+        for n, tokens in enumerate(range(300, 900, 100)):
+            rows.append(dict(model_id="local-gemma3-270m", run_id=f"run{run}", input_chars=4 * tokens, input_tokens=tokens,
+                             output_tokens=80, latency_s=1.0 + 0.004 * tokens + (2.5 if n == 0 else 0.0),
+                             recorded_at=start + timedelta(hours=run, seconds=n)))
+    history = _history(tmp_path, rows)
+    spec = CATALOG.get("local-gemma3-270m")
+    seen = history.get("t", spec.id)
+    assert seen.latency_fit == pytest.approx((1.0, 0.001))  # net of the first calls' excess
+    assert seen.session_start_s == pytest.approx(2.5)
+    decisions = [RoutingDecision(item_id=str(i), model_id=spec.id, complexity=0.5, required_tier=2,
+                                 classification=DataClassification.INTERNAL, estimated_cost_usd=None, reasons=[])
+                 for i in range(4)]
+    estimate = estimate_run(decisions, [("x" * 2000,)] * 4, "t", CATALOG, history, 80)
+    assert estimate.p50_usd == pytest.approx(spec.compute_cost(4 * (1.0 + 0.004 * 500) + 2.5))
+    without_runs = _history(tmp_path / "no-runs", [dict(row, run_id=None) for row in rows])
+    assert without_runs.get("t", spec.id).session_start_s is None  # no run ids: nothing to tell first calls by
 
 
 def test_run_estimate_sums_items_and_adds_escalations(tmp_path):
@@ -78,8 +104,9 @@ def test_run_estimate_sums_items_and_adds_escalations(tmp_path):
     decision = lambda i, esc: RoutingDecision(  # noqa: E731
         item_id=str(i), model_id="rules-invoice", complexity=0.1, required_tier=1,
         classification=DataClassification.INTERNAL, estimated_cost_usd=None, reasons=[], escalation=esc)
-    plain = estimate_run([decision(i, []) for i in range(10)], [1000] * 10, "t", CATALOG, history, 200)
-    cascade = estimate_run([decision(i, ["local-gemma3-270m"]) for i in range(10)], [1000] * 10, "t", CATALOG, history, 200)
+    plain = estimate_run([decision(i, []) for i in range(10)], [("x" * 1000,)] * 10, "t", CATALOG, history, 200)
+    cascade = estimate_run([decision(i, ["local-gemma3-270m"]) for i in range(10)], [("x" * 1000,)] * 10, "t", CATALOG, history,
+                           200)
     gemma = CATALOG.get("local-gemma3-270m").compute_cost(3.0)
     assert cascade.p50_usd == pytest.approx(plain.p50_usd + 10 * 0.25 * gemma)
     assert cascade.p95_usd > cascade.p50_usd >= plain.p50_usd
