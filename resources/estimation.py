@@ -37,7 +37,7 @@ from resources.routing import RoutingDecision
 from resources.tokenizers import count_chat_tokens
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
-RECENT_CALLS = 50  # the window for expected output and latency: recent enough to follow load, large enough to average
+RECENT_CALLS = 50  # the window for expected output and compute seconds: recent enough to follow load, large enough to average
 
 
 @dataclass(frozen=True)
@@ -47,22 +47,22 @@ class ModelHistory:
     chars_per_token_mape: Optional[float] = None
     output_p50: Optional[float] = None
     output_p95: Optional[float] = None
-    latency_p50: Optional[float] = None
+    compute_p50_s: Optional[float] = None
     output_mean: Optional[float] = None  # over the most recent calls: totals add means, and machines drift
-    latency_mean: Optional[float] = None
-    latency_p95: Optional[float] = None
-    # latency ≈ intercept + slope × characters sent, fitted on recent calls (prompt processing
+    compute_mean_s: Optional[float] = None
+    compute_p95_s: Optional[float] = None
+    # seconds ≈ intercept + slope × characters sent, fitted on recent calls (prompt processing
     # grows with the prompt): a long document costs more compute time than the average call.
-    latency_fit: Optional[tuple[float, float]] = None
+    compute_fit: Optional[tuple[float, float]] = None
     # Extra seconds of a run's first call to this model over what its size predicts (a fresh
     # server's cold prompt cache, first grammar compile); added once per run using the model.
     session_start_s: Optional[float] = None
 
-    def expected_latency(self, characters: int) -> Optional[float]:
+    def expected_seconds(self, characters: int) -> Optional[float]:
         """A later (warm) call's expected seconds for a request of ``characters``."""
-        if self.latency_fit is None:
-            return self.latency_mean
-        intercept, slope = self.latency_fit
+        if self.compute_fit is None:
+            return self.compute_mean_s
+        intercept, slope = self.compute_fit
         return max(0.0, intercept + slope * characters)
 
 
@@ -82,7 +82,7 @@ class CostHistory:
         for (task, model), group in ok.groupby(["task", "model_id"]):
             ordered = group.sort_values("recorded_at", kind="stable") if "recorded_at" in group else group
             recent = ordered.tail(RECENT_CALLS)
-            latency, seconds = fit_latency(recent), charged_seconds(group)
+            timing, seconds = fit_compute_time(recent), charged_seconds(group)
             ratio, mape = None, None
             if "input_chars" in group:
                 paired = group[(group["input_chars"].fillna(0) > 0) & (group["input_tokens"] > 0)]
@@ -93,9 +93,9 @@ class CostHistory:
             history.by_model[(task, model)] = ModelHistory(
                 calls=len(group), chars_per_token=ratio, chars_per_token_mape=mape,
                 output_p50=float(group["output_tokens"].quantile(0.5)), output_p95=float(group["output_tokens"].quantile(0.95)),
-                latency_p50=float(np.quantile(seconds, 0.5)), latency_p95=float(np.quantile(seconds, 0.95)),
-                output_mean=float(recent["output_tokens"].mean()), latency_mean=latency.warm_mean,
-                latency_fit=latency.fit, session_start_s=latency.session_start_s,
+                compute_p50_s=float(np.quantile(seconds, 0.5)), compute_p95_s=float(np.quantile(seconds, 0.95)),
+                output_mean=float(recent["output_tokens"].mean()), compute_mean_s=timing.warm_mean,
+                compute_fit=timing.fit, session_start_s=timing.session_start_s,
             )
         if "attempt" in calls:
             for task, group in calls.groupby("task"):
@@ -124,42 +124,42 @@ def _first_of_run(calls: pd.DataFrame) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LatencyModel:
+class ComputeTimeModel:
     warm_mean: float  # mean seconds of calls that were not a run's first
-    fit: Optional[tuple[float, float]]  # (intercept, seconds per character) where size explains latency
+    fit: Optional[tuple[float, float]]  # (intercept, seconds per character) where size explains the seconds
     session_start_s: Optional[float]  # a run's first call's extra seconds
 
 
-def fit_latency(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0.3) -> LatencyModel:
-    """Least squares of latency on [1, characters sent, first call of its run] over ``recent`` calls.
+def fit_compute_time(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0.3) -> ComputeTimeModel:
+    """Least squares of charged seconds on [1, characters sent, first call of its run] over ``recent`` calls.
 
     One fit for both effects, so each is measured net of the other (a run whose first call
     happened to be a long document does not inflate the session start). Characters enter
-    only where they explain latency (their partial R² ≥ ``min_r2``, positive slope): on a busy
-    host the machine's load, not the prompt, moves latency, and a fitted slope would only add
+    only where they explain the seconds (their partial R² ≥ ``min_r2``, positive slope): on a busy
+    host the machine's load, not the prompt, moves the seconds, and a fitted slope would only add
     noise. The first-call term needs two runs with a first call and three later calls.
     """
-    latency = charged_seconds(recent)
+    seconds = charged_seconds(recent)
     first = _first_of_run(recent)
     has_start = first.sum() >= 2 and (~first).sum() >= 3
-    warm_mean = float(latency[~first].mean()) if (~first).sum() >= 3 else float(latency.mean())
+    warm_mean = float(seconds[~first].mean()) if (~first).sum() >= 3 else float(seconds.mean())
     chars = recent["input_chars"].fillna(0).to_numpy(dtype=float) if "input_chars" in recent else np.zeros(len(recent))
-    base = [np.ones(len(latency))] + ([first.astype(float)] if has_start else [])
+    base = [np.ones(len(seconds))] + ([first.astype(float)] if has_start else [])
 
     def solve(columns: list[np.ndarray]) -> tuple[np.ndarray, float]:
         matrix = np.column_stack(columns)
-        coef = np.linalg.lstsq(matrix, latency, rcond=None)[0]
-        return coef, float(np.sum((latency - matrix @ coef) ** 2))
+        coef = np.linalg.lstsq(matrix, seconds, rcond=None)[0]
+        return coef, float(np.sum((seconds - matrix @ coef) ** 2))
 
     coef, sse = solve(base)
     fit = None
-    if len(latency) >= min_calls and (chars > 0).all() and np.ptp(chars) > 0 and np.ptp(latency) > 0:
+    if len(seconds) >= min_calls and (chars > 0).all() and np.ptp(chars) > 0 and np.ptp(seconds) > 0:
         sized, sized_sse = solve(base + [chars])
         slope = float(sized[-1])
         if np.isfinite(slope) and slope > 0 and sse > 0 and 1.0 - sized_sse / sse >= min_r2:
             coef, fit = sized, (float(sized[0]), slope)
     start = max(0.0, float(coef[1])) if has_start else None
-    return LatencyModel(warm_mean, fit, start)
+    return ComputeTimeModel(warm_mean, fit, start)
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,11 @@ def estimate_item(
         input_tokens = estimate_tokens("x" * characters)
     out50 = seen.output_p50 if seen.output_p50 is not None else expected_output_tokens
     out95 = seen.output_p95 if seen.output_p95 is not None else expected_output_tokens * 1.5
-    timed = spec.compute_usd_per_hour > 0 and seen.latency_p50 is not None
-    p50 = _price(spec, input_tokens, out50, seen.latency_p50 if timed else None)
-    p95 = _price(spec, input_tokens, out95, seen.latency_p95 if timed else None)
+    timed = spec.compute_usd_per_hour > 0 and seen.compute_p50_s is not None
+    p50 = _price(spec, input_tokens, out50, seen.compute_p50_s if timed else None)
+    p95 = _price(spec, input_tokens, out95, seen.compute_p95_s if timed else None)
     out_mean = seen.output_mean if seen.output_mean is not None else out50
-    expected = _price(spec, input_tokens, out_mean, seen.expected_latency(characters) if timed else None)
+    expected = _price(spec, input_tokens, out_mean, seen.expected_seconds(characters) if timed else None)
     basis = ("tiktoken+" if exact is not None else "") + ("history" if seen.calls else "catalog")
     return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis, expected)
 

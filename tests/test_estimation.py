@@ -48,7 +48,7 @@ def test_compute_priced_models_use_recorded_latency(tmp_path):
     spec = CATALOG.get("local-gemma3-270m")
     estimate = estimate_item(spec, "t", 4000, history, expected_output_tokens=200)
     assert estimate.p50_usd == pytest.approx(spec.compute_cost(2.0))
-    assert estimate.p95_usd == pytest.approx(spec.compute_cost(history.get("t", spec.id).latency_p95))
+    assert estimate.p95_usd == pytest.approx(spec.compute_cost(history.get("t", spec.id).compute_p95_s))
 
 
 def test_compute_time_follows_the_prompt_length_where_history_shows_it(tmp_path):
@@ -58,13 +58,13 @@ def test_compute_time_follows_the_prompt_length_where_history_shows_it(tmp_path)
     history = _history(tmp_path, rows)
     spec = CATALOG.get("local-gemma3-270m")
     seen = history.get("t", spec.id)
-    assert seen.latency_fit == pytest.approx((1.0, 0.001))  # seconds per character sent (4 a token here)
+    assert seen.compute_fit == pytest.approx((1.0, 0.001))  # seconds per character sent (4 a token here)
     long_item = estimate_item(spec, "t", 4 * 3000, history, expected_output_tokens=80)
     short_item = estimate_item(spec, "t", 4 * 100, history, expected_output_tokens=80)
     assert long_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 3000))
     assert short_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 100))
     flat = _history(tmp_path / "flat", [dict(row, latency_s=3.0) for row in rows])
-    assert flat.get("t", spec.id).latency_fit is None  # no slope: the mean serves
+    assert flat.get("t", spec.id).compute_fit is None  # no slope: the mean serves
 
 
 def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
@@ -82,7 +82,7 @@ def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
     history = _history(tmp_path, rows)
     spec = CATALOG.get("local-gemma3-270m")
     seen = history.get("t", spec.id)
-    assert seen.latency_fit == pytest.approx((1.0, 0.001))  # net of the first calls' excess
+    assert seen.compute_fit == pytest.approx((1.0, 0.001))  # net of the first calls' excess
     assert seen.session_start_s == pytest.approx(2.5)
     decisions = [RoutingDecision(item_id=str(i), model_id=spec.id, complexity=0.5, required_tier=2,
                                  classification=DataClassification.INTERNAL, estimated_cost_usd=None, reasons=[])
