@@ -82,7 +82,9 @@ class CostHistory:
         for (task, model), group in ok.groupby(["task", "model_id"]):
             ordered = group.sort_values("recorded_at", kind="stable") if "recorded_at" in group else group
             recent = ordered.tail(RECENT_CALLS)
-            timing, seconds = fit_compute_time(recent), charged_seconds(group)
+            # First-of-run is decided on the whole history: the window may start inside a run.
+            first = _first_of_run(ordered)[len(ordered) - len(recent):]
+            timing, seconds = fit_compute_time(recent, first), charged_seconds(group)
             ratio, mape = None, None
             if "input_chars" in group:
                 paired = group[(group["input_chars"].fillna(0) > 0) & (group["input_tokens"] > 0)]
@@ -130,7 +132,8 @@ class ComputeTimeModel:
     session_start_s: Optional[float]  # a run's first call's extra seconds
 
 
-def fit_compute_time(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0.3) -> ComputeTimeModel:
+def fit_compute_time(recent: pd.DataFrame, first: Optional[np.ndarray] = None, min_calls: int = 8,
+                     min_r2: float = 0.3) -> ComputeTimeModel:
     """Least squares of charged seconds on [1, characters sent, first call of its run] over ``recent`` calls.
 
     One fit for both effects, so each is measured net of the other (a run whose first call
@@ -138,9 +141,10 @@ def fit_compute_time(recent: pd.DataFrame, min_calls: int = 8, min_r2: float = 0
     only where they explain the seconds (their partial R² ≥ ``min_r2``, positive slope): on a busy
     host the machine's load, not the prompt, moves the seconds, and a fitted slope would only add
     noise. The first-call term needs two runs with a first call and three later calls.
+    ``first`` flags each row that was its run's first call (default: judged within ``recent``).
     """
     seconds = charged_seconds(recent)
-    first = _first_of_run(recent)
+    first = _first_of_run(recent) if first is None else np.asarray(first, dtype=bool)
     has_start = first.sum() >= 2 and (~first).sum() >= 3
     warm_mean = float(seconds[~first].mean()) if (~first).sum() >= 3 else float(seconds.mean())
     chars = recent["input_chars"].fillna(0).to_numpy(dtype=float) if "input_chars" in recent else np.zeros(len(recent))

@@ -92,6 +92,13 @@ def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
     without_runs = _history(tmp_path / "no-runs", [dict(row, run_id=None) for row in rows])
     assert without_runs.get("t", spec.id).session_start_s is None  # no run ids: nothing to tell first calls by
 
+    # 3 runs of 20 calls: the 50-call window starts inside the first run, whose call 11 was not a first call.
+    long_runs = [dict(model_id="local-gemma3-270m", run_id=f"run{run}", input_chars=2000, input_tokens=500,
+                      output_tokens=80, latency_s=3.0 + (2.5 if n == 0 else 0.0),
+                      recorded_at=start + timedelta(hours=run, seconds=n))
+                 for run in range(3) for n in range(20)]
+    assert _history(tmp_path / "long", long_runs).get("t", spec.id).session_start_s == pytest.approx(2.5)
+
 
 def test_run_estimate_sums_items_and_adds_escalations(tmp_path):
     rows = [dict(model_id="rules-invoice", input_chars=1000, input_tokens=0, output_tokens=0, latency_s=0.001, run_id="r",
