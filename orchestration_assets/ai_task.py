@@ -57,6 +57,12 @@ class AITask:
     check: Optional[Callable[[BaseModel], Optional[str]]] = None
     attributes: tuple[tuple[str, str], ...] = ()  # declared routing signals, e.g. (("domain", "finance"),)
 
+    def request_texts(self, document_text: str) -> tuple[str, str]:
+        """What a call sends for a document: the instructions and the document. The ledger's
+        ``input_chars``, budget reservations and pre-run estimates all count these, so each
+        model's characters-per-token, calibrated on one, prices the others."""
+        return self.instructions, document_text
+
 
 @dataclass(frozen=True)
 class CallContext:
@@ -256,7 +262,7 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
     chain = [decision.model_id, *decision.escalation]
     planned = len(chain)
     reason = decision.reason
-    characters = len(document.text) + len(task.instructions)
+    characters = sum(map(len, task.request_texts(document.text)))
     pseudonymised: Optional[_Redaction] = None
     for attempt, model_id in enumerate(chain, start=1):
         if guard.enforce:  # a DuckDB transaction: off the event loop
@@ -376,7 +382,7 @@ def _record(where: CallContext, task: AITask, document: Document, decision: Rout
         cost_usd=result.cost_usd, estimated_cost_usd=estimate, latency_s=result.latency_s,
         route_reason=reason, outcome="ok" if result.ok else "error", error=_storable_error(result.error, document),
         policy=decision.policy, attempt=attempt, accepted=accepted, features=features,
-        input_chars=len(document.text) + len(task.instructions),
+        input_chars=sum(map(len, task.request_texts(document.text))),
         usage_estimated=result.usage_estimated, transport_attempts=result.transport_attempts, compute_s=result.compute_s,
     )
 

@@ -163,7 +163,7 @@ def run_estimate(args: argparse.Namespace) -> int:
         decisions = [policy.decide(item, catalog, availability, estimate_complexity(item.text)) for item in items]
     calls = defs.resources["ledger"].store().calls()
     history = CostHistory.from_calls(calls)
-    estimate = estimate_run(decisions, [(INVOICE_EXTRACTION.instructions, d.text) for d in documents],
+    estimate = estimate_run(decisions, [INVOICE_EXTRACTION.request_texts(d.text) for d in documents],
                             INVOICE_EXTRACTION.name, catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
     summary = {"partition": partition, "source": source, "policy": routing.policy_for(INVOICE_EXTRACTION.name),
                "history_calls": int(len(calls)), "dagster_home": str(home), **estimate.as_dict()}

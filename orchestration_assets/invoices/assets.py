@@ -125,7 +125,7 @@ def invoice_extractions(
     frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS)
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)
-    estimate = estimate_run([o.decision for o in outcomes], [(INVOICE_EXTRACTION.instructions, d.text) for d in raw_invoices],
+    estimate = estimate_run([o.decision for o in outcomes], [INVOICE_EXTRACTION.request_texts(d.text) for d in raw_invoices],
                             INVOICE_EXTRACTION.name, models.gateway().catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
     actual = sum(r.cost_usd for o in outcomes for r in o.attempts)
     metadata = {
