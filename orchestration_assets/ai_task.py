@@ -134,7 +134,7 @@ def run_ai_task(
     """Route, call and record every document, ``max_concurrency`` items at once (default: the gateway's);
     outcomes come back in the documents' order.
 
-    Hosted and local-server calls run concurrently on one event loop (``httpx.AsyncClient``), each
+    Hosted and local-server calls run concurrently on one event loop (``aiohttp``), each
     endpoint bounded by its own limits; with a ``guard`` every call is reserved against budgets
     first. Ledger rows and audit entries are journaled as each call returns and stored in
     batches (``ledger_writer``): nothing a call returned is lost if the process dies. An item

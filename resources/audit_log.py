@@ -287,7 +287,7 @@ class DuckDBAuditLog:
                     entry.entry_hash = entry.computed_hash()
                     sealed.append(entry)
                     head = AuditHead(entry.seq, entry.entry_hash)
-                rows = [tuple(_row(e)[c] for c in _COLUMNS) for e in sealed]
+                rows = [tuple(row.values()) for row in map(_row, sealed)]  # _row keeps _COLUMNS order
                 insert_rows(conn, "audit_log", _COLUMNS, rows)
                 unreached = self._unreached_after(conn, sealed[0].seq - 1)
             except BaseException:

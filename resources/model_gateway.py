@@ -110,7 +110,7 @@ class ModelGateway:
         return settled_result(outcome)
 
     async def acall(self, model_id: str, request: StructuredRequest, idempotency_key: Optional[str] = None) -> CallResult:
-        """``call`` for a concurrent batch: HTTP models over ``httpx.AsyncClient``, bounded by the endpoint's limits.
+        """``call`` for a concurrent batch: HTTP models over ``aiohttp``, bounded by the endpoint's limits.
 
         A local server is started (once, blocking) on first use; an in-process Python model runs
         inline, since it holds the interpreter either way.

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections import Counter
+import itertools
 import json
+from collections import Counter
 import math
 import re
 import zlib
@@ -62,29 +63,33 @@ class FeatureSpace:
         policy computed them); otherwise the cheap ones are derived here.
         """
         text = text[: self.max_chars]
-        counts: dict[int, float] = {}
         tokens = _TOKEN.findall(text.lower())
         size = self.size
-        # Count words and word pairs in C (Counter), then hash each distinct one once (cached):
-        # the same counts as a token-by-token loop, at about a third of the cost.
-        for token, count in Counter(tokens).items():
-            slot = _hashed_slot(token, size)
-            counts[slot] = counts.get(slot, 0.0) + count
-        for (first, second), count in Counter(zip(tokens, tokens[1:])).items():
-            slot = _pair_slot(first, second, size)
-            counts[slot] = counts.get(slot, 0.0) + count
-        for slot, count in counts.items():
-            counts[slot] = 1.0 + math.log(count)
-        for name, value in (attributes or {}).items():
-            if value is None or value == "":
-                continue
-            slot = self._slot(f"@{name}={value}")
-            counts[slot] = counts.get(slot, 0.0) + self.attribute_weight
-        for index, value in enumerate(self._numeric(text, signals or {})):
-            if value:
-                counts[index] = value * self.numeric_weight
-        norm = math.sqrt(sum(v * v for v in counts.values())) or 1.0
-        return {slot: value / norm for slot, value in counts.items()}
+        # Count words and word pairs in C (Counter), hash each distinct one once (cached), then
+        # merge colliding slots and weight them in numpy: the same vector as a token-by-token
+        # loop, at about a quarter of the cost (it runs once per item inside a batch).
+        words = Counter(tokens)
+        pairs = Counter(zip(tokens, tokens[1:]))
+        slots = np.fromiter(
+            itertools.chain(map(_hashed_slot, words, itertools.repeat(size)),
+                            itertools.starmap(_pair_slot, ((a, b, size) for a, b in pairs))),
+            dtype=np.int64, count=len(words) + len(pairs))
+        counts = np.fromiter(itertools.chain(words.values(), pairs.values()), dtype=np.float64, count=len(slots))
+        if len(slots):
+            slots, where = np.unique(slots, return_inverse=True)
+            counts = 1.0 + np.log(np.bincount(where, weights=counts))
+        declared = [(self._slot(f"@{name}={value}"), self.attribute_weight)
+                    for name, value in (attributes or {}).items() if value is not None and value != ""]
+        if declared:  # added to a word's weight where a slot is shared
+            slots = np.concatenate([slots, [slot for slot, _ in declared]])
+            slots, where = np.unique(slots, return_inverse=True)
+            counts = np.bincount(where, weights=np.concatenate([counts, [weight for _, weight in declared]]))
+        numeric = [(index, value * self.numeric_weight) for index, value in enumerate(self._numeric(text, signals or {})) if value]
+        if numeric:  # reserved slots: no word or attribute lands there
+            slots = np.concatenate([[index for index, _ in numeric], slots])
+            counts = np.concatenate([[value for _, value in numeric], counts])
+        norm = math.sqrt(float(np.dot(counts, counts))) or 1.0
+        return dict(zip(slots.tolist(), (counts / norm).tolist()))
 
     @staticmethod
     def _numeric(text: str, signals: Mapping[str, float]) -> list[float]:

@@ -347,3 +347,80 @@ def test_server_refuses_bad_requests_with_openais_error_shape(server):
     models = httpx.get(server.url + "/models", headers=auth)
     assert models.status_code == 200 and models.json()["object"] == "list"
     assert server.pending == 0 and len(server.requests) == 4
+
+
+# --- the concurrent path (aiohttp) reads every fault in the blocking path's (httpx's) words -----
+
+
+def _both_paths(adapter: OpenAIChatClient):
+    """One call through ``call`` (httpx) and one through ``acall`` (aiohttp), on a fresh event loop."""
+    import asyncio
+
+    async def concurrent():
+        try:
+            return await adapter.acall(invoice_request())
+        finally:
+            await adapter.aclose()
+
+    return adapter.call(invoice_request()), asyncio.run(concurrent())
+
+
+def _without_seconds(error: str) -> str:
+    import re
+
+    return re.sub(r"after \d+\.\ds", "after Ns", error)
+
+
+@pytest.mark.parametrize("fault", ["timeout", "dropped", "refused", "http-500"])
+def test_the_blocking_and_concurrent_paths_word_a_fault_the_same(server, fault):
+    if fault == "refused":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    else:
+        url = server.url
+        behaviour = {"timeout": lambda: Slow(2.0), "dropped": DropConnection, "http-500": lambda: ServerError()}[fault]
+        server.script(behaviour(), behaviour())
+    adapter = OpenAIChatClient(cloud_spec(url), KEY, timeout=0.3)
+    try:
+        blocking, concurrent = _both_paths(adapter)
+    finally:
+        adapter.close()
+    assert blocking.error and concurrent.error
+    if fault == "refused":  # the OS's wording of the refusal differs between the clients; the kind does not
+        assert blocking.error.startswith("connection error calling gpt-4o-mini: ConnectError")
+        assert concurrent.error.startswith("connection error calling gpt-4o-mini: ConnectError")
+    else:
+        assert _without_seconds(blocking.error) == _without_seconds(concurrent.error)
+    expected = {"timeout": "timed out after Ns calling gpt-4o-mini (ReadTimeout)",
+                "dropped": "connection error calling gpt-4o-mini: RemoteProtocolError: Server disconnected without sending a response.",
+                "http-500": "HTTP 500 from gpt-4o-mini"}.get(fault)
+    if expected:
+        assert _without_seconds(concurrent.error).startswith(expected)
+
+
+def test_the_concurrent_path_answers_like_the_blocking_one(server):
+    server.script(Success(INVOICE), Success(INVOICE))
+    adapter = OpenAIChatClient(cloud_spec(server.url), KEY, timeout=5.0)
+    try:
+        blocking, concurrent = _both_paths(adapter)
+    finally:
+        adapter.close()
+    assert blocking.ok and concurrent.ok
+    assert concurrent.output == blocking.output
+    assert (concurrent.input_tokens, concurrent.output_tokens, concurrent.cost_usd) == \
+        (blocking.input_tokens, blocking.output_tokens, blocking.cost_usd)
+
+
+def test_the_proxy_comes_from_the_environment_with_no_proxy_honoured(monkeypatch):
+    from resources.providers.http_call import env_proxy
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://api.openai.com/v1/chat/completions") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.internal")
+    assert env_proxy("https://api.openai.com/v1/chat/completions") == "http://proxy.corp:3128"
+    assert env_proxy("http://api.openai.com/v1") is None  # only an https proxy is named
+    assert env_proxy("https://llm.internal/v1") is None
+    assert env_proxy("http://127.0.0.1:8080/v1") is None
