@@ -105,6 +105,10 @@ class LedgerWriter:
 
     # ---------------------------------------------------------------- flushing
 
+    def flush_soon(self) -> None:
+        """Ask the background thread to store what is pending now rather than at its next interval."""
+        self._wake.set()
+
     def flush(self) -> bool:
         """Store everything pending in one ledger transaction (and one audit append); False if the store refused."""
         with self._flush_lock:

@@ -145,3 +145,24 @@ def test_a_batch_started_from_inside_a_running_event_loop_still_runs(tmp_path):
     outcomes, calls = asyncio.run(caller())
     assert [o.document.id for o in outcomes] == [d.id for d in documents]
     assert all(o.error is None for o in outcomes) and len(calls) == 3
+
+
+def test_the_startup_heap_sits_out_collections_during_a_batch_and_is_handed_back_after(tmp_path):
+    """A full collection of the process's heap pauses every call in flight; a batch parks that heap, then returns it."""
+    import gc
+
+    @dataclass
+    class Watching(Held):
+        frozen: list = field(default_factory=list)
+
+        def serve(self, exchange: Exchange) -> None:
+            self.frozen.append(gc.get_freeze_count())
+            super().serve(exchange)
+
+    before = gc.get_freeze_count()
+    watching = Watching(seconds=0.0)
+    with OpenAIChatServer(api_key=KEY, default=watching) as server:
+        outcomes, calls = _run(tmp_path, server, _documents(3), max_concurrency=2)
+    assert all(o.error is None for o in outcomes) and len(calls) == 3
+    assert len(watching.frozen) == 3 and min(watching.frozen) > 10_000  # Dagster, pandas, pydantic: parked
+    assert gc.get_freeze_count() == before == 0  # handed back to the collector

@@ -186,3 +186,37 @@ def test_sketches_are_stored_packed_and_read_back_from_either_format():
     back = decode_sketch(packed)
     assert back.keys() == sketch.keys() and all(abs(back[k] - v) < 1e-6 for k, v in sketch.items())
     assert decode_sketch(json.dumps(sketch)) == sketch  # rows written before the packed format
+
+
+def test_the_sketch_is_the_token_by_token_definition():
+    """``sketch`` computes in bulk what the module docstring defines one token at a time."""
+    import math
+    import re
+    import zlib
+
+    space = FeatureSpace(bits=10)  # small: colliding slots are merged, as the definition says
+
+    def reference(text, attributes, signals):
+        tokens = re.findall(r"[^\W_]+(?:['.][^\W_]+)*|[^\w\s]", text[: space.max_chars].lower())
+        slot = lambda key: 7 + zlib.crc32(key.encode("utf-8", "replace")) % (space.size - 7)
+        counts = {}
+        for key in tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]:
+            counts[slot(key)] = counts.get(slot(key), 0) + 1
+        vector = {s: 1.0 + math.log(c) for s, c in counts.items()}
+        for name, value in attributes.items():
+            key = slot(f"@{name}={value}")
+            vector[key] = vector.get(key, 0.0) + space.attribute_weight
+        for index, value in enumerate(FeatureSpace._numeric(text[: space.max_chars], signals)):
+            if value:
+                vector[index] = value
+        norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
+        return {s: v / norm for s, v in vector.items()}
+
+    texts = ["", "a", "a a a a b a", "Total: EUR 1.234,56 (incl. 19% MwSt)\nINV-2026-0042",
+             "Ünïcode 東京 tokens, and an ‘odd’ surrogate \ud800 here", "word " * 3000]
+    for text in texts:
+        for attributes in ({}, {"task": "invoice_extraction", "domain": "tax"}):
+            signals = {"length": 0.4, "noise": 0.1} if text else {}
+            got, want = space.sketch(text, attributes, signals), reference(text, attributes, signals)
+            assert got.keys() == want.keys()
+            assert all(got[k] == pytest.approx(want[k], abs=1e-12) for k in want)

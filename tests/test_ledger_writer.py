@@ -40,6 +40,21 @@ def test_rows_are_stored_in_batches_and_the_journal_is_removed_on_close(tmp_path
     assert verification.ok and verification.head.count == 30
 
 
+def test_flush_soon_stores_pending_rows_before_the_interval(tmp_path):
+    """What a batch asks when its last items are in flight: store now, not at the next interval."""
+    import time
+
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    with LedgerWriter(ledger, flush_interval_s=60) as writer:
+        for i in range(5):
+            writer.settle(None, [_record(i)])
+        writer.flush_soon()
+        deadline = time.monotonic() + 10
+        while writer.flushes == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.flushes == 1 and len(ledger.calls()) == 5  # stored by the thread, the writer still open
+
+
 def test_a_live_writers_journal_is_left_alone(tmp_path):
     ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
     with LedgerWriter(ledger, flush_interval_s=60) as writer:
