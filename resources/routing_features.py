@@ -19,14 +19,13 @@ Vectors are L2-normalised, so cosine similarity is a dot product.
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import json
-from collections import Counter
 import math
 import operator
 import re
 import zlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 

@@ -352,17 +352,19 @@ def test_server_refuses_bad_requests_with_openais_error_shape(server):
 # --- the concurrent path (aiohttp) reads every fault in the blocking path's (httpx's) words -----
 
 
-def _both_paths(adapter: OpenAIChatClient):
+def _both_paths(adapter: OpenAIChatClient, request: StructuredRequest = None):
     """One call through ``call`` (httpx) and one through ``acall`` (aiohttp), on a fresh event loop."""
     import asyncio
 
+    request = request or invoice_request()
+
     async def concurrent():
         try:
-            return await adapter.acall(invoice_request())
+            return await adapter.acall(request)
         finally:
             await adapter.aclose()
 
-    return adapter.call(invoice_request()), asyncio.run(concurrent())
+    return adapter.call(request), asyncio.run(concurrent())
 
 
 def _without_seconds(error: str) -> str:
@@ -403,10 +405,13 @@ def test_the_concurrent_path_answers_like_the_blocking_one(server):
     server.script(Success(INVOICE), Success(INVOICE))
     adapter = OpenAIChatClient(cloud_spec(server.url), KEY, timeout=5.0)
     try:
-        blocking, concurrent = _both_paths(adapter)
+        blocking, concurrent = _both_paths(adapter, invoice_request(document=DOCUMENT + "\nMüller GmbH – Köln, 12 €"))
     finally:
         adapter.close()
     assert blocking.ok and concurrent.ok
+    sent_blocking, sent_concurrent = server.requests[-2:]
+    assert sent_concurrent.raw == sent_blocking.raw  # the same bytes, non-ASCII text included
+    assert sent_concurrent.header("authorization") == sent_blocking.header("authorization") == f"Bearer {KEY}"
     assert concurrent.output == blocking.output
     assert (concurrent.input_tokens, concurrent.output_tokens, concurrent.cost_usd) == \
         (blocking.input_tokens, blocking.output_tokens, blocking.cost_usd)

@@ -229,7 +229,7 @@ class HttpModelClient:
             self._loop = loop
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ssl=_ssl_context()), timeout=self._async_timeout,
-                raise_for_status=False,
+                json_serialize=_json_body,
             )
         return self._session
 
@@ -245,6 +245,9 @@ class HttpModelClient:
 
 
 _UNRESOLVED = object()
+
+# The body bytes httpx sends for ``json=``: both paths send a provider the same request (and a NaN is refused here).
+_json_body = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def env_proxy(url: str) -> Optional[str]:
