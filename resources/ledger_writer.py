@@ -86,9 +86,10 @@ class LedgerWriter:
                outputs: Sequence[tuple[str, str, str]] = ()) -> None:
         """Journal the call's rows (the reservation they close, the answers kept) now; store them with the next batch."""
         records, outputs = list(records), [tuple(o) for o in outputs]
+        line = (f'{{"reservation":{json.dumps(reservation_id)},"calls":[{",".join(r.model_dump_json() for r in records)}],'
+                f'"outputs":{json.dumps(outputs, separators=(",", ":"))}}}')
         with self._lock:
-            self._write({"reservation": reservation_id, "calls": [r.model_dump(mode="json") for r in records],
-                         "outputs": outputs})
+            self._write_line(line)
             self._pending_calls.append((reservation_id, records))
             self._pending_outputs.extend(outputs)
             full = len(self._pending_calls) >= self.max_batch
@@ -99,8 +100,9 @@ class LedgerWriter:
         if self.audit is None or not entries:
             return
         entries = list(entries)
+        line = f'{{"audit_entries":[{",".join(e.model_dump_json() for e in entries)}]}}'
         with self._lock:
-            self._write({"audit_entries": [e.model_dump(mode="json") for e in entries]})
+            self._write_line(line)
             self._pending_audit.extend(entries)
 
     # ---------------------------------------------------------------- flushing
@@ -182,8 +184,15 @@ class LedgerWriter:
     # ---------------------------------------------------------------- journal
 
     def _write(self, entry: dict[str, Any]) -> None:
-        """One journal line, one ``os.write`` (hold ``_lock``: the line count orders lines and batches)."""
-        os.write(self._fd, (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode())
+        self._write_line(json.dumps(entry, separators=(",", ":"), default=str))
+
+    def _write_line(self, line: str) -> None:
+        """One journal line, one ``os.write`` (hold ``_lock``: the line count orders lines and batches).
+
+        Rows are serialised by pydantic (``model_dump_json``, in Rust): about a third of the cost of
+        ``json.dumps(model_dump())``, paid on the event loop once per call.
+        """
+        os.write(self._fd, (line + "\n").encode())
         self._journal_lines += 1
 
 
