@@ -16,7 +16,7 @@ from typing import Optional, Protocol, Sequence
 
 import dagster as dg
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from resources import budget_store
 from resources.budgets import Budget, BudgetStatus, SpendScope
@@ -28,6 +28,9 @@ def utc_now() -> datetime:
 
 
 class CallRecord(BaseModel):
+    # The journal writes rows with model_dump_json: a non-finite float must come back as itself, not as null.
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     call_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     recorded_at: datetime = Field(default_factory=utc_now, description="UTC.")
     run_id: Optional[str] = None

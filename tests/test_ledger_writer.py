@@ -55,6 +55,16 @@ def test_flush_soon_stores_pending_rows_before_the_interval(tmp_path):
         assert writer.flushes == 1 and len(ledger.calls()) == 5  # stored by the thread, the writer still open
 
 
+def test_a_journaled_row_reads_back_as_it_was_written_non_finite_floats_included():
+    import json
+    import math
+
+    record = _record(3).model_copy(update={"latency_s": float("nan"), "cost_usd": float("inf")})
+    back = CallRecord.model_validate(json.loads(record.model_dump_json()))
+    assert math.isnan(back.latency_s) and back.cost_usd == float("inf")
+    assert back.model_dump(exclude={"latency_s"}) == record.model_dump(exclude={"latency_s"})
+
+
 def test_a_live_writers_journal_is_left_alone(tmp_path):
     ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
     with LedgerWriter(ledger, flush_interval_s=60) as writer:
