@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from typing import Optional
 
 import httpx
 import pytest
@@ -352,7 +353,7 @@ def test_server_refuses_bad_requests_with_openais_error_shape(server):
 # --- the concurrent path (aiohttp) reads every fault in the blocking path's (httpx's) words -----
 
 
-def _both_paths(adapter: OpenAIChatClient, request: StructuredRequest = None):
+def _both_paths(adapter: OpenAIChatClient, request: Optional[StructuredRequest] = None):
     """One call through ``call`` (httpx) and one through ``acall`` (aiohttp), on a fresh event loop."""
     import asyncio
 

@@ -167,7 +167,8 @@ class HttpModelClient:
     A subclass says how to build its protocol's body and headers (``request_body``, ``headers``)
     and how to read its reply (``parse_reply``); ``call`` (``httpx.Client``) and ``acall``
     (``aiohttp``) send the same body and judge the reply with the same code, so the blocking
-    and concurrent paths cannot drift.
+    and concurrent paths cannot drift. A subclass sets ``spec`` and ``url`` before calling
+    ``__init__`` (the proxy is chosen for the url there).
 
     Why aiohttp for the concurrent path: a batch makes hundreds of calls in flight from one
     event loop, and the client's own work per call is what bounds it. Measured on 127.0.0.1
@@ -188,7 +189,7 @@ class HttpModelClient:
         self._async_timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.connect, sock_read=limits.read)
         self._loop: Any = None  # the event loop the session below belongs to (a session lives on one loop)
         self._session: Optional[aiohttp.ClientSession] = None
-        self._proxy: Any = _UNRESOLVED
+        self._proxy = env_proxy(self.url)  # read once, as httpx.Client reads the environment at construction
 
     def request_body(self, request: StructuredRequest) -> dict[str, Any]:
         raise NotImplementedError
@@ -205,8 +206,6 @@ class HttpModelClient:
         return self._result(reply, request)
 
     async def acall(self, request: StructuredRequest) -> CallResult:
-        if self._proxy is _UNRESOLVED:
-            self._proxy = env_proxy(self.url)
         reply = await apost_json(self._session_of_loop(), self.url, body=self.request_body(request),
                                  headers=self.headers(), model_id=self.spec.id, proxy=self._proxy)
         return self._result(reply, request)
@@ -243,8 +242,6 @@ class HttpModelClient:
         if self._owns_http:
             self._http.close()
 
-
-_UNRESOLVED = object()
 
 # The body bytes httpx sends for ``json=``: both paths send a provider the same request (and a NaN is refused here).
 _json_body = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
