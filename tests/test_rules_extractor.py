@@ -33,6 +33,46 @@ def test_grand_total_beats_subtotal_and_ocr_confused_labels_are_read() -> None:
     assert got.date == "2024-03-05"
 
 
+@pytest.mark.parametrize("line, total", [
+    ("Total TTC : 1 234,56 EUR", 1234.56),  # French: a space groups thousands before a decimal comma
+    ("Total TTC : 1\u00a0234,56 EUR", 1234.56),  # no-break space
+    ("TOTAL 1\u202f234,56 SEK", 1234.56),  # narrow no-break space
+    ("Total: 12 345 678,90 PLN", 12345678.90),
+    ("TOTAL 1.234,56", 1234.56),
+    ("TOTAL 1'234.50", 1234.50),
+])
+def test_thousands_grouped_the_way_europe_writes_them(line: str, total: float) -> None:
+    assert extract_invoice(f"Shop Ltd\n{line}\n").total == total
+
+
+def test_a_plain_space_before_a_decimal_point_is_a_column_break_not_a_thousands_group() -> None:
+    assert extract_invoice("Shop Ltd\n2 100.00\nTotal 100.00\n").total == 100.0
+
+
+@pytest.mark.parametrize("written", ["March 2018", "2018", "12", "Mon", "Q3 2026"])
+def test_a_partial_date_is_kept_as_written_never_completed_with_today(written: str) -> None:
+    from orchestration_assets.invoices.normalize import normalize_date
+    from orchestration_assets.invoices.quality import invoice_item_check
+    from orchestration_assets.invoices.schema import InvoiceExtraction
+
+    assert normalize_date(written) is None
+    reply = InvoiceExtraction(vendor="Shop Ltd", date=written, currency="EUR", total=1.0)
+    assert reply.date == written and "date" in (invoice_item_check(reply) or "")
+
+
+def test_full_dates_still_parse_in_every_spelling() -> None:
+    from orchestration_assets.invoices.normalize import normalize_date
+
+    for written in ("5 Mar 2018", "March 5, 2018", "05/03/2018", "2018-03-05", "Mon, 5 Mar 2018", "2018-03-05T10:00:00"):
+        assert normalize_date(written) == "2018-03-05", written
+
+
+def test_a_non_finite_total_is_no_total() -> None:
+    from orchestration_assets.invoices.schema import InvoiceExtraction
+
+    assert InvoiceExtraction(total=float("inf")).total is None and InvoiceExtraction(total="nan").total is None
+
+
 @pytest.mark.parametrize("junk", ["", "\n\n\n", "TOTAL", "\x00\x01 garbage ☃ " * 50, "1" * 10_000, b"TOTAL 5.00"])
 def test_never_raises_on_junk(junk) -> None:
     result = extract_invoice(junk)

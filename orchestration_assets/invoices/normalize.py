@@ -6,6 +6,7 @@ scoring, so "2026-03-14", "14/03/2026" and "March 14, 2026" compare equal everyw
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from typing import Optional
@@ -31,6 +32,7 @@ ISO_CURRENCIES = {
 }
 
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
+_TYPOGRAPHIC_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " "})  # no-break, narrow, thin
 
 
 def normalize_currency(value: Optional[str]) -> Optional[str]:
@@ -58,8 +60,8 @@ def parse_amount(value: object) -> Optional[float]:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
-    match = _AMOUNT_RE.search(str(value).replace("\u00a0", " "))
+        return float(value) if math.isfinite(value) else None
+    match = _AMOUNT_RE.search(str(value).translate(_TYPOGRAPHIC_SPACES))
     if not match:
         return None
     raw = match.group(0).strip()
@@ -75,6 +77,9 @@ def parse_amount(value: object) -> Optional[float]:
         return None
     number = float(f"{whole or '0'}.{frac or '0'}")
     return -number if negative else number
+
+
+_DEFAULT_A, _DEFAULT_B = datetime(2001, 1, 1), datetime(2002, 2, 2)
 
 
 def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[str]:
@@ -93,16 +98,22 @@ def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[s
     text = str(value).strip()
     if not text:
         return None
-    if re.fullmatch(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}", text):
+    iso = re.fullmatch(r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2})(?:[T ]\d{1,2}:\d{2}.*)?", text)  # a time may follow
+    if iso:
         try:
-            return date_parser.parse(text, yearfirst=True, dayfirst=False).date().isoformat()
+            return date_parser.parse(iso.group(1), yearfirst=True, dayfirst=False).date().isoformat()
         except (ValueError, OverflowError):
             return None
     if dayfirst is None:
         numeric = re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{2,4})", text)
         dayfirst = not (numeric and int(numeric.group(2)) > 12)
     try:
-        parsed = date_parser.parse(text, dayfirst=dayfirst, fuzzy=False)
+        # Parsed against two different defaults: dateutil fills a part the text lacks ("March
+        # 2018", "2018", "Mon") from its default, today unless told, so a partial date would
+        # come back as a made-up full one. Only a date both parses agree on is complete.
+        parsed = date_parser.parse(text, dayfirst=dayfirst, fuzzy=False, default=_DEFAULT_A)
+        if date_parser.parse(text, dayfirst=dayfirst, fuzzy=False, default=_DEFAULT_B).date() != parsed.date():
+            return None
     except (ValueError, OverflowError):
         return None
     if not 1900 <= parsed.year <= 2100:

@@ -108,7 +108,11 @@ def _label_re(*phrases: str) -> re.Pattern[str]:
 
 _AMOUNT = re.compile(
     r"(?:(?<![\w/:.,'-])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥))"
-    r"(?:(?P<int>\d{1,3}(?:(?P<sep>[,.'])\d{3})(?:(?P=sep)\d{3})*|\d+)(?P<dec>[.,]\d{1,2})?|(?P<bare>\.\d{2}))"
+    # Thousands grouped by ',', '.', an apostrophe or a typographic space (no-break, narrow, thin),
+    # or by a plain space where a decimal comma follows ("1 234,56": French, Nordic, Slavic
+    # invoices); a plain space before a decimal point is too often a column break ("2 100.00").
+    r"(?:(?P<int>\d{1,3}(?:(?P<sep>[,.'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))|\d+)"
+    r"(?P<dec>[.,]\d{1,2})?|(?P<bare>\.\d{2}))"
     r"(?![\w%]|\s?%|[.,'/:-]\d)"
 )
 
