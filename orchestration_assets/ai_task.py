@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import gc
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -152,7 +153,21 @@ def run_ai_task(
             log(f"re-execution of run {where.resumes_run}: {len(batch.completed)} completed calls reused, not repeated")
     with LedgerWriter(ledger, audit) as writer, _startup_heap_frozen():
         batch.writer = writer
-        return _run_coroutine(batch.run(documents, concurrency))
+        outcomes = _run_coroutine(batch.run(documents, concurrency))
+        # The items' spans go to the trace store while the writer stores the last calls (another
+        # file, its own thread): the batch ends after the longer of the two, not after both.
+        exporting = _flush_in_background(tracer)
+    if exporting is not None:
+        exporting.join()
+    return outcomes
+
+
+def _flush_in_background(tracer: Optional[TraceRecorder]) -> Optional[threading.Thread]:
+    if tracer is None:
+        return None
+    thread = threading.Thread(target=tracer.force_flush, name="trace-flush", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextlib.contextmanager

@@ -55,6 +55,49 @@ def test_flush_soon_stores_pending_rows_before_the_interval(tmp_path):
         assert writer.flushes == 1 and len(ledger.calls()) == 5  # stored by the thread, the writer still open
 
 
+class _RefusingOnce:
+    """A store whose first write fails the way a locked or full file does; later writes go through."""
+
+    def __init__(self, store, method: str):
+        self.store, self.method, self.refused = store, method, 0
+        self.path = store.path
+
+    def __getattr__(self, name):
+        attribute = getattr(self.store, name)
+        if name != self.method or self.refused:
+            return attribute
+
+        def refuse(*args, **kwargs):
+            self.refused += 1
+            raise OSError("disk full")
+        return refuse
+
+
+def test_a_store_that_refuses_keeps_its_rows_pending_and_the_other_store_is_written(tmp_path):
+    """Ledger and audit log are flushed side by side; one refusing must not lose, or repeat, the other's rows."""
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    audit = DuckDBAuditLog(tmp_path / "audit.duckdb")
+    refusing_audit = _RefusingOnce(audit, "append")
+    with LedgerWriter(ledger, refusing_audit, flush_interval_s=60) as writer:
+        for i in range(10):
+            writer.settle(None, [_record(i)])
+            writer.append_audit([AuditEntry(event="call", run_id="r1", model_id="gpt-4o-mini")])
+        assert writer.flush() is False and refusing_audit.refused == 1
+        assert len(ledger.calls()) == 10 and writer.last_error == "OSError: disk full"
+        assert writer.flush() is True
+        assert len(ledger.calls()) == 10 and audit.verify().head.count == 10  # stored once each
+
+    refusing_ledger = _RefusingOnce(DuckDBLedger(tmp_path / "ledger2.duckdb"), "settle_batch")
+    audit2 = DuckDBAuditLog(tmp_path / "audit2.duckdb")
+    with LedgerWriter(refusing_ledger, audit2, flush_interval_s=60) as writer:
+        for i in range(4):
+            writer.settle(None, [_record(i, run="r2")])
+            writer.append_audit([AuditEntry(event="call", run_id="r2", model_id="gpt-4o-mini")])
+        assert writer.flush() is False and refusing_ledger.refused == 1
+        assert audit2.verify().head.count == 4 and len(refusing_ledger.store.calls()) == 0
+    assert len(refusing_ledger.store.calls()) == 4 and audit2.verify().head.count == 4  # close stored the rest
+
+
 def test_a_journaled_row_reads_back_as_it_was_written_non_finite_floats_included():
     import json
     import math
