@@ -2,9 +2,13 @@
 
     python benchmarks/routing_replay.py --data ../shared/data/routing/mmlu.jsonl [--json] [--seed 0]
 
-Rows: ``{"prompt": ..., "outcomes": {model: {"correct": bool}}, ...}``; any other string
-field (``subject``, ``benchmark``, ``domain``) is passed to the learned policy as a declared
-attribute, the way a task declares its domain in production. The two models are the
+Rows: ``{"prompt": ..., "outcomes": {model: {"correct": bool}}, ...}``; ``correct`` may also be
+0/1, a graded score in [0, 1] or the bare value, and a model missing from a row was not run
+on it (the policy learns from the outcomes it has; only test rows with both models' outcomes
+are scored). Any other short string field that groups rows (``subject``, ``benchmark``,
+``domain``; not an id-like field with a value per row) is passed to the learned policy as a
+declared attribute, the way a task declares its domain in production. Warnings (no quality
+gap, few test rows, unscored rows) are printed beside the numbers and listed in ``_meta``. The two models are the
 cheapest (weak) and the dearest (strong) by price (``--price MODEL=IN,OUT`` in USD per
 million tokens; known defaults below); when prices are unknown the more accurate model on
 the training split is taken as the strong one, at 20× the price.
@@ -14,7 +18,8 @@ The split is 70/30 with a fixed seed; the learned policy (the product's own
 measured on the 30 %. Policies, each replayed at every share of strong calls:
 
 * ``random`` — a seeded random order; ``always_weak`` / ``always_strong`` — the fixed
-  baselines (their ``apgr`` is their PGR, 0 and 1; their CPT is the strong share they pay);
+  baselines (their ``apgr`` is their PGR, 0 and 1; their CPT is 1.0: always-weak never
+  recovers the gap, always-strong pays every call);
 * ``rules`` — the product's complexity score (``resources.complexity``), highest first;
 * ``learned`` — predicted gain in success from the strong model, per call (RouteLLM's
   axis is the share of calls); ``learned_per_dollar`` ranks by gain per extra dollar, the
@@ -35,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +78,53 @@ def load_rows(path: Path) -> list[dict]:
     return rows
 
 
-def attributes(row: dict) -> dict[str, str]:
-    return {k: v for k, v in row.items() if k not in _RESERVED and isinstance(v, str) and len(v) <= 80}
+def attributes(row: dict, names: Optional[set[str]] = None) -> dict[str, str]:
+    """The row's declared attributes: short string fields, limited to ``names`` (see ``attribute_names``)."""
+    return {k: v for k, v in row.items()
+            if k not in _RESERVED and isinstance(v, str) and len(v) <= 80 and (names is None or k in names)}
+
+
+def attribute_names(rows: list[dict]) -> set[str]:
+    """String fields that group rows (a subject, a domain), not ones that name each row (an id, a hash).
+
+    A field with a distinct value on more than half of the rows that carry it says which row it
+    is, not what kind: fed to a policy it is noise, and its "ceiling" would be perfect routing.
+    """
+    values: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        for name, value in attributes(row).items():
+            values.setdefault(name, set()).add(value)
+            counts[name] = counts.get(name, 0) + 1
+    return {name for name in values if len(values[name]) <= max(2, 0.5 * counts[name])}
+
+
+_TRUE, _FALSE = {"true", "yes", "1", "correct"}, {"false", "no", "0", "incorrect", "wrong"}
+
+
+def outcome_value(outcome: object, where: str) -> float:
+    """One model's result on one row as a quality in [0, 1]; NaN when the model was not run on it.
+
+    Accepted: ``{"correct": ...}`` or the bare value; ``true``/``false``, 0/1, a graded score in
+    [0, 1] (kept as is: the metrics average it), and the strings "true"/"false". Anything else
+    stops the replay with the row and model named, rather than being read as a success.
+    """
+    value = outcome.get("correct", outcome.get("score")) if isinstance(outcome, dict) else outcome
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return float(value.strip().lower() in _TRUE)
+    raise SystemExit(f"{where}: outcome {value!r} is not a result: expected true/false, 0/1 or a score in [0, 1]")
 
 
 def correct(rows: list[dict], model: str) -> np.ndarray:
-    return np.array([float(bool(r["outcomes"].get(model, {}).get("correct"))) for r in rows])
+    """Each row's quality for ``model`` (NaN where the row has no outcome for it)."""
+    return np.array([outcome_value(r["outcomes"].get(model), f"row {r.get('id', i)!r}, model {model!r}")
+                     for i, r in enumerate(rows)])
 
 
 def pick_models(train: list[dict], prices: dict[str, tuple[float, float]]) -> tuple[str, str, dict]:
@@ -87,10 +135,24 @@ def pick_models(train: list[dict], prices: dict[str, tuple[float, float]]) -> tu
     if len(priced) >= 2:
         weak = min(priced, key=lambda m: sum(prices[m]))
         strong = max(priced, key=lambda m: sum(prices[m]))
-        return weak, strong, prices
-    by_accuracy = sorted(models, key=lambda m: correct(train, m).mean())
+        if sum(prices[weak]) < sum(prices[strong]):  # equal prices say nothing about which is the strong one
+            return weak, strong, prices
+    by_accuracy = sorted(models, key=lambda m: np.nan_to_num(np.nanmean(correct(train, m)), nan=-1.0))
     weak, strong = by_accuracy[0], by_accuracy[-1]
     return weak, strong, {weak: (1.0, 1.0), strong: (20.0, 20.0)}
+
+
+def parse_price(spec: str) -> tuple[float, float]:
+    """``MODEL=IN,OUT`` (USD per million input and output tokens): two finite numbers, neither negative."""
+    model, _, pair = spec.rpartition("=")
+    try:
+        numbers = tuple(float(x) for x in pair.split(","))
+    except ValueError:
+        numbers = ()
+    if not model or len(numbers) != 2 or not all(math.isfinite(x) and x >= 0 for x in numbers):
+        raise SystemExit(f"--price {spec!r}: expected MODEL=IN,OUT, two prices in USD per million tokens, "
+                         "finite and not negative (e.g. gpt-4o=2.5,10)")
+    return numbers  # type: ignore[return-value]
 
 
 def item_costs(rows: list[dict], price: tuple[float, float], output_tokens: int) -> np.ndarray:
@@ -104,7 +166,7 @@ def fixed_policy(weak_q: float, strong_q: float, strong: bool, cost: float) -> d
     }
 
 
-def attribute_ceiling(test: list[dict], weak: np.ndarray, strong: np.ndarray) -> dict:
+def attribute_ceiling(test: list[dict], weak: np.ndarray, strong: np.ndarray, names: Optional[set[str]] = None) -> dict:
     """A reference, not a policy: routing by each declared attribute's *true* gain on the test rows.
 
     It is fitted on the rows it is scored on, so no router can be expected to beat it with the
@@ -112,8 +174,8 @@ def attribute_ceiling(test: list[dict], weak: np.ndarray, strong: np.ndarray) ->
     says) can get there. One entry per attribute with more than one value.
     """
     out = {}
-    for name in sorted({k for r in test for k in attributes(r)}):
-        values = [attributes(r).get(name, "") for r in test]
+    for name in sorted({k for r in test for k in attributes(r, names)}):
+        values = [attributes(r, names).get(name, "") for r in test]
         if len(set(values)) < 2:
             continue
         gain: dict[str, list[float]] = {}
@@ -121,6 +183,24 @@ def attribute_ceiling(test: list[dict], weak: np.ndarray, strong: np.ndarray) ->
             gain.setdefault(value, []).append(g)
         score = np.array([np.mean(gain[v]) for v in values])
         out[name] = {k: v for k, v in routing_curve(score, weak, strong).summary().items() if k in ("apgr", "cpt50", "cpt80")}
+    return out
+
+
+def passed(quality: np.ndarray) -> np.ndarray:
+    """What the policy learns: success (a graded score of at least 0.5), failure, or NaN for not run."""
+    return np.where(np.isnan(quality), np.nan, (quality >= 0.5).astype(float))
+
+
+def replay_warnings(test: list[dict], w: np.ndarray, s: np.ndarray, weak: str, strong: str, unscored: int) -> list[str]:
+    """What makes this replay's numbers weak evidence, said beside them rather than left for the reader to spot."""
+    out = []
+    if s.mean() <= w.mean():
+        out.append(f"{strong} is not better than {weak} on the test rows ({s.mean():.3f} vs {w.mean():.3f}): there is "
+                   "no quality gap to recover, so APGR and CPT say nothing here")
+    if len(test) < 200:
+        out.append(f"only {len(test)} test rows: expect APGR and CPT to move by several points with --seed")
+    if unscored:
+        out.append(f"{unscored} test rows lack an outcome for {weak} or {strong} and are not scored")
     return out
 
 
@@ -143,31 +223,41 @@ def main() -> None:
     parser.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
-    if not args.data.is_file():
-        raise SystemExit(f"--data {args.data}: no such file")
+    if args.data.is_dir() or not args.data.is_file():
+        raise SystemExit(f"--data {args.data}: " + ("a directory, not a JSONL file" if args.data.is_dir() else "no such file"))
 
     prices = dict(KNOWN_PRICES)
     for spec in args.price:
-        try:
-            model, pair = spec.rsplit("=", 1)
-            prices[model] = tuple(float(x) for x in pair.split(","))  # type: ignore[assignment]
-        except ValueError:
-            raise SystemExit(f"--price {spec!r}: expected MODEL=IN,OUT") from None
+        prices[spec.rsplit("=", 1)[0]] = parse_price(spec)
+    if args.output_tokens < 0:
+        raise SystemExit(f"--output-tokens {args.output_tokens}: must be 0 or more")
 
     rows = load_rows(args.data)
     order = np.random.default_rng(args.seed).permutation(len(rows))
     cut = int(round(0.7 * len(rows)))
     train, test = [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
     weak, strong, prices = pick_models(train, prices)
-    w, s = correct(test, weak), correct(test, strong)
+    names = attribute_names(train)
+    # Scored: the test rows with an outcome for both models (a row one of them never answered
+    # says nothing about routing between them); the policy learns from every outcome it has.
+    w_all, s_all = correct(test, weak), correct(test, strong)
+    both = ~np.isnan(w_all) & ~np.isnan(s_all)
+    unscored = int((~both).sum())
+    test = [r for r, keep in zip(test, both) if keep]
+    w, s = w_all[both], s_all[both]
+    if len(test) < 20:
+        raise SystemExit(f"{args.data}: {len(test)} test rows have outcomes for both {weak} and {strong}; "
+                         "a replay needs at least 20")
     cw, cs = item_costs(test, prices[weak], args.output_tokens), item_costs(test, prices[strong], args.output_tokens)
+    warnings = replay_warnings(test, w, s, weak, strong, unscored)
 
     space = FeatureSpace()
     started = time.perf_counter()
-    train_sketches = [space.sketch(r["prompt"], attributes(r)) for r in train]
-    policy = LearnedPolicy.fit(train_sketches, {m: correct(train, m) for m in (weak, strong)}, space=space, seed=args.seed)
+    train_sketches = [space.sketch(r["prompt"], attributes(r, names)) for r in train]
+    labels = {m: passed(correct(train, m)) for m in (weak, strong)}
+    policy = LearnedPolicy.fit(train_sketches, labels, space=space, seed=args.seed)
     fit_s = time.perf_counter() - started
-    predictions = policy.predict_matrix(policy.query_matrix([space.sketch(r["prompt"], attributes(r)) for r in test]))
+    predictions = policy.predict_matrix(policy.query_matrix([space.sketch(r["prompt"], attributes(r, names)) for r in test]))
 
     scores = {
         "random": np.random.default_rng(args.seed + 1).random(len(test)),
@@ -194,7 +284,9 @@ def main() -> None:
         "data": str(args.data), "rows": len(rows), "train": len(train), "test": len(test), "seed": args.seed,
         "weak": weak, "strong": strong, "fit_seconds": round(fit_s, 1),
         "perfect_router_quality": round(float(np.maximum(w, s).mean()), 4), "learned_evaluation": policy.evaluation(),
-        "attribute_ceiling": attribute_ceiling(test, w, s),
+        "attribute_ceiling": attribute_ceiling(test, w, s, names),
+        "attributes": sorted(names), "test_rows_scored": len(test), "test_rows_without_both_outcomes": unscored,
+        "warnings": warnings,
     }
     png = save_plot(curves, args.out / f"routing_replay_{args.data.stem}.png")
     report["_meta"]["plot"] = str(png) if png else None
@@ -203,12 +295,14 @@ def main() -> None:
         print(json.dumps(report, default=float))
         return
     print(f"{args.data.name}: {len(test)} test rows, weak={weak} ({w.mean():.3f}), strong={strong} ({s.mean():.3f})")
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"{'policy':14s} {'APGR':>7s} {'CPT50':>7s} {'CPT80':>7s}   vs random APGR")
     random_apgr = report["random"]["apgr"]
     for name in ("random", "always_weak", "always_strong", "rules", "learned", "learned_per_dollar", "cascade"):
         row = report[name]
-        ratio = row["apgr"] / random_apgr if random_apgr else float("nan")
-        print(f"{name:14s} {row['apgr']:7.3f} {row['cpt50']:7.3f} {row['cpt80']:7.3f}   {ratio:5.2f}x")
+        ratio = f"{row['apgr'] / random_apgr:5.2f}x" if random_apgr > 0 else "  n/a"
+        print(f"{name:14s} {row['apgr']:7.3f} {row['cpt50']:7.3f} {row['cpt80']:7.3f}   {ratio}")
     for name, row in report["_meta"]["attribute_ceiling"].items():
         print(f"(ceiling with '{name}' alone, its true per-value gain on the test rows: "
               f"APGR {row['apgr']:.3f}, CPT50 {row['cpt50']:.3f}, CPT80 {row['cpt80']:.3f})")

@@ -196,7 +196,9 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     if args.policy:  # the same run config a user sets in the launchpad
         run_config["resources"] = {"routing": {"config": {"policy": args.policy}}}
-    tags = {"ai_orch/department": args.department} if args.department else None
+    if args.department is not None and not args.department.strip():
+        raise CliError("--department must name a department (or leave it out for $AI_ORCH_DEPARTMENT / operations)")
+    tags = {"ai_orch/department": args.department.strip()} if args.department else None
     started = time.perf_counter()
     result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False,
                                     tags=tags)
@@ -254,10 +256,11 @@ def _write_output(frame, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for row in frame.to_dict(orient="records"):
             out = {"id": row["id"], **{k: _plain(row[k]) for k in OUTPUT_FIELDS}}
-            out.update(model=row["model"], route=row["route_reason"], cost_usd=_plain(row["cost_usd"]))
+            out.update(model=_plain(row["model"]), route=_plain(row["route_reason"]), cost_usd=_plain(row["cost_usd"]))
             if _plain(row["error"]) is not None:
                 out["error"] = row["error"]
-            handle.write(json.dumps(out, ensure_ascii=False) + "\n")
+            # allow_nan=False: a missing value is null, never NaN, which strict JSON readers refuse
+            handle.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def _plain(value: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -25,12 +26,13 @@ def add_commands(commands) -> dict[str, Callable[[argparse.Namespace], int]]:
     credits = commands.add_parser("credits", help="buy, allocate and top up credits; show balances")
     c = credits.add_subparsers(dest="action", required=True)
     buy = c.add_parser("buy", help="the organisation buys credits")
-    buy.add_argument("amount", type=float, help="credits bought")
-    buy.add_argument("--usd-per-credit", type=float, default=None, help="conversion rate (default: the last one, else 1.0)")
+    buy.add_argument("amount", type=positive_number, help="credits bought")
+    buy.add_argument("--usd-per-credit", type=positive_number, default=None,
+                     help="conversion rate, set by the first purchase (default: that rate, else 1.0)")
     for name, text in (("allocate", "move credits to a department or workflow"), ("topup", "add credits to an account")):
         p = c.add_parser(name, help=text)
         p.add_argument("account", help="department:NAME or workflow:NAME")
-        p.add_argument("amount", type=float, help="credits")
+        p.add_argument("amount", type=positive_number, help="credits")
         p.add_argument("--from", dest="source", default="org", help="where they come from: org (default) or department:NAME")
     bal = c.add_parser("balance", help="every account's received, allocated, spent and balance")
     bal.add_argument("--json", action="store_true")
@@ -39,8 +41,8 @@ def add_commands(commands) -> dict[str, Callable[[argparse.Namespace], int]]:
     b = budgets.add_subparsers(dest="action", required=True)
     put = b.add_parser("set", help="create or change a budget, e.g. department:finance/month")
     put.add_argument("budget_id", help="KIND:NAME/PERIOD (kind department|workflow|model; period day|month|quarter|total) or all/PERIOD")
-    put.add_argument("--soft", type=float, default=None, help="alert threshold in USD")
-    put.add_argument("--hard", type=float, default=None, help="hard cap in USD")
+    put.add_argument("--soft", type=usd_amount, default=None, help="alert threshold in USD")
+    put.add_argument("--hard", type=usd_amount, default=None, help="hard cap in USD")
     put.add_argument("--on-hard", choices=("refuse", "downgrade"), default="refuse",
                      help="at the cap: refuse new calls, or downgrade them to cheaper models (default refuse)")
     rm = b.add_parser("remove", help="stop enforcing a budget (its history stays)")
@@ -54,6 +56,24 @@ def add_commands(commands) -> dict[str, Callable[[argparse.Namespace], int]]:
     spend.add_argument("--days", type=int, default=30, help="look back this many days (default 30)")
     spend.add_argument("--json", action="store_true")
     return {"credits": run_credits, "budgets": run_budgets, "spend": run_spend}
+
+
+def positive_number(text: str) -> float:
+    """An amount of credits or a rate: a finite number above zero (``nan`` and ``inf`` would spoil an append-only ledger)."""
+    value = usd_amount(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above zero")
+    return value
+
+
+def usd_amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number, 0 or more")
+    return value
 
 
 def _store():
@@ -84,9 +104,12 @@ def run_credits(args: argparse.Namespace) -> int:
         raise CliError(f"amount must be positive, got {args.amount}")
     try:
         if args.action == "buy":
-            if args.usd_per_credit is not None and args.usd_per_credit <= 0:
-                raise CliError("--usd-per-credit must be positive")
-            _, rate = store.credit_balances()
+            balances, rate = store.credit_balances()
+            if balances and args.usd_per_credit is not None and not math.isclose(args.usd_per_credit, rate):
+                # Balances are kept in USD and shown in credits at one rate: a second rate would
+                # silently re-value every credit already bought.
+                raise CliError(f"credits here are worth ${rate:g} each (set by the first purchase); buy at that rate "
+                               f"or leave out --usd-per-credit, not ${args.usd_per_credit:g}")
             rate = args.usd_per_credit or rate
             store.add_credits("purchase", ORG, args.amount * rate, usd_per_credit=rate, note="bought")
             print(f"bought {args.amount:g} credits (${args.amount * rate:.2f} at ${rate:g}/credit)")

@@ -105,7 +105,8 @@ class Budget(BaseModel):
     @classmethod
     def parse_id(cls, budget_id: str) -> tuple[ScopeKind, str, Period]:
         """``department:finance/month`` → its parts; a clear error for anything else."""
-        scope, _, period = budget_id.partition("/")
+        # The period is after the last '/', so a name may hold one ("department:emea/finance/month").
+        scope, _, period = budget_id.rpartition("/") if "/" in budget_id else (budget_id, "", "")
         kind, _, value = scope.partition(":")
         try:
             return ScopeKind(kind), value, Period(period or "month")

@@ -26,13 +26,22 @@ class DocumentInputError(ValueError):
     """A user's document file cannot be read as documents; the message names the line."""
 
 
+def _readable_file(path: "str | Path") -> Path:
+    """The path, or the ``DocumentInputError`` a user can act on. Files are then read as ``utf-8-sig``:
+    a byte-order mark (Excel and Windows tools write one) is not part of the first row."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DocumentInputError(f"input {path} is a directory, not a JSONL file")
+    if not path.is_file():
+        raise DocumentInputError(f"input file {path} does not exist")
+    return path
+
+
 def jsonl_rows(path: "str | Path") -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line; a line that is not a JSON object is a
     ``DocumentInputError`` naming the file and line. Non-UTF-8 bytes are replaced, not fatal."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DocumentInputError(f"input file {path} does not exist")
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    path = _readable_file(path)
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -60,12 +69,10 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
     Control characters (NUL, form feed, ...) are removed.
     Raises ``DocumentInputError`` when the file is missing or holds no readable document at all.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DocumentInputError(f"input file {path} does not exist")
+    path = _readable_file(path)
     documents: list[Document] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -67,12 +67,19 @@ def test_a_malformed_line_fails_its_item_naming_the_line_and_the_rest_runs(tmp_p
     bad = tmp_path / "bad.jsonl"
     good = "".join(json.dumps({"id": i, "text": f"ACME Ltd\nInvoice INV-{i}\n2026-03-01\nTOTAL EUR 12.00"}) + "\n"
                    for i in ("a", "b", "d", "e"))
-    bad.write_text(good + 'not json\n{"id": "a", "text": "again"}\n{"id": "c", "text": 5}\n')
+    # A byte-order mark before the first row (Excel, Windows tools) is not part of it.
+    bad.write_text("\ufeff" + good + 'not json\n{"id": "a", "text": "again"}\n{"id": "c", "text": 5}\n')
     output = tmp_path / "out.jsonl"
     proc, summary = _demo(tmp_path, "--input", str(bad), "--json", "--output", str(output))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary["items"] == 7 and summary["failed_items"] == 3 and summary["calls"] == 4
-    errors = {row["id"]: row.get("error") for row in map(json.loads, output.read_text().splitlines())}
+
+    def strict(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    rows = [json.loads(line, parse_constant=strict) for line in output.read_text().splitlines()]
+    assert [row["model"] for row in rows if row.get("error")] == [None, None, None]
+    errors = {row["id"]: row.get("error") for row in rows}
     assert errors["a"] is None
     assert errors["line-5"].startswith("unreadable input: bad.jsonl:5: not a JSON object")
     assert errors["a#line-6"] == "unreadable input: bad.jsonl:6: duplicate id 'a'"

@@ -75,9 +75,25 @@ def test_credits_flow_org_to_department_to_workflow_and_bound_spend(tmp_path):
     (["budgets", "set", "department:finance/month"], "a soft threshold, a hard cap, or both"),
     (["budgets", "set", "department:finance/month", "--soft", "5", "--hard", "1"], "above the hard cap"),
     (["budgets", "remove", "all/day"], "no budget"),
-    (["credits", "buy", "-5"], "must be positive"),
+    (["credits", "buy", "-5"], "0 or more"),
+    (["credits", "buy", "nan"], "must be a finite number"),  # NaN would spoil the append-only ledger for good
+    (["credits", "buy", "10", "--usd-per-credit", "inf"], "must be a finite number"),
+    (["budgets", "set", "all/month", "--hard", "nan"], "--hard"),
+    (["demo", "--department=", "--count", "1"], "--department must name a department"),
     (["spend", "--days", "0"], "--days must be at least 1"),
 ])
 def test_bad_finops_arguments_exit_2(tmp_path, args, message):
     proc = _cli(tmp_path / "home", *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_second_rate_cannot_revalue_credits_and_a_name_with_a_slash_can_be_budgeted(tmp_path):
+    home = tmp_path / "home"
+    assert _cli(home, "credits", "buy", "1000", "--usd-per-credit", "0.001").returncode == 0
+    refused = _cli(home, "credits", "buy", "1000", "--usd-per-credit", "0.002")
+    assert refused.returncode == 2 and "set by the first purchase" in refused.stderr
+    assert _cli(home, "credits", "buy", "1000").returncode == 0
+    assert _json(_cli(home, "credits", "balance", "--json"))["accounts"]["org"]["received_usd"] == pytest.approx(2.0)
+    assert _cli(home, "budgets", "set", "department:emea/finance/day", "--hard", "0").returncode == 0
+    run = _json(_cli(home, "demo", "--count", "2", "--date", "2026-03-03", "--department", "emea/finance", "--json"))
+    assert run["calls"] == 0 and run["budget_refusals"] == 2  # the cap covers the department its name says

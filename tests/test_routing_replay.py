@@ -47,3 +47,70 @@ def test_replay_refuses_malformed_rows(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "routing_replay.py"), "--data", str(data)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "bad.jsonl:2" in done.stderr
+
+
+def _replay(tmp_path, rows: list[dict], *extra: str) -> subprocess.CompletedProcess:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "routing_replay.py"), "--data", str(data), "--json",
+                           "--out", str(tmp_path), *extra], capture_output=True, text=True, timeout=300)
+
+
+def _rows(n: int, outcome, seed: int = 5) -> list[dict]:
+    """Hard questions the small model misses; ``outcome(ok, i)`` writes one model's result."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        hard = rng.random() < 0.4
+        rows.append({"id": f"q{i}", "uid": f"u-{i:05d}", "domain": "math" if hard else "trivia",
+                     "prompt": f"Question {i} about {'contour residues' if hard else 'capital cities'}?",
+                     "outcomes": {"small": outcome((not hard) and rng.random() < 0.9, i),
+                                  "big": outcome(rng.random() < 0.9, i)}})
+    return rows
+
+
+def test_a_model_missing_from_rows_is_not_run_there_not_wrong(tmp_path):
+    """40 % of rows lack the big model's outcome: read as failures, they made it the weak one."""
+    rows = _rows(600, lambda ok, i: {"correct": ok})
+    for i, row in enumerate(rows):
+        if i % 5 < 2:
+            del row["outcomes"]["big"]
+    done = _replay(tmp_path, rows)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    meta = report["_meta"]
+    assert (meta["weak"], meta["strong"]) == ("small", "big")
+    assert meta["test_rows_scored"] + meta["test_rows_without_both_outcomes"] == 180
+    assert 60 <= meta["test_rows_without_both_outcomes"] <= 85
+    assert 0 <= report["learned"]["apgr"] <= 1.2 and report["learned"]["apgr"] > report["random"]["apgr"] + 0.1
+    assert meta["learned_evaluation"]["big"]["observed"] < 0.7 * meta["learned_evaluation"]["small"]["observed"]
+
+
+def test_results_as_numbers_strings_and_bare_values_are_read_as_what_they_say(tmp_path):
+    spellings = [lambda ok, i: int(ok), lambda ok, i: "true" if ok else "false", lambda ok, i: ok,
+                 lambda ok, i: {"correct": 0.9 if ok else 0.1}]
+    apgrs = []
+    for spell in spellings:
+        done = _replay(tmp_path, _rows(300, spell))
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert 0.3 < report["always_weak"]["quality"] < 0.7 and report["always_strong"]["quality"] > 0.75
+        apgrs.append(report["learned"]["apgr"])
+    assert max(apgrs) - min(apgrs) < 0.05  # the same outcomes, however spelled
+    bad = _replay(tmp_path, _rows(300, lambda ok, i: "maybe" if i == 7 else ok))
+    assert bad.returncode != 0 and "'q7'" in bad.stderr and "'maybe'" in bad.stderr
+
+
+def test_an_id_like_field_is_not_an_attribute_and_bad_prices_are_refused(tmp_path):
+    done = _replay(tmp_path, _rows(300, lambda ok, i: ok))
+    meta = json.loads(done.stdout)["_meta"]
+    assert meta["attributes"] == ["domain"] and set(meta["attribute_ceiling"]) == {"domain"}
+    for spec in ("small=1", "small=nan,1", "small=-1,2", "small=1,2,3", "=1,2"):
+        refused = _replay(tmp_path, _rows(300, lambda ok, i: ok), "--price", spec)
+        assert refused.returncode != 0 and "--price" in refused.stderr and "Traceback" not in refused.stderr, spec
+
+
+def test_no_quality_gap_is_said_beside_the_numbers(tmp_path):
+    done = _replay(tmp_path, _rows(300, lambda ok, i: True))
+    assert done.returncode == 0, done.stderr
+    assert any("no quality gap" in w for w in json.loads(done.stdout)["_meta"]["warnings"])
