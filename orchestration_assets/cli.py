@@ -67,8 +67,10 @@ def run_fit_routing(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from orchestration_assets import defs
-    from orchestration_assets.routing_assets import routing_outcomes, routing_policy
+    from orchestration_assets.routing_assets import outcomes_from_calls, routing_outcomes, routing_policy
 
+    if outcomes_from_calls(defs.resources["ledger"].store().calls()).empty:  # said plainly, not as a failed run
+        raise CliError("no judged outcomes in the ledger yet: run an AI asset first (e.g. ai-orch demo), then fit-routing")
     result = dg.materialize(
         [routing_outcomes, routing_policy], instance=dg.DagsterInstance.get(),
         resources={k: v for k, v in defs.resources.items() if k in ("ledger", "routing")}, raise_on_error=False,

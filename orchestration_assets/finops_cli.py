@@ -76,6 +76,15 @@ def usd_amount(text: str) -> float:
     return value
 
 
+def _known_model(model_id: str) -> None:
+    """A model budget names a catalog model: a typo would make a budget that never applies to any call."""
+    from orchestration_assets.definitions import default_resources
+
+    known = [spec.id for spec in default_resources()["models"].catalog()]
+    if model_id not in known:
+        raise CliError(f"no model {model_id!r} in the catalog; models: {', '.join(known)}")
+
+
 def _store():
     from orchestration_assets.cli import _ensure_dagster_home
     from orchestration_assets.definitions import default_resources
@@ -128,7 +137,7 @@ def run_credits(args: argparse.Namespace) -> int:
 
 
 def run_budgets(args: argparse.Namespace) -> int:
-    from resources.budgets import Budget
+    from resources.budgets import Budget, ScopeKind
 
     store = _store()
     if args.action in ("set", "remove"):
@@ -141,6 +150,8 @@ def run_budgets(args: argparse.Namespace) -> int:
                 store.set_budget(held[args.budget_id], remove=True)
                 print(f"removed {args.budget_id}")
                 return 0
+            if args.action == "set" and kind is ScopeKind.MODEL:
+                _known_model(value)
             budget = Budget(scope_kind=kind, scope_value=value, period=period, soft_usd=args.soft, hard_usd=args.hard,
                             on_hard=args.on_hard)
         except ValidationError as exc:

@@ -127,3 +127,12 @@ def test_policy_flag_is_launch_config_and_fit_routing_learns_from_the_ledger(tmp
     fitted = json.loads(fit.stdout.strip().splitlines()[-1])
     assert fitted["training_items"] == 6 and "rules-invoice" in fitted["models"]
     assert (tmp_path / "home" / "ai_orchestration" / "routing_policy" / f"{fitted['version']}.pkl").is_file()
+
+
+def test_fit_routing_before_any_outcome_says_what_to_run_first(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "fit-routing"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no judged outcomes in the ledger yet" in proc.stderr
+    assert "Traceback" not in proc.stderr and "STEP_FAILURE" not in proc.stderr

@@ -75,6 +75,7 @@ def test_credits_flow_org_to_department_to_workflow_and_bound_spend(tmp_path):
     (["budgets", "set", "department:finance/month"], "a soft threshold, a hard cap, or both"),
     (["budgets", "set", "department:finance/month", "--soft", "5", "--hard", "1"], "above the hard cap"),
     (["budgets", "remove", "all/day"], "no budget"),
+    (["budgets", "set", "model:gpt-4o-mni/day", "--hard", "5"], "no model 'gpt-4o-mni' in the catalog"),
     (["credits", "buy", "-5"], "0 or more"),
     (["credits", "buy", "nan"], "must be a finite number"),  # NaN would spoil the append-only ledger for good
     (["credits", "buy", "10", "--usd-per-credit", "inf"], "must be a finite number"),
