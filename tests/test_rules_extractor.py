@@ -45,6 +45,19 @@ def test_thousands_grouped_the_way_europe_writes_them(line: str, total: float) -
     assert extract_invoice(f"Shop Ltd\n{line}\n").total == total
 
 
+@pytest.mark.parametrize("text, total, currency", [
+    ("店\n合計 1,080円\n", 1080.0, "JPY"),
+    ("Shop\nTotal ₹1,23,456.00\n", 123456.0, "INR"),  # Indian lakh grouping
+    ("Negozio\nTOTALE EUR 12,50\n", 12.5, "EUR"),
+    ("Sklep\nRazem: 45,60 zł\n", 45.6, "PLN"),
+    ("Магазин\nИТОГО: 1 234,56 руб.\n", 1234.56, "RUB"),
+    ("Kauppa\nYHTEENSÄ 12,40 EUR\n", 12.4, "EUR"),
+])
+def test_totals_labelled_in_other_languages(text: str, total: float, currency: str) -> None:
+    extraction = extract_invoice(text)
+    assert (extraction.total, extraction.currency) == (total, currency)
+
+
 def test_a_plain_space_before_a_decimal_point_is_a_column_break_not_a_thousands_group() -> None:
     assert extract_invoice("Shop Ltd\n2 100.00\nTotal 100.00\n").total == 100.0
 

@@ -28,7 +28,8 @@ CURRENCY_SYMBOLS = {
 }
 ISO_CURRENCIES = {
     "USD", "EUR", "GBP", "JPY", "CHF", "MYR", "SGD", "AUD", "CAD", "INR", "SEK", "NOK", "DKK",
-    "PLN", "CZK", "CNY", "HKD", "NZD", "ZAR", "BRL", "MXN",
+    "PLN", "CZK", "CNY", "HKD", "NZD", "ZAR", "BRL", "MXN", "RUB", "KRW", "IDR", "THB", "PHP", "VND", "AED",
+    "SAR", "QAR", "KWD", "ILS", "HUF", "RON", "TWD",
 }
 
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")

@@ -107,13 +107,16 @@ def _label_re(*phrases: str) -> re.Pattern[str]:
 # --------------------------------------------------------------------------- amounts
 
 _AMOUNT = re.compile(
-    r"(?:(?<![\w/:.,'-])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥))"
+    r"(?:(?<![\w/:.,'-])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff]))"
     # Thousands grouped by ',', '.', an apostrophe or a typographic space (no-break, narrow, thin),
     # or by a plain space where a decimal comma follows ("1 234,56": French, Nordic, Slavic
     # invoices); a plain space before a decimal point is too often a column break ("2 100.00").
-    r"(?:(?P<int>\d{1,3}(?:(?P<sep>[,.'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))|\d+)"
+    # Indian lakh grouping ("1,23,456.00") too.
+    r"(?:(?P<int>\d{1,3}(?:(?P<sep>[,.'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))"
+    r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+)"
     r"(?P<dec>[.,]\d{1,2})?|(?P<bare>\.\d{2}))"
-    r"(?![\w%]|\s?%|[.,'/:-]\d)"
+    # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元").
+    r"(?!(?![円元圆])[\w%]|\s?%|[.,'/:-]\d)"
 )
 
 
@@ -167,9 +170,15 @@ _TOTAL_STRONG = _label_re(
     "NET PAYABLE", "NETT TOTAL", "NETT AMOUNT", "TOTAL ROUNDED", "ROUNDED TOTAL", "TOTAL AMOUNT DUE",
     "AMOUNT TO PAY", "TOTAL TO PAY", "TOTAL INCL", "INCLUSIVE", "INCL. TAX", "INCL. VAT", "INCL. GST",
     "TOTAL TTC", "MONTANT TTC", "NET A PAYER", "GESAMTBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TE BETALEN",
-    "TOTAL A PAGAR", "JUMLAH BESAR",
+    "TOTAL A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE", "DO ZAPLATY", "K UHRADE", "ИТОГО К ОПЛАТЕ",
+    "К ОПЛАТЕ", "お会計", "ご請求金額", "應付金額", "应付金额", "TOTAL BAYAR",
 )
-_TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH")
+# Plain totals in the languages invoices and receipts are most often written in: English, German,
+# Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech, Turkish,
+# Russian, Japanese and Chinese.
+_TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
+                         "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
+                         "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計")
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
@@ -415,7 +424,8 @@ def _extract_date(lines: list[Line]) -> Optional[str]:
 # --------------------------------------------------------------------------- currency
 
 _SYMBOLS = [("US$", "USD"), ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
-            ("₹", "INR"), ("$", "USD")]
+            ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
+            ("zł", "PLN"), ("Kč", "CZK"), ("$", "USD")]
 _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
 
