@@ -56,7 +56,7 @@ def jsonl_rows(path: "str | Path") -> Iterator[tuple[int, dict]]:
 
 # C0 control characters other than tab, newline and carriage return (NUL from C strings, form
 # feeds from PDF exports): noise to every model, and no column downstream should hold them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def read_documents_jsonl(path: "str | Path", classification: DataClassification) -> list[Document]:
@@ -94,7 +94,7 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
                 documents.append(_unreadable(f"{doc_id}#line-{number}", classification, f"{where}: duplicate id {doc_id!r}"))
                 continue
             seen.add(doc_id)
-            documents.append(Document(id=doc_id, text=_CONTROL.sub("", row["text"]), classification=classification))
+            documents.append(Document(id=doc_id, text=CONTROL_CHARACTERS.sub("", row["text"]), classification=classification))
     if not any(d.input_error is None for d in documents):
         first = next((d.input_error for d in documents), None)
         raise DocumentInputError(f"{path} holds no readable document" + (f" (first problem: {first})" if first else ""))

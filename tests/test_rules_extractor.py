@@ -58,6 +58,10 @@ def test_totals_labelled_in_other_languages(text: str, total: float, currency: s
     assert (extraction.total, extraction.currency) == (total, currency)
 
 
+def test_control_characters_never_reach_a_field() -> None:
+    assert extract_invoice("ACME\x00 Ltd\x0c\nTOTAL 12.00\n").vendor == "ACME Ltd"
+
+
 def test_a_plain_space_before_a_decimal_point_is_a_column_break_not_a_thousands_group() -> None:
     assert extract_invoice("Shop Ltd\n2 100.00\nTotal 100.00\n").total == 100.0
 

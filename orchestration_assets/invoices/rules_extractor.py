@@ -25,6 +25,7 @@ from typing import Optional
 
 from orchestration_assets.invoices.normalize import ISO_CURRENCIES, normalize_date, parse_amount
 from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
+from resources.documents import CONTROL_CHARACTERS
 
 MAX_LINES = 4000
 MAX_LINE_CHARS = 400
@@ -65,6 +66,7 @@ def _strip_markup(line: str) -> str:
 
 
 def _lines(text: str) -> list[Line]:
+    text = CONTROL_CHARACTERS.sub("", text)  # NUL, form feeds (PDF and C-string exports) are never part of a field
     raw_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if len(raw_lines) > MAX_LINES:  # keep the head and the tail, where the fields are
         raw_lines = raw_lines[: MAX_LINES // 2] + raw_lines[-MAX_LINES // 2 :]
