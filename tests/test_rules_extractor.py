@@ -58,6 +58,14 @@ def test_totals_labelled_in_other_languages(text: str, total: float, currency: s
     assert (extraction.total, extraction.currency) == (total, currency)
 
 
+def test_cjk_dates_and_labels() -> None:
+    japanese = extract_invoice("店\n日付 2018年3月5日\n合計 1,080円\n")
+    assert (japanese.date, japanese.total, japanese.currency) == ("2018-03-05", 1080.0, "JPY")
+    korean = extract_invoice("가게\n2018년 3월 5일\n합계 5,000\n")
+    assert (korean.date, korean.total) == ("2018-03-05", 5000.0)
+    assert extract_invoice("Shop\nDate: 2018年13月5日\nTotal 1.00\n").date is None  # no 13th month
+
+
 def test_control_characters_never_reach_a_field() -> None:
     assert extract_invoice("ACME\x00 Ltd\x0c\nTOTAL 12.00\n").vendor == "ACME Ltd"
 

@@ -177,10 +177,10 @@ _TOTAL_STRONG = _label_re(
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
 # Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech, Turkish,
-# Russian, Japanese and Chinese.
+# Russian, Japanese, Chinese and Korean.
 _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
                          "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
-                         "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計")
+                         "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계")
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
@@ -370,15 +370,18 @@ _DATE_PATTERNS = [
     re.compile(r"(?<![\d/.-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?![\d]|[/.-]\d)"),
     re.compile(rf"(?<![\d])(\d{{1,2}})(?:st|nd|rd|th)?[\s\-./]*({_MONTH})[\s\-./,]*(\d{{4}}|\d{{2}})(?!\d)", re.I),
     re.compile(rf"(?<![a-z])({_MONTH})\s*(\d{{1,2}})(?:st|nd|rd|th)?,?\s*(\d{{4}})(?!\d)", re.I),
+    # Chinese, Japanese and Korean: 2018年3月5日, 2018년 3월 5일
+    re.compile(r"(?<!\d)(\d{4})\s*[年년]\s*(\d{1,2})\s*[月월]\s*(\d{1,2})\s*[日일]"),
 ]
 _COMPACT_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
-_DATE_LABEL = _label_re("DATE", "DATED", "TARIKH", "DATUM", "ISSUED", "DATE OF ISSUE", "FECHA", "DATA")
+_DATE_LABEL = _label_re("DATE", "DATED", "TARIKH", "DATUM", "ISSUED", "DATE OF ISSUE", "FECHA", "DATA", "DATO", "ДАТА",
+                        "日付", "日期", "発行日", "开票日期")
 _OTHER_DATE_LABEL = _label_re("DUE", "DELIVERY", "EXPIRY", "EXPIRES", "VALID", "PERIOD", "SHIP", "ORDER DATE", "PRINTED")
 
 
 def _date_text(match: re.Match[str]) -> str:
     groups = [g for g in match.groups() if g is not None and g not in "-/."]
-    if match.re is _DATE_PATTERNS[0]:
+    if match.re is _DATE_PATTERNS[0] or match.re is _DATE_PATTERNS[4]:
         return f"{groups[0]}-{groups[1]}-{groups[2]}"
     if match.re is _DATE_PATTERNS[1]:
         return f"{groups[0]}/{groups[1]}/{groups[2]}"
