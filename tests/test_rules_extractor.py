@@ -66,6 +66,10 @@ def test_cjk_dates_and_labels() -> None:
     assert extract_invoice("Shop\nDate: 2018年13月5日\nTotal 1.00\n").date is None  # no 13th month
 
 
+def test_an_amount_ocr_split_at_its_point_is_one_amount() -> None:
+    assert extract_invoice("Shop Ltd\nTOTAL RM 12 .50\n").total == 12.5
+
+
 def test_control_characters_never_reach_a_field() -> None:
     assert extract_invoice("ACME\x00 Ltd\x0c\nTOTAL 12.00\n").vendor == "ACME Ltd"
 

@@ -134,7 +134,13 @@ def _amounts(text: str, allow_integers: bool = True) -> list[Amount]:
     found = []
     for match in _AMOUNT.finditer(text):
         if match.group("bare"):
-            found.append(Amount(float("0" + match.group("bare")), True, match.start(), match.end()))
+            cents = float("0" + match.group("bare"))
+            before = found[-1] if found else None
+            if before is not None and not before.decimal and before.end + 1 == match.start() and text[before.end] == " ":
+                # OCR split one amount at its point ("RM 12 .50"): 12.50, not 12 and 0.50
+                found[-1] = Amount(before.value + cents, True, before.start, match.end())
+            else:
+                found.append(Amount(cents, True, match.start(), match.end()))
             continue
         decimal = match.group("dec") is not None
         if not decimal and not allow_integers:
