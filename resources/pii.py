@@ -83,7 +83,7 @@ def detect_pii(text: str, *, kinds: Optional[Iterable[str]] = None, min_score: f
     unknown = wanted - set(PII_KINDS)
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; expected some of: {', '.join(PII_KINDS)}")
-    doc = _Document(text)
+    doc = _Document(_same_length_plain(text))
     candidates: list[PiiFinding] = []
     for recognizer in (_emails, _ibans, _cards, _national_ids, _phones):
         candidates.extend(recognizer(doc))
@@ -92,6 +92,21 @@ def detect_pii(text: str, *, kinds: Optional[Iterable[str]] = None, min_score: f
     names = list(_names(doc, addresses))
     findings = _resolve(addresses + names)
     return [f for f in findings if f.kind in wanted and f.score >= min_score]
+
+
+# Unicode spaces (no-break, narrow, thin, figure, ideographic...) read as a space, and full-width
+# digits and Latin letters as ASCII, one character for one: PDF and Windows exports and East Asian
+# text write them, and a finding's offsets must still point into the text as given.
+_PLAIN = {code: " " for code in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)}
+_PLAIN.update({0xFF10 + i: chr(0x30 + i) for i in range(10)})
+_PLAIN.update({0xFF21 + i: chr(0x41 + i) for i in range(26)})
+_PLAIN.update({0xFF41 + i: chr(0x61 + i) for i in range(26)})
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def _same_length_plain(text: str) -> str:
+    """The text recognizers read: same length, same offsets; CRLF as ' \n', a lone CR as a line break."""
+    return _LONE_CR.sub("\n", text).replace("\r", " ").translate(_PLAIN)
 
 
 def _resolve(candidates: list[PiiFinding]) -> list[PiiFinding]:

@@ -252,3 +252,20 @@ def test_detection_needs_no_network_and_no_heavy_imports(monkeypatch: pytest.Mon
     probe = "import sys, resources.pii; print(sorted(m for m in ('spacy', 'presidio_analyzer', 'pydantic') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_windows_line_ends_unicode_spaces_and_full_width_digits_hide_nothing():
+    """PDF and Windows exports write CRLF and no-break spaces; East Asian text full-width digits."""
+    plain = ("Bill to:\nMary O'Brien\n12 Oak Road\nLondon SW1A 1AA\nIBAN: GB82 WEST 1234 5698 7654 32\n"
+             "Card 4111 1111 1111 1111\nPhone: +44 20 7946 0958\n")
+    expected = [(f.kind, plain[f.start:f.end]) for f in detect_pii(plain)]
+    assert {kind for kind, _ in expected} == {"person_name", "address", "iban", "card_number", "phone"}
+    full_width = str.maketrans({str(d): chr(0xFF10 + d) for d in range(10)})
+    for spelling in (plain.replace("\n", "\r\n"), plain.replace(" ", "\u00a0"), plain.replace(" ", "\u2009"),
+                     plain.replace("\n", "\r"), plain.translate(full_width)):
+        found = [(f.kind, spelling[f.start:f.end]) for f in detect_pii(spelling)]
+        assert [kind for kind, _ in found] == [kind for kind, _ in expected], repr(spelling[:40])
+        plain_again = str.maketrans({"\u00a0": " ", "\u2009": " ", "\r": "\n",
+                                     **{chr(0xFF10 + d): str(d) for d in range(10)}})
+        assert [value.replace("\r\n", "\n").translate(plain_again).strip() for _, value in found] == \
+            [value for _, value in expected]
