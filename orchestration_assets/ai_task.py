@@ -246,7 +246,10 @@ class _Batch:
         if document.input_error is None and not document.text.strip():
             document = document.model_copy(update={"input_error": "empty document: no text to extract from"})
         if document.input_error is not None:  # nothing to send: the item's error says which line and why
-            return ItemOutcome(document, _no_route(document, self.policy, "unreadable input"), None)
+            outcome = ItemOutcome(document, _no_route(document, self.policy, "unreadable input"), None)
+            with _item_span(self.tracer, document) as span:  # in the trace too, marked failed
+                _mark_item_span(span, outcome, document)
+            return outcome
         availability = {spec.id: self.gateway.availability(spec) for spec in self.gateway.catalog}
         item = RoutingItem(
             item_id=document.id, task=self.task.name, text=document.text, classification=document.classification,
@@ -264,18 +267,26 @@ class _Batch:
                 decision = decision or _no_route(document, self.policy, "failed before a route was chosen")
                 outcome = ItemOutcome(document, decision, None,
                                       crash=_storable_error(f"{type(exc).__name__}: {exc}", document))
-            if span is not None:
-                span.set_attribute("ai_orch.route.policy", outcome.decision.policy)
-                span.set_attribute("ai_orch.route.model", outcome.decision.model_id or "none")
-                if outcome.error:
-                    span.set_attribute("ai_orch.item.failed", True)
-                    if outcome.crash:
-                        span.set_status(Status(StatusCode.ERROR, outcome.crash[:300]))
-                if outcome.budget_refusal:
-                    span.set_attribute("ai_orch.budget_refusal", True)
+            _mark_item_span(span, outcome, document)
         if self.writer is not None:
             self.writer.append_audit(audit_entries(outcome, self.where, self.gateway.catalog))
         return outcome
+
+
+def _mark_item_span(span, outcome: ItemOutcome, document: Document) -> None:
+    """The item's route on its span, and a failed item (unreadable input, failed check, refused budget,
+    crash) as an ERROR span with its error, so ``ai-orch trace`` marks and counts it."""
+    if span is None:
+        return
+    span.set_attribute("ai_orch.route.policy", outcome.decision.policy)
+    span.set_attribute("ai_orch.route.model", outcome.decision.model_id or "none")
+    if outcome.budget_refusal:
+        span.set_attribute("ai_orch.budget_refusal", True)
+    if outcome.error:
+        span.set_attribute("ai_orch.item.failed", True)
+        span.set_attribute("error.type", "crash" if outcome.crash else
+                           "input" if document.input_error else "budget" if outcome.budget_refusal else "item_failed")
+        span.set_status(Status(StatusCode.ERROR, (_storable_error(outcome.error, document) or "")[:300]))
 
 
 def _no_route(document: Document, policy: RoutingPolicy, reason: str) -> RoutingDecision:

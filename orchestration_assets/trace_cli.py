@@ -40,6 +40,10 @@ def run_trace(args: argparse.Namespace) -> int:
     print()
     _print_table("model", "model_id", summary["by_model"])
     _print_table("step", "step_key", summary["by_step"])
+    for row in summary["items_by_step"]:
+        mark = "✗" if row["failed_items"] else " "
+        first = f"  first: {row['first_item_error']}" if row["first_item_error"] else ""
+        print(f"items of {row['step_key']}: {row['items']}, failed {row['failed_items']}{mark}{first}")
     return 0
 
 

@@ -447,6 +447,18 @@ class TraceStore:
                         group["first_error"] = span["status_message"]
                         group["first_error_type"] = span["attributes"].get("error.type")
             summary["by_model" if label == "model_id" else "by_step"] = sorted(groups.values(), key=lambda g: g[label])
+        # Items fail without a failed call too (unreadable input, failed check, refused budget): counted per step.
+        items: dict[str, dict[str, Any]] = {}
+        for span in self.spans(run_id):
+            if span["name"] != "ai_orch.item":
+                continue
+            step = span["attributes"].get(STEP_KEY) or "?"
+            group = items.setdefault(step, {"step_key": step, "items": 0, "failed_items": 0, "first_item_error": None})
+            group["items"] += 1
+            if span["status"] == "ERROR":
+                group["failed_items"] += 1
+                group["first_item_error"] = group["first_item_error"] or span["status_message"]
+        summary["items_by_step"] = sorted(items.values(), key=lambda g: g["step_key"])
         return summary
 
     def render_tree(self, run_id: str) -> str:

@@ -31,7 +31,10 @@ def test_trace_of_a_run_with_failed_items_names_model_step_and_input(tmp_path):
     docs = tmp_path / "docs.jsonl"
     docs.write_text(
         json.dumps({"id": "inv-1", "text": "Blue Ltd\nInvoice INV-7\n2026-02-03\nTotal GBP 99.00"}) + "\n"
-        + json.dumps({"id": "rcpt-2", "text": "Kopi House\nRECEIPT 88\n03/02/2026\nTOTAL RM 12.50"}) + "\n")
+        + json.dumps({"id": "rcpt-2", "text": "Kopi House\nRECEIPT 88\n03/02/2026\nTOTAL RM 12.50"}) + "\n"
+        + json.dumps({"id": "inv-3", "text": "Green Ltd\nInvoice INV-8\n2026-02-04\nTotal GBP 10.00"}) + "\n"
+        + json.dumps({"id": "inv-4", "text": "Red Ltd\nInvoice INV-9\n2026-02-05\nTotal GBP 11.00"}) + "\n"
+        + "not json\n")  # an unreadable line: an item that never reaches a model, still in the trace
     demo = _cli(home, "demo", "--input", str(docs), "--date", "2026-03-03", "--json")
     assert demo.returncode == 0, demo.stderr[-3000:]
     run_id = json.loads(demo.stdout)["run_id"]
@@ -43,7 +46,11 @@ def test_trace_of_a_run_with_failed_items_names_model_step_and_input(tmp_path):
     assert "rcpt-2" in out and "invoice_extractions" in out
     as_json = json.loads(_cli(home, "trace", run_id, "--json").stdout)
     (model,) = [m for m in as_json["errors"]["by_model"] if m["model_id"] == "rules-invoice"]
-    assert model["calls"] == 2 and model["errors"] == 1
+    assert model["calls"] == 4 and model["errors"] == 1
+    assert "✗ item line-5" in out and "docs.jsonl:5: not a JSON object" in out
+    (items,) = as_json["errors"]["items_by_step"]
+    assert (items["step_key"], items["items"], items["failed_items"]) == ("invoice_extractions", 5, 2)
+    assert "items of invoice_extractions: 5, failed 2✗" in out
 
     unknown = _cli(home, "trace", "no-such-run")
     assert unknown.returncode == 2 and "no-such-run" in unknown.stderr

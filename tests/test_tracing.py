@@ -116,7 +116,7 @@ def test_failed_call_is_an_error_span_and_counted_per_model_and_step(recorder):
         {"model_id": "gpt-4o-mini", "calls": 4, "errors": 0, "first_error": None, "first_error_type": None},
     ]
     assert [(s["step_key"], s["calls"], s["errors"]) for s in summary["by_step"]] == [("extract", 3, 1), ("extract_retry", 3, 1)]
-    assert recorder.store().error_summary("other-run") == {"by_model": [], "by_step": []}
+    assert recorder.store().error_summary("other-run") == {"by_model": [], "by_step": [], "items_by_step": []}
 
 
 def test_exception_in_a_call_marks_error_without_its_message(recorder):
