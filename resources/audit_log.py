@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Protocol, Sequence
 
 import dagster as dg
+import duckdb
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
 from resources.duckdb_file import default_data_dir, insert_rows, locked_connection
@@ -357,14 +358,22 @@ class DuckDBAuditLog:
         scan = _ChainScan()
         warnings: list[str] = []
         if self.path.exists():
-            with self._connection(read_only=True) as conn:
-                # The sidecar is read under the same lock as the chain: both from one moment.
+            try:
+                with self._connection(read_only=True) as conn:
+                    # The sidecar is read under the same lock as the chain: both from one moment.
+                    recorded, unreached, unreadable = self._read_sidecar()
+                    if _has_table(conn):
+                        cursor = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM audit_log ORDER BY seq")
+                        while batch := cursor.fetchmany(_READ_BATCH):
+                            for values in batch:
+                                scan.add(dict(zip(_COLUMNS, values)))
+            except duckdb.Error as exc:  # overwritten or corrupted: as failed a verification as an edited entry
+                scan.problems.append(f"{self.path.name} cannot be read as an audit log: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:200]}")
                 recorded, unreached, unreadable = self._read_sidecar()
-                if _has_table(conn):
-                    cursor = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM audit_log ORDER BY seq")
-                    while batch := cursor.fetchmany(_READ_BATCH):
-                        for values in batch:
-                            scan.add(dict(zip(_COLUMNS, values)))
+            if not scan.problems and not scan.head.count and recorded is None and not unreadable:
+                warnings.append(f"{self.path.name} holds no entries and there is no sidecar {self.sidecar_path.name}: "
+                                "a deleted log cannot be told from a new one without --expect-head")
         else:
             recorded, unreached, unreadable = self._read_sidecar()
         anchors: list[tuple[str, AuditHead]] = []

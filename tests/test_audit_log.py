@@ -263,3 +263,19 @@ def test_cli_catches_a_cut_tail_with_expect_head_and_rejects_a_malformed_one(tmp
         _cli(capsys, "audit", "verify", "--expect-head", "5")
     with pytest.raises(CliError, match="--limit"):
         _cli(capsys, "audit", "show", "--limit", "0")
+
+
+def test_a_corrupted_file_fails_verification_and_an_emptied_one_is_warned_about(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    log = AuditLogResource().log()
+    log.append([_entry(i) for i in range(3)])
+    _sql(log, "DELETE FROM audit_log")
+    log.sidecar_path.unlink()
+    code, out = _cli(capsys, "audit", "verify", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["entries"] == 0 and "holds no entries and there is no sidecar" in report["warnings"][0]
+
+    log.path.write_bytes(bytes(range(256)) * 16)  # overwritten with junk
+    code, out = _cli(capsys, "audit", "verify", "--json")
+    report = json.loads(out)
+    assert code == 4 and not report["ok"] and "cannot be read as an audit log" in report["problems"][0]
