@@ -26,10 +26,11 @@ an op output declared with ``ai_orch/raw_input`` metadata stays in memory for se
 from __future__ import annotations
 
 import pickle
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import dagster as dg
 import pandas as pd
@@ -172,11 +173,15 @@ class SensitiveIOManager(dg.ConfigurableIOManager):
             return pickle.load(handle)
 
 
-def redact_for_persistence(frame: pd.DataFrame, columns: Iterable[str]) -> tuple[pd.DataFrame, int]:
+def redact_for_persistence(frame: pd.DataFrame, columns: Iterable[str],
+                           sources: Optional[Mapping[str, str]] = None) -> tuple[pd.DataFrame, int]:
     """Rows whose classification forbids raw persistence get PII in ``columns`` replaced by tokens.
 
     What a model returns can quote the document (a customer's name in the vendor field, an
     IBAN in an error message); a derived output is only safe to persist once that is gone.
+    A bare value out of its context ("Lukas Schmidt" alone in a field) often cannot be told
+    to be a name, so with ``sources`` (row ``id`` → the document's text) every PII value
+    found in the row's document is also replaced wherever a field repeats it.
     The token mapping is dropped: these values are for storage, not for restoring.
     Returns the frame and how many values were changed.
     """
@@ -190,6 +195,8 @@ def redact_for_persistence(frame: pd.DataFrame, columns: Iterable[str]) -> tuple
 
     frame = frame.copy()
     changed = 0
+    known = {index: _source_pii(sources.get(str(frame.at[index, "id"]), "")) if sources is not None and "id" in frame.columns
+             else [] for index in frame.index[sensitive]}
     for column in columns:
         if column not in frame.columns:
             continue
@@ -197,7 +204,24 @@ def redact_for_persistence(frame: pd.DataFrame, columns: Iterable[str]) -> tuple
             value = frame.at[index, column]
             if isinstance(value, str) and value:
                 redacted = pseudonymize(value)[0]
+                for pattern, token in known[index]:
+                    redacted = pattern.sub(token, redacted)
                 if redacted != value:
                     frame.at[index, column] = redacted
                     changed += 1
     return frame, changed
+
+
+def _source_pii(text: str) -> list[tuple[re.Pattern[str], str]]:
+    """Each PII value in a document as a pattern that finds it again in an output, whatever its case
+    and spacing ("LUKAS  SCHMIDT"), with the token of its kind; the longest values first."""
+    from resources.pii import TOKEN_PREFIXES, detect_pii
+
+    values = {}
+    for finding in detect_pii(text):
+        words = text[finding.start:finding.end].split()
+        if sum(map(len, words)) >= 4:  # too short a value would match inside ordinary words
+            values[tuple(w.lower() for w in words)] = (words, TOKEN_PREFIXES[finding.kind])
+    ordered = sorted(values.values(), key=lambda item: -sum(map(len, item[0])))
+    return [(re.compile(r"(?<!\w)" + r"\s*".join(map(re.escape, words)) + r"(?!\w)", re.IGNORECASE), token)
+            for words, token in ordered]

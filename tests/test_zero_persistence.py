@@ -123,3 +123,21 @@ def test_restricted_run_killed_mid_batch_leaves_no_canary_on_disk(tmp_path, docu
     assert proc.returncode == 17, (proc.returncode, proc.stderr[-3000:])  # the model killed the process mid-batch
     assert (home / "ai_orchestration" / "ledger.duckdb").exists()  # two calls were recorded before the crash
     assert scan(home) == {}
+
+
+def test_a_name_from_the_document_is_redacted_wherever_an_output_repeats_it():
+    """A model that copies the customer into the vendor field: the bare name has no label to give it away."""
+    import pandas as pd
+
+    from resources.sensitive_io import redact_for_persistence
+
+    document = "Bill to:\nLukas Schmidt\nHauptstrasse 5\n10115 Berlin\nTotal EUR 12.00"
+    frame = pd.DataFrame([
+        {"id": "a", "classification": "restricted", "vendor": "LUKAS  SCHMIDT", "error": None},
+        {"id": "b", "classification": "restricted", "vendor": "Bakery Schmidtke", "error": None},
+        {"id": "c", "classification": "public", "vendor": "Lukas Schmidt", "error": None},
+    ])
+    sources = {"a": document, "b": document, "c": document}
+    assert redact_for_persistence(frame, ["vendor"])[0]["vendor"].tolist()[0] == "LUKAS  SCHMIDT"  # no context: missed
+    redacted, changed = redact_for_persistence(frame, ["vendor"], sources=sources)
+    assert redacted["vendor"].tolist() == ["PERSON", "Bakery Schmidtke", "Lukas Schmidt"] and changed == 1

@@ -122,7 +122,8 @@ def invoice_extractions(
                        AIStepResources(routing, models, ledger, budget, audit, tracing), workflow="invoices")
     outcomes, history, guard, scope, store = step.outcomes, step.history, step.guard, step.scope, step.store
     raise_past_failure_rate(outcomes, config.max_failure_rate)
-    frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS)
+    frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS,
+                                             sources={o.document.id: o.document.text for o in outcomes})
     host = HostCapabilities.detect()
     placement = task_placement(INVOICE_TASK)
     estimate = estimate_run([o.decision for o in outcomes], [INVOICE_EXTRACTION.request_texts(d.text) for d in raw_invoices],

@@ -303,7 +303,9 @@ def reconcile_invoice_chunks(
         step.set_attribute(SUMMARY, f"{len(rows)} documents reconciled, {failed} failed, "
                                     f"{sum(r['item_check'] is not None for r in rows)} failing the check")
     tracer.force_flush()
-    frame, redacted = redact_for_persistence(chain_frame(rows), REDACTED_COLUMNS)
+    frame, redacted = redact_for_persistence(
+        chain_frame(rows), REDACTED_COLUMNS,
+        sources={d.chunked.document_id: "\n".join(o.document.text for o in d.outcomes) for d in extracted})
     outcomes = [o for document in extracted for o in document.outcomes]
     store = ledger.store()
     scope = budget.scope_for(context.run.tags, "invoices")
