@@ -1072,6 +1072,9 @@ _TOKEN = _lazy(r"\b(" + "|".join(sorted(TOKEN_PREFIXES.values(), key=len, revers
                     flags=re.IGNORECASE)
 
 
+_EXACT_TOKEN = _lazy(r"(" + "|".join(sorted(TOKEN_PREFIXES.values(), key=len, reverse=True)) + r")_(\d{1,4})(?!\d)")
+
+
 class PseudonymMapping:
     """Token ↔ original value for one document, in memory only (it refuses pickling and copying)."""
 
@@ -1211,4 +1214,6 @@ def _restore_text(text: str, mapping: PseudonymMapping) -> str:
         found = mapping.original(f"{m.group(1).upper()}_{int(m.group(2))}")
         return m.group() if found is None else found
 
-    return _TOKEN.sub(original, text)
+    # First the tokens as handed out, wherever they stand ("IBANIBAN_1": OCR ran a label into the
+    # value), then the re-spellings models make, as whole words only.
+    return _TOKEN.sub(original, _EXACT_TOKEN.sub(original, text))
