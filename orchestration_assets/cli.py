@@ -150,6 +150,9 @@ def run_estimate(args: argparse.Namespace) -> int:
     config = RawInvoicesConfig(count=args.count, classification=classification.value,
                                input_path=str(Path(args.input).expanduser().resolve()) if args.input else None)
     documents, source = invoice_documents(config, partition)
+    # Unreadable or empty lines fail as input errors before any route, as the asset does: never priced.
+    unreadable = [d for d in documents if d.input_error is not None or not d.text.strip()]
+    documents = [d for d in documents if d.input_error is None and d.text.strip()]
     routing = defs.resources["routing"]
     if args.policy:
         routing = routing.model_copy(update={"policy": args.policy})
@@ -168,11 +171,13 @@ def run_estimate(args: argparse.Namespace) -> int:
     estimate = estimate_run(decisions, [INVOICE_EXTRACTION.request_texts(d.text) for d in documents],
                             INVOICE_EXTRACTION.name, catalog, history, INVOICE_EXTRACTION.expected_output_tokens)
     summary = {"partition": partition, "source": source, "policy": routing.policy_for(INVOICE_EXTRACTION.name),
-               "history_calls": int(len(calls)), "dagster_home": str(home), **estimate.as_dict()}
+               "history_calls": int(len(calls)), "dagster_home": str(home), **estimate.as_dict(),
+               "unreadable_items": len(unreadable)}
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"invoice template, partition {partition}: {estimate.items} documents ({source}), policy {summary['policy']}")
+        print(f"invoice template, partition {partition}: {estimate.items} documents ({source}), policy {summary['policy']}"
+              + (f"; {len(unreadable)} unreadable, not priced (they fail as input errors)" if unreadable else ""))
         print(f"  estimated ${estimate.p50_usd:.6f} (p95 ${estimate.p95_usd:.6f}) from {len(calls)} recorded calls")
         for model, row in estimate.by_model.items():
             print(f"  {model:22s} {row['items']:5d} items  ${row['p50_usd']:.6f}")

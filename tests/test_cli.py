@@ -136,3 +136,16 @@ def test_fit_routing_before_any_outcome_says_what_to_run_first(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no judged outcomes in the ledger yet" in proc.stderr
     assert "Traceback" not in proc.stderr and "STEP_FAILURE" not in proc.stderr
+
+
+def test_estimate_does_not_price_lines_that_will_fail_as_input_errors(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "ACME Ltd\\nTOTAL EUR 12.00"}\nnot json\n{"id": "a", "text": "dup"}\n'
+                    '{"id": "e", "text": "   "}\n{"id": "b", "text": "Blue Ltd\\nTOTAL EUR 3.00"}\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "estimate", "--input", str(docs),
+                           "--date", "2026-03-05", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert (summary["items"], summary["routed"], summary["unreadable_items"]) == (2, 2, 3)
