@@ -435,18 +435,19 @@ def _emails(doc: _Document) -> Iterator[PiiFinding]:
         yield _finding("email", m.start(), m.end(), 0.99, "email_pattern")
 
 
-_IBAN = _lazy(r"(?<!\d)([A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30})")  # OCR glues words on: 'IBANDE89…'
+# OCR glues words on ('IBANDE89…'); people type them lower-case or grouped by dashes too.
+_IBAN = _lazy(r"(?<!\d)([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30})", flags=re.IGNORECASE)
 
 
 def _ibans(doc: _Document) -> Iterator[PiiFinding]:
     for m in _IBAN.finditer(doc.text):
-        length = IBAN_LENGTHS.get(m.group(1)[:2])
+        length = IBAN_LENGTHS.get(m.group(1)[:2].upper())
         if length is None:
             continue
         # Cut the greedy match at the country's IBAN length; what follows may be another word.
         count, end = 0, m.start()
         for i, ch in enumerate(m.group(1)):
-            if ch != " ":
+            if ch not in " -":
                 count += 1
             if count == length:
                 end = m.start() + i + 1

@@ -278,3 +278,10 @@ def test_a_token_run_into_a_word_is_restored():
     text = "IBANGB82WEST12345698765432"
     redacted, mapping = pseudonymize(text)
     assert redacted == "IBANIBAN_1" and restore(redacted, mapping) == text
+
+
+@pytest.mark.parametrize("written", ["IBAN de89370400440532013000", "account gb82west12345698765432 ok",
+                                     "IBAN: DE89-3704-0044-0532-0130-00"])
+def test_an_iban_typed_lower_case_or_grouped_by_dashes_is_found(written):
+    (finding,) = detect_pii(written)
+    assert finding.kind == "iban" and written[finding.start:finding.end].replace("-", "").upper().startswith(("DE89", "GB82"))
