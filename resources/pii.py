@@ -470,7 +470,10 @@ def _cards(doc: _Document) -> Iterator[PiiFinding]:
         if 13 <= len(digits) <= 19 and luhn_valid(digits) and _card_prefix_ok(digits):
             if re.search(r"[A-Z]{2}\d{2} ?$", doc.text[max(0, m.start() - 5) : m.start()]):
                 continue  # the tail of an IBAN that failed its own check
-            labelled = bool(_CARD_CUES.search(_canon(doc.before(m.start()))))
+            context = _canon(doc.before(m.start()))
+            labelled = bool(_CARD_CUES.search(context))
+            if not labelled and _REFERENCE_LABEL.search(context):
+                continue  # "Invoice number 4111…": a document number that happens to pass Luhn
             grouped = not m.group().isdigit()
             if len(digits) == 13 and not labelled:
                 continue  # 13 digits is mostly an EAN barcode; old Visa numbers only next to a card label
@@ -547,6 +550,8 @@ def _national_ids(doc: _Document) -> Iterator[PiiFinding]:
             labelled = bool(_ID_CUES.search(context)) and not _NOT_PERSONAL_ID.search(context)
             if fmt.needs_label and not labelled:
                 continue
+            if not labelled and _REFERENCE_LABEL.search(context):
+                continue  # "Invoice #: 123-45-6789": an SSN's shape, a document number's label
             yield _finding("national_id", m.start(), m.end(), 0.95 if labelled else 0.85, fmt.name)
 
 

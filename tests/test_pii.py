@@ -285,3 +285,11 @@ def test_a_token_run_into_a_word_is_restored():
 def test_an_iban_typed_lower_case_or_grouped_by_dashes_is_found(written):
     (finding,) = detect_pii(written)
     assert finding.kind == "iban" and written[finding.start:finding.end].replace("-", "").upper().startswith(("DE89", "GB82"))
+
+
+@pytest.mark.parametrize("written, kinds", [
+    ("Invoice #: 123-45-6789", []), ("Invoice number 4111111111111111", []),  # document numbers, whatever their shape
+    ("SSN: 123-45-6789", ["national_id"]), ("Card: 4111 1111 1111 1111", ["card_number"]),
+])
+def test_a_number_after_a_document_label_is_not_taken_for_an_id_or_a_card(written, kinds):
+    assert [f.kind for f in detect_pii(written)] == kinds
