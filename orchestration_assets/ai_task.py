@@ -243,8 +243,7 @@ class _Batch:
         return [o for o in outcomes if o is not None]
 
     async def item(self, document: Document) -> ItemOutcome:
-        if document.input_error is None and not document.text.strip():
-            document = document.model_copy(update={"input_error": "empty document: no text to extract from"})
+        document = document.checked()
         if document.input_error is not None:  # nothing to send: the item's error says which line and why
             outcome = ItemOutcome(document, _no_route(document, self.policy, "unreadable input"), None)
             with _item_span(self.tracer, document) as span:  # in the trace too, marked failed

@@ -151,8 +151,9 @@ def run_estimate(args: argparse.Namespace) -> int:
                                input_path=str(Path(args.input).expanduser().resolve()) if args.input else None)
     documents, source = invoice_documents(config, partition)
     # Unreadable or empty lines fail as input errors before any route, as the asset does: never priced.
-    unreadable = [d for d in documents if d.input_error is not None or not d.text.strip()]
-    documents = [d for d in documents if d.input_error is None and d.text.strip()]
+    checked = [d.checked() for d in documents]
+    unreadable = [d for d in checked if d.input_error is not None]
+    documents = [d for d in checked if d.input_error is None]
     routing = defs.resources["routing"]
     if args.policy:
         routing = routing.model_copy(update={"policy": args.policy})

@@ -21,6 +21,12 @@ class Document(BaseModel):
     input_error: Optional[str] = Field(None, description=(
         "Why this input line could not be read as a document (it is then this item's error, not the batch's)."))
 
+    def checked(self) -> "Document":
+        """This document, or a copy whose ``input_error`` says it has no text: what fails before any route."""
+        if self.input_error is None and not self.text.strip():
+            return self.model_copy(update={"input_error": "empty document: no text to extract from"})
+        return self
+
 
 class DocumentInputError(ValueError):
     """A user's document file cannot be read as documents; the message names the line."""

@@ -432,7 +432,8 @@ class TraceStore:
 
     def error_summary(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         """Calls, errors and the first error message, per model and per step."""
-        calls = [s for s in self.spans(run_id) if "gen_ai.operation.name" in s["attributes"]]
+        spans = self.spans(run_id)
+        calls = [s for s in spans if "gen_ai.operation.name" in s["attributes"]]
         summary = {}
         for key, label in (("gen_ai.request.model", "model_id"), (STEP_KEY, "step_key")):
             groups: dict[str, dict[str, Any]] = {}
@@ -449,7 +450,7 @@ class TraceStore:
             summary["by_model" if label == "model_id" else "by_step"] = sorted(groups.values(), key=lambda g: g[label])
         # Items fail without a failed call too (unreadable input, failed check, refused budget): counted per step.
         items: dict[str, dict[str, Any]] = {}
-        for span in self.spans(run_id):
+        for span in spans:
             if span["name"] != "ai_orch.item":
                 continue
             step = span["attributes"].get(STEP_KEY) or "?"
