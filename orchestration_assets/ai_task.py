@@ -237,7 +237,8 @@ class _Batch:
                 self.writer.flush_soon()
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(concurrency, len(documents)))))
+            async with self.gateway.batch_transport(len(documents)):
+                await asyncio.gather(*(worker() for _ in range(min(concurrency, len(documents)))))
         finally:
             await self.gateway.aclose_async()
         return [o for o in outcomes if o is not None]

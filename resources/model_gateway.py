@@ -8,9 +8,10 @@ model servers behind some of them, are created on first use and closed together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
-from typing import Mapping, Optional
+from typing import AsyncIterator, Mapping, Optional
 
 import dagster as dg
 import httpx
@@ -21,6 +22,7 @@ from resources.model_call import CallResult, StructuredRequest
 from resources.providers.base import ModelClient
 from resources.reliability import CircuitBreaker, RateLimiter, ReliableCaller, ReliableResult, RetryPolicy, error_type
 from resources.providers.local_server import LocalLlamaServer, LocalServerError, local_server_unavailable_reason
+from resources.providers.transport_process import BATCH_TRANSPORT, TransportProcess
 
 
 class Availability(BaseModel):
@@ -30,12 +32,20 @@ class Availability(BaseModel):
 
 class ModelGateway:
     def __init__(self, catalog: ModelCatalog, api_keys: Optional[Mapping[str, str]] = None, *, timeout_s: float = 120.0,
-                 retry: Optional[RetryPolicy] = None, max_concurrency: int = 16, endpoint_concurrency: int = 16):
+                 retry: Optional[RetryPolicy] = None, max_concurrency: int = 16, endpoint_concurrency: int = 16,
+                 transport_process_min_items: Optional[int] = 64):
         if max_concurrency < 1 or endpoint_concurrency < 1:
             raise ValueError(f"max_concurrency and endpoint_concurrency must be at least 1, not {max_concurrency}/{endpoint_concurrency}")
         self.catalog = catalog
         self.max_concurrency = max_concurrency  # items of one step in flight at once
         self.endpoint_concurrency = endpoint_concurrency  # calls in flight per endpoint unless the catalog says
+        # Batches of at least this many items send their HTTP calls from a child process (None: never).
+        self.transport_process_min_items = transport_process_min_items
+        self.transport: Optional[TransportProcess] = None  # the running batch's, while one runs
+        # How long a batch waits for its transport process before the first call; 0: the first calls go
+        # in-process until it is ready (no call waits on the child's start).
+        self.transport_process_wait_s = 0.0
+        self.transport_calls = 0  # calls carried by transport processes, over this gateway's life
         self._api_keys = {k: v for k, v in (api_keys or {}).items() if v}
         self.timeout_s = timeout_s
         self._clients: dict[str, ModelClient] = {}
@@ -127,6 +137,31 @@ class ModelGateway:
         outcome = await caller.acall(request, idempotency_key)
         return settled_result(outcome)
 
+    @contextlib.asynccontextmanager
+    async def batch_transport(self, items: int) -> AsyncIterator[Optional[TransportProcess]]:
+        """For a batch worth it, a ``TransportProcess`` carrying its HTTP calls; None for the others.
+
+        Worth it: at least ``transport_process_min_items`` items and an available model reached
+        over HTTP. A small batch would pay the child's start (a Python process, ~0.2 s of CPU)
+        for calls that rarely wait on each other.
+        """
+        wanted = (self.transport_process_min_items is not None and items >= self.transport_process_min_items
+                  and any(spec.protocol is not Protocol.PYTHON and self.availability(spec).available for spec in self.catalog))
+        if not wanted:
+            yield None
+            return
+        transport = await TransportProcess().start()
+        await transport.wait_ready(self.transport_process_wait_s)
+        token = BATCH_TRANSPORT.set(transport)
+        self.transport = transport
+        try:
+            yield transport
+        finally:
+            BATCH_TRANSPORT.reset(token)
+            self.transport = None
+            self.transport_calls += transport.calls
+            await transport.aclose()
+
     async def aclose_async(self) -> None:
         """Close the async connection pools of the running event loop (the batch's loop, before it ends)."""
         for client in list(self._clients.values()):
@@ -209,6 +244,9 @@ class ModelGatewayResource(dg.ConfigurableResource):
     retry_max_attempts: int = Field(4, ge=1, description="HTTP attempts per call for 429/5xx/timeouts/dropped connections.")
     retry_base_delay_s: float = Field(0.5, ge=0, description="First backoff; doubles each retry, full jitter.")
     retry_max_delay_s: float = Field(20.0, ge=0)
+    transport_process_min_items: Optional[int] = Field(64, ge=1, description=(
+        "Batches of at least this many items send their HTTP calls from a child process, so the batch's own "
+        "per-item work never delays a reply (resources/providers/transport_process.py); unset: never."))
 
     _gateway: Optional[ModelGateway] = PrivateAttr(default=None)
 
@@ -221,7 +259,8 @@ class ModelGatewayResource(dg.ConfigurableResource):
             retry = RetryPolicy(max_attempts=self.retry_max_attempts, base_delay_s=self.retry_base_delay_s,
                                 max_delay_s=self.retry_max_delay_s)
             self._gateway = ModelGateway(self.catalog(), keys, timeout_s=self.timeout_s, retry=retry,
-                                         max_concurrency=self.max_concurrency, endpoint_concurrency=self.endpoint_concurrency)
+                                         max_concurrency=self.max_concurrency, endpoint_concurrency=self.endpoint_concurrency,
+                                         transport_process_min_items=self.transport_process_min_items)
         return self._gateway
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

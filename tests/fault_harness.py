@@ -210,13 +210,15 @@ def catalog_text(endpoints: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gateway_resource(catalog_path: "str | Path", timeout_s: float = TIMEOUT_S) -> ModelGatewayResource:
+def gateway_resource(catalog_path: "str | Path", timeout_s: float = TIMEOUT_S,
+                     transport_process: bool = False) -> ModelGatewayResource:
+    """``transport_process``: every batch sends its calls from a child process (``transport_process``), else none does."""
     return ModelGatewayResource(
         catalog_path=str(catalog_path), openai_api_key=KEY, anthropic_api_key=KEY, timeout_s=timeout_s,
         retry_max_attempts=MAX_ATTEMPTS, retry_base_delay_s=0.01, retry_max_delay_s=0.02,
         # One item at a time: the breaker's consecutive-failure count then follows the layout, whatever the
         # scheduler (run_ai_task is becoming concurrent; max_concurrency bounds it).
-        max_concurrency=1,
+        max_concurrency=1, transport_process_min_items=1 if transport_process else None,
     )
 
 
@@ -270,7 +272,7 @@ class FaultRun:
 
 def run_plans(workdir: Path, protocol: str, plans: dict[int, list[Behaviour]], *, name: str = "faults",
               batch: Optional[Sequence[GeneratedInvoice]] = None, repeat: int = 1,
-              timeout_s: float = TIMEOUT_S) -> FaultRun:
+              timeout_s: float = TIMEOUT_S, transport_process: bool = False) -> FaultRun:
     """Serve ``plans`` (item index → replies) and run the batch through ``run_ai_task`` ``repeat`` times on one
     gateway and one run id (``repeat=2``: a step executed again in the same process)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +285,8 @@ def run_plans(workdir: Path, protocol: str, plans: dict[int, list[Behaviour]], *
     with server_class(api_key=KEY, default=schedule) as server:
         catalog = workdir / "catalog.yaml"
         catalog.write_text(catalog_text({model: server.url}))
-        gateway = gateway_resource(catalog, timeout_s).gateway()
+        gateway = gateway_resource(catalog, timeout_s, transport_process).gateway()
+        gateway.transport_process_wait_s = 30.0 if transport_process else 0.0  # every call through the child
         ledger = DuckDBLedger(workdir / "ledger.duckdb")
         recorder = TraceRecorder(workdir / "traces.duckdb")
         try:
@@ -303,7 +306,8 @@ def run_plans(workdir: Path, protocol: str, plans: dict[int, list[Behaviour]], *
                     TraceStore(workdir / "traces.duckdb").spans(run_id), gateway)
 
 
-def run_fault(fault_name: str, protocol: str, workdir: Path) -> FaultRun:
+def run_fault(fault_name: str, protocol: str, workdir: Path, transport_process: bool = False) -> FaultRun:
     fault = FAULTS[fault_name]
     batch = invoices()
-    return run_plans(workdir, protocol, fault_plans(fault, batch, protocol), name=fault_name, batch=batch)
+    return run_plans(workdir, protocol, fault_plans(fault, batch, protocol), name=fault_name, batch=batch,
+                     transport_process=transport_process)

@@ -84,12 +84,19 @@ def assert_requests_match_attempts(run: FaultRun) -> None:
 # ------------------------------------------------------------------------------------------- the matrix
 
 
-@pytest.mark.parametrize("fault_name,protocol", MATRIX, ids=[f"{f}-{p}" for f, p in MATRIX])
-def test_fault_mix(tmp_path, fault_name, protocol):
+# Every OpenAI-protocol mix again with the calls sent from the batch's transport process: the same outcomes,
+# errors, retries, ledger and traces as in-process (the child reports faults in the same words).
+VIA_CHILD = [(name, protocol, True) for name, protocol in MATRIX if protocol == "openai"]
+
+
+@pytest.mark.parametrize("fault_name,protocol,via_child", [(f, p, False) for f, p in MATRIX] + VIA_CHILD,
+                         ids=[f"{f}-{p}" for f, p in MATRIX] + [f"{f}-{p}-transport-process" for f, p, _ in VIA_CHILD])
+def test_fault_mix(tmp_path, fault_name, protocol, via_child):
     fault = FAULTS[fault_name]
-    run = run_fault(fault_name, protocol, tmp_path)
+    run = run_fault(fault_name, protocol, tmp_path, transport_process=via_child)
     spec = run.gateway.catalog.get(run.model)
     expected = fault.expected()
+    assert run.gateway.transport_calls == (run.requests if via_child else 0)
 
     # Which items succeeded, and how many requests each took.
     assert [o.error is None for o in run.outcomes] == [ok for ok, _ in expected]

@@ -23,7 +23,9 @@ from pydantic import BaseModel
 
 from resources.catalog import ModelSpec
 from resources.model_call import CallResult, StructuredRequest
+from resources.providers.aiohttp_faults import aiohttp_fault
 from resources.providers.structured_reply import shorten
+from resources.providers.transport_process import BATCH_TRANSPORT, TransportProcess
 
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 
@@ -95,17 +97,42 @@ async def apost_json(
     return reply_from_response(received, time.perf_counter() - started, model_id)
 
 
+async def apost_json_via(
+    transport: TransportProcess,
+    url: str,
+    *,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    model_id: str,
+    proxy: Optional[str],
+    timeout: aiohttp.ClientTimeout,
+) -> HttpReply:
+    """``apost_json`` through the batch's transport process: the same body bytes, the same reply, the same error wording."""
+    try:
+        data = _json_body(body).encode("utf-8")
+    except ValueError as exc:  # a NaN in the body: refused before sending, as aiohttp's json= refuses it
+        return reply_from_exception(exc, 0.0, model_id)
+    frame = await transport.post(url, data, headers, proxy=proxy, connect_s=timeout.sock_connect, read_s=timeout.sock_read)
+    if frame[0] == "reply":
+        _, status, raw_headers, content, latency = frame
+        return reply_from_response(httpx.Response(status, headers=raw_headers, content=content), latency, model_id)
+    _, kind, detail, timed_out, description, latency = frame
+    return reply_from_fault(kind, detail, timed_out, description, latency, model_id)
+
+
 def reply_from_exception(exc: Exception, latency: float, model_id: str) -> HttpReply:
-    kind, detail, timed_out = transport_fault(exc)
+    return reply_from_fault(*transport_fault(exc), f"{type(exc).__name__}: {exc}", latency, model_id)
+
+
+def reply_from_fault(kind: Optional[str], detail: str, timed_out: bool, description: str, latency: float,
+                     model_id: str) -> HttpReply:
+    """A transport failure in words, from ``transport_fault``'s triple (wherever the exception was raised)."""
     if timed_out:
         return HttpReply(latency, error=shorten(f"timed out after {latency:.1f}s calling {model_id} ({kind})"))
     if kind is not None:  # connect errors, dropped connections, protocol errors
         return HttpReply(latency, error=shorten(f"connection error calling {model_id}: {kind}: {detail}"))
     # e.g. an invalid URL: still a failed call, not a crashed batch
-    return HttpReply(latency, error=shorten(f"could not call {model_id}: {type(exc).__name__}: {exc}"))
-
-
-_DISCONNECTED = "Server disconnected without sending a response."
+    return HttpReply(latency, error=shorten(f"could not call {model_id}: {description}"))
 
 
 def transport_fault(exc: BaseException) -> tuple[Optional[str], str, bool]:
@@ -113,32 +140,14 @@ def transport_fault(exc: BaseException) -> tuple[Optional[str], str, bool]:
 
     One vocabulary for both clients: kinds are httpx's exception names (``ReadTimeout``,
     ``ConnectError``, ``RemoteProtocolError``...), also for what aiohttp raised on the async
-    path, so an error reads the same (and ``reliability`` classifies it the same) whichever
-    path made the call.
+    path (``aiohttp_faults``), so an error reads the same (and ``reliability`` classifies it the
+    same) whichever path made the call.
     """
     if isinstance(exc, httpx.TimeoutException):
         return type(exc).__name__, str(exc), True
     if isinstance(exc, httpx.HTTPError):
         return type(exc).__name__, str(exc), False
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "ConnectTimeout", str(exc), True
-    if isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        return "ReadTimeout", str(exc), True
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "RemoteProtocolError", _DISCONNECTED, False
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "ConnectError", str(exc.os_error), False
-    if isinstance(exc, aiohttp.ClientResponseError):  # a malformed status line or headers
-        return "RemoteProtocolError", exc.message or str(exc), False
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "ReadError", str(exc), False
-    if isinstance(exc, aiohttp.ClientOSError):
-        return "ReadError", str(exc), False
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
-        return None, "", False
-    if isinstance(exc, aiohttp.ClientError):
-        return type(exc).__name__, str(exc), False
-    return None, "", False
+    return aiohttp_fault(exc)
 
 
 def reply_from_response(response: httpx.Response, latency: float, model_id: str) -> HttpReply:
@@ -206,8 +215,14 @@ class HttpModelClient:
         return self._result(reply, request)
 
     async def acall(self, request: StructuredRequest) -> CallResult:
-        reply = await apost_json(self._session_of_loop(), self.url, body=self.request_body(request),
-                                 headers=self.headers(), model_id=self.spec.id, proxy=self._proxy)
+        """On the batch's transport process once it is ready (``transport_process``), else on this loop's session."""
+        transport = BATCH_TRANSPORT.get()
+        if transport is not None and transport.ready:
+            reply = await apost_json_via(transport, self.url, body=self.request_body(request), headers=self.headers(),
+                                         model_id=self.spec.id, proxy=self._proxy, timeout=self._async_timeout)
+        else:
+            reply = await apost_json(self._session_of_loop(), self.url, body=self.request_body(request),
+                                     headers=self.headers(), model_id=self.spec.id, proxy=self._proxy)
         return self._result(reply, request)
 
     def _result(self, reply: HttpReply, request: StructuredRequest) -> CallResult:

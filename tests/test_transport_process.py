@@ -1,0 +1,166 @@
+"""A batch's HTTP calls sent from a child process (``resources/providers/transport_process``).
+
+Against a real OpenAI-protocol server on 127.0.0.1: the child carries the calls and gives the
+same answers, ledger rows and traces as the in-process path (the fault matrix in
+``test_fault_injection`` runs through it too); a child killed mid-batch costs a retry, not an
+item; no child is left behind; and batches that would not gain from one do not start one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from orchestration_assets.ai_task import CallContext, run_ai_task
+from orchestration_assets.invoices.assets import INVOICE_EXTRACTION
+from resources.ledger import DuckDBLedger
+from resources.routing import RulesPolicy
+from tests.fault_harness import KEY, PROTOCOLS, answer, catalog_text, documents, gateway_resource, invoices, run_plans
+from tests.protocol_servers import PerDocument, Slow, Success
+
+BATCH = 12
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class _ChildWatcher(threading.Thread):
+    """Notes the batch's child process once it carries a call; with ``kill``, SIGKILLs it then."""
+
+    def __init__(self, gateway, kill: bool = False):
+        super().__init__(daemon=True)
+        self.gateway, self.kill, self.pid = gateway, kill, None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            transport = self.gateway.transport
+            if transport is not None and transport.ready and transport.calls >= 2:
+                self.pid = transport.pid
+                if self.kill:
+                    os.kill(self.pid, signal.SIGKILL)
+                return
+            time.sleep(0.005)
+
+
+def test_a_batch_sends_its_calls_from_a_child_process_with_the_same_answers_and_leaves_no_process(tmp_path):
+    batch = invoices(BATCH, seed="transport-process")
+    plans = {i: [answer(invoice)] for i, invoice in enumerate(batch)}
+    in_process = run_plans(tmp_path / "in-process", "openai", plans, name="in-process", batch=batch)
+    via_child = run_plans(tmp_path / "child", "openai", plans, name="child", batch=batch, transport_process=True)
+
+    assert in_process.gateway.transport_calls == 0
+    assert via_child.gateway.transport_calls == via_child.requests == BATCH
+    assert [o.output.model_dump() for o in via_child.outcomes] == [o.output.model_dump() for o in in_process.outcomes]
+    assert [o.output.model_dump(mode="json") for o in via_child.outcomes] == [i.truth.model_dump(mode="json") for i in batch]
+    assert len(via_child.calls) == BATCH and not via_child.calls["call_id"].duplicated().any()
+    assert via_child.calls["cost_usd"].sum() == pytest.approx(in_process.calls["cost_usd"].sum(), abs=1e-12)
+    assert sorted(via_child.calls["input_tokens"]) == sorted(in_process.calls["input_tokens"])
+    assert len(via_child.call_spans) == BATCH
+
+
+def test_a_child_killed_mid_batch_costs_a_retry_in_process_not_an_item(tmp_path):
+    """Calls the child carried when it died fail as dropped connections; the gateway retries them, in-process."""
+    batch = invoices(BATCH, seed="transport-killed")
+    docs = documents(batch)
+    model, server_class = PROTOCOLS["openai"]
+    # Every answer takes 0.3 s: calls are surely in flight when the child dies.
+    schedule = PerDocument({i.text: [Slow(0.3, then=answer(i))] for i in batch}, default=Success(output="not planned"))
+    with server_class(api_key=KEY, default=schedule) as server:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(catalog_text({model: server.url}))
+        gateway = gateway_resource(catalog, timeout_s=10.0, transport_process=True).gateway()
+        gateway.max_concurrency = 4
+        gateway.transport_process_wait_s = 30.0
+        ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+        watcher = _ChildWatcher(gateway, kill=True)
+        watcher.start()
+        try:
+            outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
+                                   ledger=ledger, where=CallContext(run_id="killed"))
+        finally:
+            watcher.stop.set()
+            gateway.close()
+        requests = len(server.requests)
+
+    assert watcher.pid is not None
+    assert [o.error for o in outcomes] == [None] * BATCH
+    assert [o.output.model_dump(mode="json") for o in outcomes] == [i.truth.model_dump(mode="json") for i in batch]
+    retried = [o for o in outcomes if len(o.result.attempt_log) > 1]
+    assert 1 <= len(retried) <= gateway.max_concurrency  # the calls in flight when it died (more may leave meanwhile)
+    for outcome in retried:  # a dropped connection on the first attempt, answered on the second
+        assert [a["error_type"] for a in outcome.result.attempt_log] == ["connection_error", None]
+    # A killed call the child had sent was answered into a closed socket (a request more); one it had not
+    # sent yet never reached the server. Either way: one charge per item.
+    assert BATCH <= requests <= BATCH + len(retried)
+    calls = ledger.calls("killed")
+    assert len(calls) == BATCH and not calls["item_id"].duplicated().any()
+    deadline = time.monotonic() + 10
+    while _alive(watcher.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(watcher.pid)
+
+
+def test_the_child_exits_after_its_batch(tmp_path):
+    batch = invoices(4, seed="transport-exit")
+    docs = documents(batch)
+    model, server_class = PROTOCOLS["openai"]
+    schedule = PerDocument({i.text: [Slow(0.2, then=answer(i))] for i in batch})
+    with server_class(api_key=KEY, default=schedule) as server:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(catalog_text({model: server.url}))
+        gateway = gateway_resource(catalog, transport_process=True).gateway()
+        gateway.transport_process_wait_s = 30.0
+        watcher = _ChildWatcher(gateway)
+        watcher.start()
+        try:
+            outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
+                                   ledger=DuckDBLedger(tmp_path / "ledger.duckdb"), where=CallContext(run_id="exits"))
+        finally:
+            watcher.stop.set()
+            gateway.close()
+    assert all(o.error is None for o in outcomes) and gateway.transport_calls == 4
+    assert watcher.pid is not None and watcher.pid != os.getpid()
+    deadline = time.monotonic() + 10
+    while _alive(watcher.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(watcher.pid), "the transport process outlived its batch"
+
+
+@pytest.mark.parametrize("items,min_items,http_model,started", [
+    (12, 64, True, False),  # below the threshold
+    (12, None, True, False),  # switched off
+    (12, 12, False, False),  # nothing to send over HTTP: an in-process model only
+    (12, 12, True, True),
+])
+def test_a_batch_starts_a_child_only_when_it_can_gain_from_one(tmp_path, items, min_items, http_model, started):
+    batch = invoices(items, seed="transport-threshold")
+    model, server_class = PROTOCOLS["openai"]
+    schedule = PerDocument({i.text: [answer(i)] for i in batch})
+    with server_class(api_key=KEY, default=schedule) as server:
+        catalog = tmp_path / "catalog.yaml"
+        text = catalog_text({model: server.url})
+        if not http_model:  # the hosted model off, the in-process rules extractor on
+            text = text.replace(f"  - id: {model}\n    endpoint: {server.url}", f"  - id: {model}\n    enabled: false")
+            text = text.replace("  - id: rules-invoice\n    enabled: false", "  - id: rules-invoice")
+        catalog.write_text(text)
+        gateway = gateway_resource(catalog).gateway()
+        gateway.transport_process_min_items = min_items
+        gateway.transport_process_wait_s = 30.0
+        try:
+            outcomes = run_ai_task(INVOICE_EXTRACTION, documents(batch), policy=RulesPolicy([0.25, 0.6, 0.8]),
+                                   gateway=gateway, ledger=DuckDBLedger(tmp_path / "ledger.duckdb"),
+                                   where=CallContext(run_id="threshold"))
+        finally:
+            gateway.close()
+    assert len(outcomes) == items
+    assert gateway.transport_calls == (items if started else 0)
