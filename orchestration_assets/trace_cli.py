@@ -16,7 +16,7 @@ from orchestration_assets.cli_errors import CliError
 
 def add_commands(commands) -> dict[str, Callable[[argparse.Namespace], int]]:
     trace = commands.add_parser("trace", help="a run's span tree (step → item → call) with failures and an error summary")
-    trace.add_argument("run_id", help="the Dagster run id (as `ai-orch demo --json` or the UI shows it)")
+    trace.add_argument("run_id", help="the Dagster run id, or its first characters as the UI shows them")
     trace.add_argument("--json", action="store_true", help="print the tree and the error summary as one JSON object")
     return {"trace": run_trace}
 
@@ -27,16 +27,13 @@ def run_trace(args: argparse.Namespace) -> int:
 
     _ensure_dagster_home()
     store = TraceStore(default_trace_path())
-    tree = store.tree(args.run_id)
-    if not tree:
-        where = store.path if store.path.exists() else f"{store.path} (no trace store yet)"
-        raise CliError(f"no spans for run {args.run_id!r} in {where}; check the run id, and that DAGSTER_HOME is the "
-                       "instance that ran it")
-    summary = store.error_summary(args.run_id)
+    run_id = _one_run(store, args.run_id.strip())
+    tree = store.tree(run_id)
+    summary = store.error_summary(run_id)
     if args.json:
-        print(json.dumps({"run_id": args.run_id, "tree": tree, "errors": summary}, default=str))
+        print(json.dumps({"run_id": run_id, "tree": tree, "errors": summary}, default=str))
         return 0
-    print(store.render_tree(args.run_id))
+    print(store.render_tree(run_id))
     print()
     _print_table("model", "model_id", summary["by_model"])
     _print_table("step", "step_key", summary["by_step"])
@@ -45,6 +42,19 @@ def run_trace(args: argparse.Namespace) -> int:
         first = f"  first: {row['first_item_error']}" if row["first_item_error"] else ""
         print(f"items of {row['step_key']}: {row['items']}, failed {row['failed_items']}{mark}{first}")
     return 0
+
+
+def _one_run(store, given: str) -> str:
+    """The run id ``given`` names: itself, or the one stored run id it begins (as the Dagster UI shortens them)."""
+    matches = store.run_ids_starting(given)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CliError(f"{given!r} begins several runs' ids ({', '.join(matches[:5])}{', ...' if len(matches) > 5 else ''}); "
+                       "give more of the run id")
+    where = store.path if store.path.exists() else f"{store.path} (no trace store yet)"
+    raise CliError(f"no spans for run {given!r} in {where}; check the run id, and that DAGSTER_HOME is the "
+                   "instance that ran it")
 
 
 def _print_table(title: str, key: str, rows: list[dict[str, Any]]) -> None:

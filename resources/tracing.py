@@ -420,6 +420,20 @@ class TraceStore:
             spans.append(span)
         return spans
 
+    def run_ids_starting(self, prefix: str, limit: int = 6) -> list[str]:
+        """The stored run ids that are ``prefix`` or start with it (the Dagster UI shows a run id's first 8
+        characters): the exact id alone when it is stored, else up to ``limit`` matches, sorted."""
+        if not self.path.exists() or not prefix:
+            return []
+        with locked_connection(self.path, read_only=True, timeout_s=self.timeout_s) as conn:
+            (tables,) = conn.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'spans'").fetchone()
+            if not tables:
+                return []
+            rows = conn.execute("SELECT DISTINCT run_id FROM spans WHERE starts_with(run_id, ?) ORDER BY run_id LIMIT ?",
+                                [prefix, limit]).fetchall()
+        found = [run_id for (run_id,) in rows]
+        return [prefix] if prefix in found else found
+
     def tree(self, run_id: str) -> list[dict[str, Any]]:
         """The run's spans nested: each span dict gets ``children`` (oldest first); the roots are returned."""
         spans = self.spans(run_id)

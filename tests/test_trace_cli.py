@@ -52,6 +52,11 @@ def test_trace_of_a_run_with_failed_items_names_model_step_and_input(tmp_path):
     assert (items["step_key"], items["items"], items["failed_items"]) == ("invoice_extractions", 5, 2)
     assert "items of invoice_extractions: 5, failed 2✗" in out
 
+    # The UI shows a run id's first 8 characters: they are enough.
+    short = _cli(home, "trace", run_id[:8])
+    assert short.returncode == 0, short.stderr[-3000:]
+    assert short.stdout == out
+
     unknown = _cli(home, "trace", "no-such-run")
     assert unknown.returncode == 2 and "no-such-run" in unknown.stderr
 
@@ -60,3 +65,27 @@ def test_trace_of_a_run_with_failed_items_names_model_step_and_input(tmp_path):
         record = instance.fetch_materializations(dg.AssetKey("invoice_extractions"), limit=1).records[0]
         table = record.asset_materialization.metadata["failures"].value
     assert "rcpt-2" in table and "rules-invoice" in table and "layout not understood" in table
+
+
+def test_a_run_id_prefix_names_one_run_or_the_error_lists_the_candidates(tmp_path):
+    import pytest
+
+    from orchestration_assets.cli_errors import CliError
+    from orchestration_assets.trace_cli import _one_run
+    from resources.tracing import TraceRecorder, TraceStore
+
+    recorder = TraceRecorder(tmp_path / "traces.duckdb")
+    for run_id in ("a1b2c3d4-0001", "a1b2c3d4-0002", "ffee0011-0003"):
+        with recorder.run_span(run_id, "step", "asset"):
+            pass
+    recorder.force_flush()
+    recorder.shutdown()
+    store = TraceStore(tmp_path / "traces.duckdb")
+
+    assert _one_run(store, "ffee") == "ffee0011-0003"
+    assert _one_run(store, "a1b2c3d4-0002") == "a1b2c3d4-0002"
+    with pytest.raises(CliError, match=r"begins several runs' ids \(a1b2c3d4-0001, a1b2c3d4-0002\)"):
+        _one_run(store, "a1b2")
+    with pytest.raises(CliError, match="no spans for run 'b0'"):
+        _one_run(store, "b0")
+    assert store.run_ids_starting("") == []
