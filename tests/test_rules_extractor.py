@@ -7,7 +7,9 @@ import json
 import pytest
 
 from orchestration_assets.invoices.generator import generate_invoices
+from orchestration_assets.invoices.normalize import parse_amount
 from orchestration_assets.invoices.rules_extractor import extract_invoice
+from orchestration_assets.invoices.schema import InvoiceExtraction
 from orchestration_assets.invoices.scoring import accuracy_table, score_extraction
 from tests.shared_data import shared_file
 
@@ -94,6 +96,50 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
 
     for written in ("5 Mar 2018", "March 5, 2018", "05/03/2018", "2018-03-05", "Mon, 5 Mar 2018", "2018-03-05T10:00:00"):
         assert normalize_date(written) == "2018-03-05", written
+
+
+@pytest.mark.parametrize("written,currency,value", [
+    ("(12.50)", None, -12.5), ("(RM 12.50)", None, -12.5), ("12.50-", None, -12.5), ("-12.50", None, -12.5),
+    ("\u221212.50", None, -12.5), ("12.50-15.00", None, 12.5), ("Total (incl. tax) 12.50", None, 12.5),
+    ("KWD 12.500", None, 12.5), ("12.500", "KWD", 12.5), ("1,250.500", "omr", 1250.5), ("12.500", None, 12500.0),
+    ("12.500", "EUR", 12500.0), ("Redwood Sdn. Bhd. 12.500", None, 12500.0), ("(0.00)", None, 0.0),
+])
+def test_credits_and_three_decimal_currencies_read_as_written(written: str, currency, value: float) -> None:
+    assert parse_amount(written, currency) == value
+
+
+def test_a_reply_in_a_three_decimal_currency_keeps_its_fils() -> None:
+    reply = InvoiceExtraction.model_validate({"currency": "KWD", "total": "1,250.500", "tax": "12.125",
+                                              "line_items": [{"description": "Toner", "amount": "1,238.375"}]})
+    assert (reply.total, reply.tax, reply.line_items[0].amount) == (1250.5, 12.125, 1238.375)
+    assert InvoiceExtraction.model_validate({"currency": "EUR", "total": "1.250"}).total == 1250.0
+
+
+def test_a_credit_note_has_a_negative_total_and_lines() -> None:
+    got = extract_invoice("Blue Ltd\nCREDIT NOTE CN-12\n2026-02-03\nReturned widget (40.00)\nRestocking fee 5.00\n"
+                          "Total (GBP 35.00)")
+    assert got.total == -35.0 and got.currency == "GBP"
+    assert [(i.description, i.amount) for i in got.line_items] == [("Returned widget", -40.0), ("Restocking fee", 5.0)]
+
+
+def test_a_discount_written_as_a_credit_is_a_line_and_a_hyphen_is_not_a_minus() -> None:
+    got = extract_invoice("Kopi House\nRECEIPT 88\n03/02/2026\nKopi 4.50\nTeh - 2.00\nDiscount -1.00\nTOTAL RM 5.50")
+    assert got.total == 5.5
+    assert [(i.description, i.amount) for i in got.line_items] == [("Kopi", 4.5), ("Teh", 2.0), ("Discount", -1.0)]
+    refund = extract_invoice("Shop\nRECEIPT 9\n03/02/2026\nItem A 10.00\nRefund 2.00-\nTOTAL 8.00")
+    assert [i.amount for i in refund.line_items] == [10.0, -2.0] and refund.total == 8.0
+    dated = extract_invoice("Shop\nTel 03-7955 1234\n2026-02-03\nItem 7.00\nTOTAL 7.00")
+    assert dated.total == 7.0 and [i.amount for i in dated.line_items] == [7.0]
+
+
+def test_an_invoice_in_a_three_decimal_currency_keeps_its_fils() -> None:
+    got = extract_invoice("Gulf Supplies W.L.L.\nManama\nInvoice 55\n2026-01-09\nPrinter toner 2 x 12.750 25.500\n"
+                          "Paper 1 x 1.125 1.125\nVAT 10% 2.663\nTotal BHD 29.288")
+    assert (got.currency, got.total, got.tax) == ("BHD", 29.288, 2.663)
+    assert [(i.quantity, i.unit_price, i.amount) for i in got.line_items] == [(2.0, 12.75, 25.5), (1.0, 1.125, 1.125)]
+    # "Sdn. Bhd." names a Malaysian company: ringgit, two decimals, and "1.250" is not one and a quarter.
+    malaysian = extract_invoice("ACME Sdn. Bhd.\nInvoice 56\n2026-01-09\nToner 1.250 x 1 1,250.00\nTotal RM 1,250.00")
+    assert (malaysian.currency, malaysian.total) == ("MYR", 1250.0)
 
 
 def test_a_non_finite_total_is_no_total() -> None:

@@ -29,11 +29,19 @@ CURRENCY_SYMBOLS = {
 ISO_CURRENCIES = {
     "USD", "EUR", "GBP", "JPY", "CHF", "MYR", "SGD", "AUD", "CAD", "INR", "SEK", "NOK", "DKK",
     "PLN", "CZK", "CNY", "HKD", "NZD", "ZAR", "BRL", "MXN", "RUB", "KRW", "IDR", "THB", "PHP", "VND", "AED",
-    "SAR", "QAR", "KWD", "ILS", "HUF", "RON", "TWD",
+    "SAR", "QAR", "KWD", "ILS", "HUF", "RON", "TWD", "BHD", "OMR", "JOD", "TND", "LYD", "IQD", "TRY",
 }
+# ISO 4217 currencies with three minor digits (fils, baisa): "KWD 12.500" is twelve and a half dinars.
+THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+# Written in capitals, as codes are ("Sdn. Bhd." is a Malaysian company, not Bahraini dinars).
+_THREE_DECIMAL_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(THREE_DECIMAL_CURRENCIES)) + r")(?![A-Za-z])")
 
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
-_TYPOGRAPHIC_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " "})  # no-break, narrow, thin
+# no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus
+_TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-"})
+_OPENS_PARENTHESIS = re.compile(r"\(\s*[^\d\s()]{0,3}\s*$")  # "(", "( RM ", "(€": what an accounting negative opens with
+_CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
+_TRAILING_MINUS = re.compile(r"-(?!\d)")  # "12.50-": a credit on a receipt ("12.50-15.00" is a range, not one)
 
 
 def normalize_currency(value: Optional[str]) -> Optional[str]:
@@ -52,24 +60,33 @@ def normalize_currency(value: Optional[str]) -> Optional[str]:
     return upper
 
 
-def parse_amount(value: object) -> Optional[float]:
+def parse_amount(value: object, currency: Optional[str] = None) -> Optional[float]:
     """'1,234.50', '1.234,50', '1 234,50', 'RM 12.00', 1234.5 → 1234.5; unparseable → None.
 
     The decimal separator is whichever of '.' or ',' comes last and is followed by exactly
-    one or two digits; every other '.', ',', space or apostrophe groups thousands.
+    one or two digits; every other '.', ',', space or apostrophe groups thousands. For a
+    currency with three minor digits (``currency``, or its code in the text: KWD, BHD, OMR,
+    JOD, TND, LYD, IQD) a point followed by three digits is the decimal point too
+    ('KWD 1,250.500' → 1250.5). Credits are negative however they are written: '-12.50',
+    '−12.50', '(12.50)', '(RM 12.50)', '12.50-'.
     """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else None
-    match = _AMOUNT_RE.search(str(value).translate(_TYPOGRAPHIC_SPACES))
+    text = str(value).translate(_TYPOGRAPHIC)
+    match = _AMOUNT_RE.search(text)
     if not match:
         return None
     raw = match.group(0).strip()
-    negative = raw.startswith("-")
+    before, after = text[: match.start()], text[match.end():]
+    negative = (raw.startswith("-") or _TRAILING_MINUS.match(after) is not None
+                or (_OPENS_PARENTHESIS.search(before) is not None and _CLOSES_PARENTHESIS.match(after) is not None))
     digits = raw.lstrip("-")
+    three = normalize_currency(currency) in THREE_DECIMAL_CURRENCIES or _THREE_DECIMAL_RE.search(text) is not None
     last_sep = max(digits.rfind("."), digits.rfind(","))
-    if last_sep >= 0 and 1 <= len(digits) - last_sep - 1 <= 2:
+    minor = len(digits) - last_sep - 1
+    if last_sep >= 0 and (1 <= minor <= 2 or (three and minor == 3 and digits[last_sep] == ".")):
         whole, frac = digits[:last_sep], digits[last_sep + 1 :]
     else:
         whole, frac = digits, ""
@@ -77,7 +94,7 @@ def parse_amount(value: object) -> Optional[float]:
     if not whole and not frac:
         return None
     number = float(f"{whole or '0'}.{frac or '0'}")
-    return -number if negative else number
+    return -number if negative and number else number
 
 
 _DEFAULT_A, _DEFAULT_B = datetime(2001, 1, 1), datetime(2002, 2, 2)

@@ -19,11 +19,12 @@ output included), not for any one dataset:
 
 from __future__ import annotations
 
+import contextvars
 import re
 from dataclasses import dataclass
 from typing import Optional
 
-from orchestration_assets.invoices.normalize import ISO_CURRENCIES, normalize_date, parse_amount
+from orchestration_assets.invoices.normalize import ISO_CURRENCIES, THREE_DECIMAL_CURRENCIES, normalize_date, parse_amount
 from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
 from resources.documents import CONTROL_CHARACTERS
 
@@ -108,18 +109,46 @@ def _label_re(*phrases: str) -> re.Pattern[str]:
 
 # --------------------------------------------------------------------------- amounts
 
-_AMOUNT = re.compile(
-    r"(?:(?<![\w/:.,'-])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff]))"
-    # Thousands grouped by ',', '.', an apostrophe or a typographic space (no-break, narrow, thin),
+def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
+    """Amounts as invoices write them; ``three_decimals``: a document in KWD, BHD, OMR... ("1,250.500")."""
+    # Grouped thousands: by ',', '.', an apostrophe or a typographic space (no-break, narrow, thin),
     # or by a plain space where a decimal comma follows ("1 234,56": French, Nordic, Slavic
     # invoices); a plain space before a decimal point is too often a column break ("2 100.00").
-    # Indian lakh grouping ("1,23,456.00") too.
-    r"(?:(?P<int>\d{1,3}(?:(?P<sep>[,.'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))"
-    r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+)"
-    r"(?P<dec>[.,]\d{1,2})?|(?P<bare>\.\d{2}))"
-    # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元").
-    r"(?!(?![円元圆])[\w%]|\s?%|[.,'/:-]\d)"
-)
+    # Indian lakh grouping ("1,23,456.00") too. Three minor digits: only ',' and spaces group, '.' is decimal.
+    if three_decimals:
+        number = r"\d{1,3}(?:(?P<sep>[,'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d+"
+        decimals, bare = r"\.\d{1,3}", r"\.\d{2,3}"
+    else:
+        number = (r"\d{1,3}(?:(?P<sep>[,.'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))"
+                  r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+")
+        decimals, bare = r"[.,]\d{1,2}", r"\.\d{2}"
+    return re.compile(
+        # Not inside a word or number; after a currency mark, a label's colon, or a minus sign that is not a hyphen.
+        r"(?:(?<![\w/:.,'\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff])"
+        r"|(?<=(?<![\w.,])[\-\u2212]))"
+        rf"(?:(?P<int>{number})(?P<dec>{decimals})?|(?P<bare>{bare}))"
+        # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元").
+        r"(?!(?![円元圆])[\w%]|\s?%|[.,'/:-]\d)"
+    )
+
+
+_AMOUNT = _amount_pattern(three_decimals=False)
+_AMOUNT_THREE_DECIMALS = _amount_pattern(three_decimals=True)
+# The document's currency when it has three minor digits (set by ``_extract`` for the document it reads).
+_THREE_DECIMAL_CURRENCY: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("three_decimal_currency", default=None)
+_OPENS_PARENTHESIS = re.compile(r"\(\s*(?P<mark>[^\d\s()]{0,3})\s*$")
+_CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
+_TRAILING_MINUS = re.compile(r"[\-\u2212](?![\d\-])")
+
+
+def _credit(text: str, match: re.Match[str], decimal: bool) -> bool:
+    """A credit: "-12.50" (a minus sign, not a hyphen), "12.50-" (receipts), "(12.50)" or "(RM 12.50)"
+    (accounting). A bare whole number in parentheses is a count ("Items (3)"), not a credit."""
+    start, end = match.start(), match.end()
+    if start and text[start - 1] in "-\u2212" or _TRAILING_MINUS.match(text, end):
+        return True
+    opened = _OPENS_PARENTHESIS.search(text, max(0, start - 8), start)
+    return bool(opened and (decimal or opened.group("mark")) and _CLOSES_PARENTHESIS.match(text, end))
 
 
 @dataclass(frozen=True)
@@ -132,7 +161,8 @@ class Amount:
 
 def _amounts(text: str, allow_integers: bool = True) -> list[Amount]:
     found = []
-    for match in _AMOUNT.finditer(text):
+    currency = _THREE_DECIMAL_CURRENCY.get()
+    for match in (_AMOUNT_THREE_DECIMALS if currency else _AMOUNT).finditer(text):
         if match.group("bare"):
             cents = float("0" + match.group("bare"))
             before = found[-1] if found else None
@@ -145,9 +175,9 @@ def _amounts(text: str, allow_integers: bool = True) -> list[Amount]:
         decimal = match.group("dec") is not None
         if not decimal and not allow_integers:
             continue
-        value = parse_amount(match.group(0))
+        value = parse_amount(match.group(0), currency)
         if value is not None and value < 1e10:
-            found.append(Amount(value, decimal, match.start(), match.end()))
+            found.append(Amount(-value if value and _credit(text, match, decimal) else value, decimal, match.start(), match.end()))
     return found
 
 
@@ -242,7 +272,7 @@ def _total_candidates(lines: list[Line], integers: bool) -> list[Candidate]:
         tier = _total_tier(line.canon)
         if tier:
             amount = _value_after_label(lines, i, integers)
-            if amount is not None and amount.value >= 0:
+            if amount is not None:
                 candidates.append(Candidate(tier, amount.value, i))
     return candidates
 
@@ -258,7 +288,7 @@ def _cash_minus_change(lines: list[Line], integers: bool) -> Optional[float]:
             cash = amount.value if amount else cash
     if cash is None or change is None or cash < change:
         return None
-    return round(cash - change, 2)
+    return round(cash - change, 3)
 
 
 def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optional[Candidate]:
@@ -272,8 +302,11 @@ def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optiona
         return Candidate(0, paid, -1) if paid else None
     top = max(c.tier for c in candidates)
     best = [c for c in candidates if c.tier == top]
-    nonzero = [c for c in best if c.value > 0] or best
-    chosen = max(nonzero, key=lambda c: (c.value, c.index))
+    positive = [c for c in best if c.value > 0]
+    if positive:
+        chosen = max(positive, key=lambda c: (c.value, c.index))
+    else:  # a credit note: every total is negative (or nothing is due); the largest credit is its total
+        chosen = min(best, key=lambda c: (c.value, -c.index))
     if paid is not None and 0 < abs(paid - chosen.value) <= 0.05:
         return Candidate(chosen.tier, paid, chosen.index)
     return chosen
@@ -302,7 +335,7 @@ def _extract_tax(lines: list[Line], before: int, total: Optional[float], integer
             total_line = amount.value
         else:
             values.append(amount.value)
-    tax = total_line if total_line is not None else (round(sum(values), 2) if values else None)
+    tax = total_line if total_line is not None else (round(sum(values), 3) if values else None)
     if tax is not None and total is not None and tax >= total > 0:
         return None
     return tax
@@ -441,9 +474,13 @@ _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
 
 
+_COMPANY_BHD = re.compile(r"SDN\.?\s*BHD|BHD\.", re.I)  # "Sdn. Bhd.", "Berhad": a Malaysian company, not Bahraini dinars
+
+
 def _currencies_in(raw: str) -> list[str]:
     upper = raw.upper()
-    found = [m.group(1) for m in _ISO_RE.finditer(upper)]
+    found = [m.group(1) for m in _ISO_RE.finditer(upper)
+             if m.group(1) != "BHD" or (raw[m.start():m.end()] == "BHD" and not _COMPANY_BHD.search(raw))]
     found += ["MYR"] * len(_RM_RE.findall(upper))
     rest = raw
     for symbol, code in _SYMBOLS:
@@ -606,6 +643,7 @@ _SKIP_ITEM = _label_re(
     "DATE", "TIME", "TEL", "PHONE", "FAX", "INVOICE NO", "RECEIPT", "CASHIER", "GST", "VAT", "TAX", "DISCOUNT",
     "IBAN", "EMAIL", "DUE", "REG",
 )
+_DISCOUNT = _label_re("DISCOUNT", "DISC", "REBATE", "COUPON", "VOUCHER", "RABATT", "REMISE")
 _LINE_PREFIX = re.compile(r"^\s*(?:(?:LINE|ITEM|POS\.?)\s*\d+\s*[:.)]?|\d{1,3}[.)]?\s{2,}|\d{1,3}\s+(?=[A-Za-z]))\s*", re.I)
 
 
@@ -635,13 +673,13 @@ def _parse_item(raw: str, pending: Optional[str], integers: bool) -> Optional[tu
     description = raw[: first_used.start]
     description = re.sub(r"\b(?:qty|unit price|price|amount)\b|[|]", " ", description, flags=re.I)
     description = _LINE_PREFIX.sub("", description)
-    description = re.sub(r"[\s:x×*@]+$", "", description, flags=re.I).strip(" -:|")
+    description = re.sub(r"[\s:x×*@]+$", "", description, flags=re.I).strip(" -:|(\u2212")
     used_pending = False
     if sum(ch.isalpha() for ch in description) < 2:
         if not pending:
             return None
         description, used_pending = pending, True
-    if amount.value <= 0:
+    if amount.value == 0:  # a free line adds nothing; a negative one (discount, refund, credit) does
         return None
     return LineItem(description=" ".join(description.split()), quantity=quantity, unit_price=unit, amount=amount.value), used_pending
 
@@ -659,10 +697,14 @@ def _extract_items(lines: list[Line], integers: bool) -> list[LineItem]:
     items: list[LineItem] = []
     pending: Optional[str] = None
     for line in _item_region(lines, stop):
+        parsed = None
         if _SKIP_ITEM.search(line.canon):
-            pending = None
-            continue
-        parsed = _parse_item(line.raw, pending, integers)
+            # A discount written as a credit ("Discount -1.00") is a line of the bill; other labelled lines are not.
+            parsed = _parse_item(line.raw, None, integers) if _DISCOUNT.search(line.canon) else None
+            if parsed is None or (parsed[0].amount or 0) >= 0:
+                pending = None
+                continue
+        parsed = parsed or _parse_item(line.raw, pending, integers)
         if parsed is None:
             text = line.raw.strip()
             pending = text if sum(ch.isalpha() for ch in text) >= 3 else pending
@@ -688,6 +730,21 @@ def _extract(text: str, part: bool = False) -> InvoiceExtraction:
     lines = _lines(text)
     if not lines:
         return InvoiceExtraction()
+    token = _THREE_DECIMAL_CURRENCY.set(_three_decimal_currency(lines))
+    try:
+        return _extract_lines(lines, part)
+    finally:
+        _THREE_DECIMAL_CURRENCY.reset(token)
+
+
+def _three_decimal_currency(lines: list[Line]) -> Optional[str]:
+    """The document's currency when it is one with three minor digits (KWD, BHD...) and no other currency is named."""
+    named = {code for line in lines for code in _currencies_in(line.raw)}
+    three = named & THREE_DECIMAL_CURRENCIES
+    return next(iter(three)) if len(three) == 1 and len(named) == 1 else None
+
+
+def _extract_lines(lines: list[Line], part: bool) -> InvoiceExtraction:
     integers = not _uses_decimals(lines)
     candidates = _total_candidates(lines, integers)
     chosen = _choose_total(candidates, _cash_minus_change(lines, integers))

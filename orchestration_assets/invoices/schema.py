@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from orchestration_assets.invoices.normalize import normalize_currency, normalize_date, parse_amount
+from orchestration_assets.invoices.normalize import THREE_DECIMAL_CURRENCIES, normalize_currency, normalize_date, parse_amount
 
 INVOICE_TASK = "invoice_extraction"
 
@@ -59,6 +59,23 @@ class InvoiceExtraction(BaseModel):
     tax: Optional[float] = Field(None, description="Total tax, if shown.")
     line_items: list[LineItem] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _three_decimal_amounts(cls, data: object) -> object:
+        """Amounts written as text in a three-decimal currency ("12.500" in KWD: 12.5, not 12,500), read
+        with the reply's currency, which the per-field readers below do not see."""
+        if not isinstance(data, dict) or normalize_currency(_text_or_none(data.get("currency"))) not in THREE_DECIMAL_CURRENCIES:
+            return data
+        currency = str(data["currency"])
+        data = {**data, **{k: parse_amount(data[k], currency) for k in ("total", "tax") if isinstance(data.get(k), str)}}
+        if isinstance(data.get("line_items"), list):
+            data["line_items"] = [
+                {**item, **{k: parse_amount(item[k], currency) for k in ("unit_price", "amount") if isinstance(item.get(k), str)}}
+                if isinstance(item, dict) else item
+                for item in data["line_items"]
+            ]
+        return data
+
     @field_validator("vendor", "invoice_number", mode="before")
     @classmethod
     def _text(cls, value: object) -> Optional[str]:
@@ -92,4 +109,8 @@ class InvoiceExtraction(BaseModel):
 
     def line_items_total(self) -> Optional[float]:
         amounts = [item.amount for item in self.line_items if item.amount is not None]
-        return round(sum(amounts), 2) if amounts else None
+        return round(sum(amounts), 3) if amounts else None  # three: the minor digits of KWD, BHD, OMR...
+
+
+def _text_or_none(value: object) -> Optional[str]:
+    return None if value is None else str(value)
