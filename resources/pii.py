@@ -38,6 +38,9 @@ compiled on first use. Names and addresses use methods meant to generalise beyon
   (5-digit, 4-digit next to a street, Dutch, UK, US state + ZIP, Canadian, Australian,
   Japanese), merged into one address across separators, line breaks and area lines.
 
+Birth dates, account ids (medical record, patient, member, policy numbers) and IP addresses: see
+"health and network identifiers" below.
+
 Numbers are flagged only when a checksum or a strong format says so: IBAN (ISO 13616
 mod-97 and country length), payment cards (Luhn and issuer prefix), and national IDs with
 their check digits (US SSN, UK NINO, German Steuer-ID, French NIR, Dutch BSN, Swiss AHV,
@@ -46,6 +49,8 @@ NRIC, Swedish personnummer, Brazilian CPF, Polish PESEL, Canadian SIN, Indian Aa
 Chinese resident ID, Finnish HETU, Belgian national number). The weaker ones (9 to 12
 bare digits) need an ID label next to them. Phones need a ``+`` prefix, a phone label or a
 national shape (trunk ``0`` with separators, ``(212) 555-0100``), and never a date's shape.
+Birth dates, account ids (medical record, patient, member, policy numbers) and IP addresses
+follow their own rules ("health and network identifiers" below).
 """
 
 from __future__ import annotations
@@ -57,13 +62,16 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-PII_KINDS: tuple[str, ...] = ("person_name", "email", "phone", "iban", "card_number", "national_id", "address")
+PII_KINDS: tuple[str, ...] = ("person_name", "email", "phone", "iban", "card_number", "national_id", "address",
+                              "date_of_birth", "account_id", "ip_address")
 TOKEN_PREFIXES: dict[str, str] = {
     "person_name": "PERSON", "email": "EMAIL", "phone": "PHONE", "iban": "IBAN",
     "card_number": "CARD", "national_id": "NATIONAL_ID", "address": "ADDRESS",
+    "date_of_birth": "DATE_OF_BIRTH", "account_id": "ACCOUNT_ID", "ip_address": "IP_ADDRESS",
 }
 # When two findings overlap, the more specific kind wins (an IBAN is not also a phone).
-_PRIORITY = {"email": 7, "iban": 6, "card_number": 5, "national_id": 4, "phone": 3, "address": 2, "person_name": 1}
+_PRIORITY = {"email": 7, "iban": 6, "card_number": 5, "account_id": 4, "national_id": 4, "ip_address": 4,
+             "date_of_birth": 3, "phone": 3, "address": 2, "person_name": 1}
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ def detect_pii(text: str, *, kinds: Optional[Iterable[str]] = None, min_score: f
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; expected some of: {', '.join(PII_KINDS)}")
     doc = _Document(_same_length_plain(text))
     candidates: list[PiiFinding] = []
-    for recognizer in (_emails, _ibans, _cards, _national_ids, _phones):
+    for recognizer in (_emails, _ibans, _cards, _national_ids, _phones, _birth_dates, _account_ids, _ip_addresses):
         candidates.extend(recognizer(doc))
     accepted = _resolve(candidates)
     addresses = _resolve(accepted + list(_addresses(doc)))
@@ -570,6 +578,63 @@ _REFERENCE_LABEL = _cue_pattern(("receipt", "invoice", "order", "ref", "referenc
 _DATE_SHAPE = _lazy(r"^(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2})(?:\s|$)")
 _US_SHAPE = _lazy(r"^(?:\(\d{3}\) ?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})$")
 _TRUNK_SHAPE = _lazy(r"^0\d{1,4}(?: ?[\-/.] ?| |\(\d\))\d{2,8}(?:[ \-.]\d{2,5}){0,3}$")
+
+
+# --------------------------------------------------------------------------- health and network identifiers
+# Three of HIPAA's eighteen identifiers that invoices rarely carry but claims and patient letters do:
+# a birth date (only where a label says it is one: an invoice is full of other dates); an account
+# id, the number that identifies a person to a provider, an insurer or a shop (medical record,
+# patient, health-plan member, policy, loyalty member: only after its label, as the values have no
+# common shape); and an IP address (GDPR's "online identifier" too), checked by ``ipaddress``.
+
+_DATE_VALUE = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?!\d)"
+               r"|\d{1,2}(?:st|nd|rd|th)?\.?[ \t]+[^\W\d_]{3,10}\.?,?[ \t]+\d{4}|[^\W\d_]{3,10}\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?,?[ \t]+\d{4}")
+_BIRTH_DATE = _lazy(
+    r"(?i)(?<![^\W\d_])(?:d\.?[ \t]?o\.?[ \t]?b\.?|date[ \t]+of[ \t]+birth|birth[ \t]?date|born(?:[ \t]+on)?|geb\.|geburtsdatum"
+    r"|n[ée]e?[ \t]+le|date[ \t]+de[ \t]+naissance|fecha[ \t]+de[ \t]+nacimiento|data[ \t]+di[ \t]+nascita|tarikh[ \t]+lahir)"
+    rf"[ \t]*[:#.\-]?[ \t]*(?P<value>{_DATE_VALUE})"
+)
+_ACCOUNT_ID = _lazy(
+    r"(?i)(?<![^\W\d_])(?:mrn|medical[ \t]+record(?:[ \t]+(?:number|no\.?|nr\.?|#))?|patient[ \t]+(?:id|no\.?|number|#)"
+    r"|chart[ \t]+(?:no\.?|number|#)|(?:member|subscriber|beneficiary)[ \t]+(?:id|no\.?|number|#)"
+    r"|health[ \t]+(?:plan|insurance)[ \t]+(?:id|no\.?|number|#)|medicare[ \t]+(?:id|no\.?|number|#)|nhs[ \t]+(?:no\.?|number)"
+    r"|insurance[ \t]+(?:id|no\.?|number)|policy[ \t]+(?:no\.?|number|#))"
+    # The value in capitals and digits, case-sensitive; a space only before more digits ("XJH 448 19203").
+    r"[ \t]*[:#.\-]?[ \t]*(?P<value>(?-i:[A-Z0-9](?:[A-Z0-9]|[\-/](?=[A-Z0-9])| (?=\d)){3,24}))(?![\w\-/])"
+)
+_IPV4 = _lazy(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV6 = _lazy(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_VERSION_BEFORE = _lazy(r"(?i)(?:\bv|version|ver\.?|rev\.?|release|section|§|clause|art\.?)[ \t]*$")
+
+
+def _birth_dates(doc: _Document) -> Iterator[PiiFinding]:
+    for m in _BIRTH_DATE.finditer(doc.text):
+        yield _finding("date_of_birth", m.start("value"), m.end("value"), 0.9, "birth_date_label")
+
+
+def _account_ids(doc: _Document) -> Iterator[PiiFinding]:
+    for m in _ACCOUNT_ID.finditer(doc.text):
+        value = m.group("value").rstrip()
+        if sum(ch.isdigit() for ch in value) >= 3:
+            yield _finding("account_id", m.start("value"), m.start("value") + len(value), 0.85, "account_id_label")
+
+
+def _ip_addresses(doc: _Document) -> Iterator[PiiFinding]:
+    import ipaddress
+
+    for pattern, kind in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
+        for m in pattern.finditer(doc.text):
+            value = m.group(0)
+            if kind is ipaddress.IPv6Address and (len(re.findall(r"[0-9A-Fa-f]+", value)) < 2 or (
+                    "::" not in value and not re.search(r"[A-Fa-f]", value))):
+                continue  # "12:30:45" is a time and "---::|" a table rule, not addresses
+            try:
+                kind(value)
+            except ValueError:
+                continue
+            if _VERSION_BEFORE.search(doc.text, max(0, m.start() - 12), m.start()):
+                continue  # "v1.2.3.4", "section 4.1.2.3": a version or a clause, not a host
+            yield _finding("ip_address", m.start(), m.end(), 0.8, "ip_address")
 
 
 def _phones(doc: _Document) -> Iterator[PiiFinding]:

@@ -293,3 +293,20 @@ def test_an_iban_typed_lower_case_or_grouped_by_dashes_is_found(written):
 ])
 def test_a_number_after_a_document_label_is_not_taken_for_an_id_or_a_card(written, kinds):
     assert [f.kind for f in detect_pii(written)] == kinds
+
+
+def test_birth_dates_account_ids_and_ip_addresses_are_found_only_where_they_are_what_they_seem() -> None:
+    text = ("Patient: John Smith\nDOB: 05/03/1980\nDate of birth 5 March 1980\nMRN: 00123456 Admitted 2026-01-02\n"
+            "Member ID: XJH 448 19203\nPolicy No. PL-2024-88812\n"
+            "Login from 192.168.10.24 and 2001:db8::7334 at 12:30:45\n"
+            "Firmware v1.2.3.4, section 4.1.2.3, address 999.1.1.1\n"
+            "Invoice date: 2026-03-05\n| Qty | Amount |\n|---::|---:|\nTotal 12.50\n")
+    found = [(f.kind, text[f.start:f.end]) for f in detect_pii(text) if f.kind != "person_name"]
+    assert found == [
+        ("date_of_birth", "05/03/1980"), ("date_of_birth", "5 March 1980"), ("account_id", "00123456"),
+        ("account_id", "XJH 448 19203"), ("account_id", "PL-2024-88812"),
+        ("ip_address", "192.168.10.24"), ("ip_address", "2001:db8::7334"),
+    ]
+    masked, mapping = pseudonymize(text)
+    assert "05/03/1980" not in masked and "DATE_OF_BIRTH_1" in masked and "IP_ADDRESS_1" in masked
+    assert restore(masked, mapping) == text
