@@ -58,6 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return runners[args.command](args)
     except CliError as exc:
         print(f"ai-orch: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading --json output gets the error as JSON too
+            print(json.dumps({"error": str(exc), "exit_code": 2}))
         return 2
 
 

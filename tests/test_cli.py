@@ -149,3 +149,13 @@ def test_estimate_does_not_price_lines_that_will_fail_as_input_errors(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert (summary["items"], summary["routed"], summary["unreadable_items"]) == (2, 2, 3)
+
+
+def test_a_refused_json_command_prints_its_error_as_json_on_stdout(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "fit-routing", "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no judged outcomes in the ledger yet" in proc.stderr
+    error = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert error["exit_code"] == 2 and error["error"].startswith("no judged outcomes in the ledger yet")
