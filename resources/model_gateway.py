@@ -142,11 +142,13 @@ class ModelGateway:
         """For a batch worth it, a ``TransportProcess`` carrying its HTTP calls; None for the others.
 
         Worth it: at least ``transport_process_min_items`` items and an available model reached
-        over HTTP. A small batch would pay the child's start (a Python process, ~0.2 s of CPU)
-        for calls that rarely wait on each other.
+        over HTTP with more than one call in flight (a local llama.cpp server takes one at a time:
+        nothing waits behind the batch's work there). A small batch would pay the child's start
+        (a Python process, ~0.2 s of CPU) for calls that rarely wait on each other.
         """
         wanted = (self.transport_process_min_items is not None and items >= self.transport_process_min_items
-                  and any(spec.protocol is not Protocol.PYTHON and self.availability(spec).available for spec in self.catalog))
+                  and any(spec.protocol is not Protocol.PYTHON and (spec.max_concurrency or self.endpoint_concurrency) > 1
+                          and self.availability(spec).available for spec in self.catalog))
         if not wanted:
             yield None
             return

@@ -136,13 +136,15 @@ def test_the_child_exits_after_its_batch(tmp_path):
     assert not _alive(watcher.pid), "the transport process outlived its batch"
 
 
-@pytest.mark.parametrize("items,min_items,http_model,started", [
-    (12, 64, True, False),  # below the threshold
-    (12, None, True, False),  # switched off
-    (12, 12, False, False),  # nothing to send over HTTP: an in-process model only
-    (12, 12, True, True),
+@pytest.mark.parametrize("items,min_items,http_model,endpoint_limit,started", [
+    (12, 64, True, 16, False),  # below the threshold
+    (12, None, True, 16, False),  # switched off
+    (12, 12, False, 16, False),  # nothing to send over HTTP: an in-process model only
+    (12, 12, True, 1, False),  # one call at a time (a local llama.cpp server): nothing waits behind the batch
+    (12, 12, True, 16, True),
 ])
-def test_a_batch_starts_a_child_only_when_it_can_gain_from_one(tmp_path, items, min_items, http_model, started):
+def test_a_batch_starts_a_child_only_when_it_can_gain_from_one(tmp_path, items, min_items, http_model, endpoint_limit,
+                                                               started):
     batch = invoices(items, seed="transport-threshold")
     model, server_class = PROTOCOLS["openai"]
     schedule = PerDocument({i.text: [answer(i)] for i in batch})
@@ -155,6 +157,7 @@ def test_a_batch_starts_a_child_only_when_it_can_gain_from_one(tmp_path, items, 
         catalog.write_text(text)
         gateway = gateway_resource(catalog).gateway()
         gateway.transport_process_min_items = min_items
+        gateway.endpoint_concurrency = endpoint_limit
         gateway.transport_process_wait_s = 30.0
         try:
             outcomes = run_ai_task(INVOICE_EXTRACTION, documents(batch), policy=RulesPolicy([0.25, 0.6, 0.8]),
