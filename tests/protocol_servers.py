@@ -128,6 +128,19 @@ class Success(Behaviour):
 
 
 @dataclass
+class Gzipped(Success):
+    """A well-formed reply sent gzip-compressed (``Content-Encoding: gzip``), as many providers and proxies send it."""
+
+    def serve(self, exchange: Exchange) -> None:
+        import gzip
+
+        body = exchange.server.success_body(exchange.request, self.output, input_tokens=self.input_tokens,
+                                            output_tokens=self.output_tokens, finish_reason=self.finish_reason)
+        exchange.send_bytes(200, gzip.compress(json.dumps(body).encode()), "application/json",
+                            {**exchange.server.extra_headers(), "Content-Encoding": "gzip"})
+
+
+@dataclass
 class InvalidJSON(Success):
     """The model wrote text that is not JSON (here: cut off mid-object). Anthropic: a text block, no tool call."""
 

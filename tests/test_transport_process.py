@@ -20,7 +20,7 @@ from orchestration_assets.invoices.assets import INVOICE_EXTRACTION
 from resources.ledger import DuckDBLedger
 from resources.routing import RulesPolicy
 from tests.fault_harness import KEY, PROTOCOLS, answer, catalog_text, documents, gateway_resource, invoices, run_plans
-from tests.protocol_servers import PerDocument, Slow, Success
+from tests.protocol_servers import Gzipped, PerDocument, Slow, Success
 
 BATCH = 12
 
@@ -167,3 +167,24 @@ def test_a_batch_starts_a_child_only_when_it_can_gain_from_one(tmp_path, items, 
             gateway.close()
     assert len(outcomes) == items
     assert gateway.transport_calls == (items if started else 0)
+
+
+@pytest.mark.parametrize("via_child", [False, True], ids=["in-process", "transport-process"])
+def test_a_gzip_compressed_reply_is_read_on_both_paths(tmp_path, via_child):
+    """aiohttp hands over the body decompressed: its Content-Encoding must not make httpx decode it twice."""
+    batch = invoices(4, seed="gzip")
+    plans = {i: [Gzipped(invoice.truth.model_dump(mode="json"), input_tokens=500, output_tokens=90)]
+             for i, invoice in enumerate(batch)}
+    run = run_plans(tmp_path, "openai", plans, name="gzip", batch=batch, transport_process=via_child)
+    assert [o.error for o in run.outcomes] == [None] * 4 and run.requests == 4
+    assert [o.output.model_dump(mode="json") for o in run.outcomes] == [i.truth.model_dump(mode="json") for i in batch]
+    assert run.gateway.transport_calls == (4 if via_child else 0)
+
+
+@pytest.mark.parametrize("executable", [None, "", "/nonexistent/python"])
+def test_a_child_that_cannot_start_leaves_every_call_in_process(tmp_path, monkeypatch, executable):
+    monkeypatch.setattr("sys.executable", executable)
+    batch = invoices(3, seed="no-child")
+    run = run_plans(tmp_path, "openai", {i: [answer(invoice)] for i, invoice in enumerate(batch)}, name="no-child",
+                    batch=batch, transport_process=True)
+    assert [o.error for o in run.outcomes] == [None] * 3 and run.gateway.transport_calls == 0

@@ -91,7 +91,7 @@ async def apost_json(
     try:
         async with session.post(url, json=body, headers=headers, proxy=proxy) as response:
             content = await response.read()
-            received = httpx.Response(response.status, headers=response.raw_headers, content=content)
+            received = decoded_response(response.status, response.raw_headers, content)
     except Exception as exc:
         return reply_from_exception(exc, time.perf_counter() - started, model_id)
     return reply_from_response(received, time.perf_counter() - started, model_id)
@@ -115,9 +115,24 @@ async def apost_json_via(
     frame = await transport.post(url, data, headers, proxy=proxy, connect_s=timeout.sock_connect, read_s=timeout.sock_read)
     if frame[0] == "reply":
         _, status, raw_headers, content, latency = frame
-        return reply_from_response(httpx.Response(status, headers=raw_headers, content=content), latency, model_id)
+        try:
+            received = decoded_response(status, raw_headers, content)
+        except Exception as exc:  # a reply httpx cannot even hold: a failed call, never an escaped error
+            return reply_from_exception(exc, latency, model_id)
+        return reply_from_response(received, latency, model_id)
     _, kind, detail, timed_out, description, latency = frame
     return reply_from_fault(kind, detail, timed_out, description, latency, model_id)
+
+
+_DECODED_AWAY = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+
+def decoded_response(status: int, raw_headers, content: bytes) -> httpx.Response:
+    """An ``httpx.Response`` for a reply aiohttp has read: its body is already decompressed and de-chunked,
+    so the headers that describe the wire form (gzip, length, chunks) are dropped, or httpx would
+    decode the body a second time (every gzip-compressing provider or proxy failed that way)."""
+    headers = [(name, value) for name, value in raw_headers if bytes(name).lower() not in _DECODED_AWAY]
+    return httpx.Response(status, headers=headers, content=content)
 
 
 def reply_from_exception(exc: Exception, latency: float, model_id: str) -> HttpReply:

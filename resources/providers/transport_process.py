@@ -61,6 +61,9 @@ class TransportProcess:
 
     async def start(self) -> "TransportProcess":
         """Start the child and listen for its frames; returns at once (``ready`` turns True later)."""
+        if not sys.executable:  # an embedded interpreter may not know its own executable: stay in-process
+            self._gone = True
+            return self
         ours, theirs = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         try:
@@ -68,7 +71,7 @@ class TransportProcess:
                 [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             )
-        except OSError:
+        except (OSError, ValueError, TypeError):  # no such executable, or one Popen cannot even take
             ours.close()
             self._gone = True
             return self  # never ready: every call stays in-process
