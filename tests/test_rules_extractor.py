@@ -103,6 +103,9 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
     ("\u221212.50", None, -12.5), ("12.50-15.00", None, 12.5), ("Total (incl. tax) 12.50", None, 12.5),
     ("KWD 12.500", None, 12.5), ("12.500", "KWD", 12.5), ("1,250.500", "omr", 1250.5), ("12.500", None, 12500.0),
     ("12.500", "EUR", 12500.0), ("Redwood Sdn. Bhd. 12.500", None, 12500.0), ("(0.00)", None, 0.0),
+    ("-€12.50", None, -12.5), ("- 12.50", None, -12.5), ("\u201312.50", None, -12.5), ("12.50 CR", None, -12.5),
+    ("TOTAL:-45.00", None, 45.0), ("1 250,500", "TND", 1250.5), ("1.250,500 TND", None, 1250.5),
+    ("12,500", "KWD", 12500.0), ("IQD 25.000", None, 25000.0), ("9" * 400, None, None),
 ])
 def test_credits_and_three_decimal_currencies_read_as_written(written: str, currency, value: float) -> None:
     assert parse_amount(written, currency) == value
@@ -140,6 +143,29 @@ def test_an_invoice_in_a_three_decimal_currency_keeps_its_fils() -> None:
     # "Sdn. Bhd." names a Malaysian company: ringgit, two decimals, and "1.250" is not one and a quarter.
     malaysian = extract_invoice("ACME Sdn. Bhd.\nInvoice 56\n2026-01-09\nToner 1.250 x 1 1,250.00\nTotal RM 1,250.00")
     assert (malaysian.currency, malaysian.total) == ("MYR", 1250.0)
+
+
+@pytest.mark.parametrize("total_line", ["TOTAL:-45.00", "TOTAL=-45.00", "Amount Due --45.00", "TOTAL ----------45.00",
+                                        "Total:-45.00"])
+def test_a_dash_after_a_label_separator_is_not_a_minus(total_line: str) -> None:
+    assert extract_invoice(f"SHOP\nItem 45.00\n{total_line}").total == 45.0
+
+
+@pytest.mark.parametrize("text,currency", [
+    ("TESCO\nMilk 1.20\nTOTAL 1.20\nTRY OUR NEW LOYALTY APP!", None),
+    ("AEON CO. (M) BHD (126926-H)\nBread 3.50\nTOTAL 3.50", None),
+    ("Maple Ltd\nCurrency: CAD\nWidget 10.00\nTotal 10.00", "CAD"),
+    ("Istanbul Cafe\nCay 12.50 TRY\nTOTAL 12.50 TRY", "TRY"),
+])
+def test_a_currency_code_that_is_also_a_word_counts_only_where_a_currency_is_stated(text: str, currency) -> None:
+    assert extract_invoice(text).currency == currency
+
+
+def test_a_gulf_invoice_quoting_a_usd_equivalent_keeps_its_fils() -> None:
+    got = extract_invoice("Gulf Freight W.L.L.\nFreight charges   KWD 250.500\nHandling          KWD  12.250\n"
+                          "Total             KWD 262.750\n(approx. USD 855.00)")
+    assert (got.currency, got.total) == ("KWD", 262.75)
+    assert [(i.description, i.amount) for i in got.line_items] == [("Freight charges", 250.5), ("Handling", 12.25)]
 
 
 def test_a_non_finite_total_is_no_total() -> None:

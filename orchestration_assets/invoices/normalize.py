@@ -32,16 +32,18 @@ ISO_CURRENCIES = {
     "SAR", "QAR", "KWD", "ILS", "HUF", "RON", "TWD", "BHD", "OMR", "JOD", "TND", "LYD", "IQD", "TRY",
 }
 # ISO 4217 currencies with three minor digits (fils, baisa): "KWD 12.500" is twelve and a half dinars.
-THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+# (ISO gives the Iraqi dinar three too, but Iraqi amounts are written in whole dinars: "25.000 IQD" is 25,000.)
+THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "LYD", "OMR", "TND"})
 # Written in capitals, as codes are ("Sdn. Bhd." is a Malaysian company, not Bahraini dinars).
 _THREE_DECIMAL_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(THREE_DECIMAL_CURRENCIES)) + r")(?![A-Za-z])")
 
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
 # no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus
-_TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-"})
+_TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-", "\u2013": "-"})
 _OPENS_PARENTHESIS = re.compile(r"\(\s*[^\d\s()]{0,3}\s*$")  # "(", "( RM ", "(€": what an accounting negative opens with
 _CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
-_TRAILING_MINUS = re.compile(r"-(?!\d)")  # "12.50-": a credit on a receipt ("12.50-15.00" is a range, not one)
+_TRAILING_MINUS = re.compile(r"-(?!\d)|\s*CR\b", re.I)  # "12.50-", "12.50 CR": credits ("12.50-15.00" is a range)
+_LEADING_MINUS = re.compile(r"(?:^|[\s(])-\s*[^\d\s()]{0,3}\s*$")  # "- 12.50", "-€12.50"; not "Total:-12.50" (a separator)
 
 
 def normalize_currency(value: Optional[str]) -> Optional[str]:
@@ -66,9 +68,10 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     The decimal separator is whichever of '.' or ',' comes last and is followed by exactly
     one or two digits; every other '.', ',', space or apostrophe groups thousands. For a
     currency with three minor digits (``currency``, or its code in the text: KWD, BHD, OMR,
-    JOD, TND, LYD, IQD) a point followed by three digits is the decimal point too
-    ('KWD 1,250.500' → 1250.5). Credits are negative however they are written: '-12.50',
-    '−12.50', '(12.50)', '(RM 12.50)', '12.50-'.
+    JOD, TND, LYD) a point followed by three digits is the decimal point too ('KWD 1,250.500'
+    → 1250.5), and so is a comma after point or space grouping ('1 250,500 TND'). Credits are
+    negative however they are written: '-12.50', '−12.50', '–12.50', '- 12.50', '-€12.50',
+    '(12.50)', '(RM 12.50)', '12.50-', '12.50 CR'; 'Total:-45.00' is 45 (a separator).
     """
     if value is None or isinstance(value, bool):
         return None
@@ -80,13 +83,16 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
         return None
     raw = match.group(0).strip()
     before, after = text[: match.start()], text[match.end():]
-    negative = (raw.startswith("-") or _TRAILING_MINUS.match(after) is not None
+    signed = raw.startswith("-") and not before.endswith((":", "=", "-"))  # "TOTAL:-45.00" is 45
+    negative = (signed or _LEADING_MINUS.search(before) is not None or _TRAILING_MINUS.match(after) is not None
                 or (_OPENS_PARENTHESIS.search(before) is not None and _CLOSES_PARENTHESIS.match(after) is not None))
     digits = raw.lstrip("-")
     three = normalize_currency(currency) in THREE_DECIMAL_CURRENCIES or _THREE_DECIMAL_RE.search(text) is not None
     last_sep = max(digits.rfind("."), digits.rfind(","))
     minor = len(digits) - last_sep - 1
-    if last_sep >= 0 and (1 <= minor <= 2 or (three and minor == 3 and digits[last_sep] == ".")):
+    # three minor digits: after a point, or after a comma that follows point or space grouping ("1 250,500 TND")
+    three_minor = three and minor == 3 and (digits[last_sep] == "." or any(ch in digits[:last_sep] for ch in ". "))
+    if last_sep >= 0 and (1 <= minor <= 2 or three_minor):
         whole, frac = digits[:last_sep], digits[last_sep + 1 :]
     else:
         whole, frac = digits, ""
@@ -94,6 +100,8 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     if not whole and not frac:
         return None
     number = float(f"{whole or '0'}.{frac or '0'}")
+    if not math.isfinite(number):  # 400 nines is no amount
+        return None
     return -number if negative and number else number
 
 

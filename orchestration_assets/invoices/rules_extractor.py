@@ -125,7 +125,7 @@ def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
     return re.compile(
         # Not inside a word or number; after a currency mark, a label's colon, or a minus sign that is not a hyphen.
         r"(?:(?<![\w/:.,'\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff])"
-        r"|(?<=(?<![\w.,])[\-\u2212]))"
+        r"|(?<=(?<![\w.,])[\-\u2212])|(?<=[:=\-]-))"
         rf"(?:(?P<int>{number})(?P<dec>{decimals})?|(?P<bare>{bare}))"
         # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元").
         r"(?!(?![円元圆])[\w%]|\s?%|[.,'/:-]\d)"
@@ -142,10 +142,13 @@ _TRAILING_MINUS = re.compile(r"[\-\u2212](?![\d\-])")
 
 
 def _credit(text: str, match: re.Match[str], decimal: bool) -> bool:
-    """A credit: "-12.50" (a minus sign, not a hyphen), "12.50-" (receipts), "(12.50)" or "(RM 12.50)"
+    """A credit: "-12.50" (a minus sign, not a hyphen or a separator), "12.50-" (receipts), "(12.50)" or "(RM 12.50)"
     (accounting). A bare whole number in parentheses is a count ("Items (3)"), not a credit."""
     start, end = match.start(), match.end()
-    if start and text[start - 1] in "-\u2212" or _TRAILING_MINUS.match(text, end):
+    # A minus sign stands alone before the digits; after ':', '=' or another dash it is a separator
+    # ("TOTAL:-45.00", "Total:-540.00" on Indian bills, a dotted leader "TOTAL -------13.48").
+    signed = start and text[start - 1] in "-\u2212" and (start < 2 or text[start - 2] not in ":=-\u2212")
+    if signed or _TRAILING_MINUS.match(text, end):
         return True
     opened = _OPENS_PARENTHESIS.search(text, max(0, start - 8), start)
     return bool(opened and (decimal or opened.group("mark")) and _CLOSES_PARENTHESIS.match(text, end))
@@ -474,13 +477,26 @@ _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
 
 
-_COMPANY_BHD = re.compile(r"SDN\.?\s*BHD|BHD\.", re.I)  # "Sdn. Bhd.", "Berhad": a Malaysian company, not Bahraini dinars
+# Codes that are also words or names: "TRY OUR APP", "PHP developer", "CAD drawings", "Sdn. Bhd." and
+# "AEON CO. (M) BHD" (Malaysian companies, not Bahraini dinars). They count only written in capitals
+# right beside an amount ("BHD 12.500", "12.500 BHD") or after a currency label ("Currency: CAD").
+_AMBIGUOUS_CODES = frozenset({"TRY", "PHP", "CAD", "BHD"})
+
+
+_CURRENCY_LABEL = re.compile(r"(?:CURRENCY|W[AÄ]HRUNG|DEVISE|MONNAIE|MONEDA|VALUTA|MATA\s+WANG)\s*[:=]?\s*(?:\(|$)", re.I)
+
+
+def _beside_amount(raw: str, start: int, end: int) -> bool:
+    """Written where a currency is stated: beside an amount, or after a currency label ("Currency: CAD")."""
+    return bool(re.match(r"\s*-?\d", raw[end:]) or re.search(r"\d\s*$", raw[:start])
+                or _CURRENCY_LABEL.search(raw[max(0, start - 24):start]))
 
 
 def _currencies_in(raw: str) -> list[str]:
     upper = raw.upper()
     found = [m.group(1) for m in _ISO_RE.finditer(upper)
-             if m.group(1) != "BHD" or (raw[m.start():m.end()] == "BHD" and not _COMPANY_BHD.search(raw))]
+             if m.group(1) not in _AMBIGUOUS_CODES
+             or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end()))]
     found += ["MYR"] * len(_RM_RE.findall(upper))
     rest = raw
     for symbol, code in _SYMBOLS:
@@ -643,6 +659,7 @@ _SKIP_ITEM = _label_re(
     "DATE", "TIME", "TEL", "PHONE", "FAX", "INVOICE NO", "RECEIPT", "CASHIER", "GST", "VAT", "TAX", "DISCOUNT",
     "IBAN", "EMAIL", "DUE", "REG",
 )
+_TRAILING_CURRENCY = re.compile(r"[\s(]+(?:RM|US\$|S\$|A\$|C\$|[$€£¥₹]|" + "|".join(sorted(ISO_CURRENCIES)) + r")\.?$")
 _DISCOUNT = _label_re("DISCOUNT", "DISC", "REBATE", "COUPON", "VOUCHER", "RABATT", "REMISE")
 _LINE_PREFIX = re.compile(r"^\s*(?:(?:LINE|ITEM|POS\.?)\s*\d+\s*[:.)]?|\d{1,3}[.)]?\s{2,}|\d{1,3}\s+(?=[A-Za-z]))\s*", re.I)
 
@@ -674,6 +691,7 @@ def _parse_item(raw: str, pending: Optional[str], integers: bool) -> Optional[tu
     description = re.sub(r"\b(?:qty|unit price|price|amount)\b|[|]", " ", description, flags=re.I)
     description = _LINE_PREFIX.sub("", description)
     description = re.sub(r"[\s:x×*@]+$", "", description, flags=re.I).strip(" -:|(\u2212")
+    description = _TRAILING_CURRENCY.sub("", description)  # "Freight charges KWD 250.500": the mark is the amount's
     used_pending = False
     if sum(ch.isalpha() for ch in description) < 2:
         if not pending:
@@ -738,10 +756,16 @@ def _extract(text: str, part: bool = False) -> InvoiceExtraction:
 
 
 def _three_decimal_currency(lines: list[Line]) -> Optional[str]:
-    """The document's currency when it is one with three minor digits (KWD, BHD...) and no other currency is named."""
-    named = {code for line in lines for code in _currencies_in(line.raw)}
-    three = named & THREE_DECIMAL_CURRENCIES
-    return next(iter(three)) if len(three) == 1 and len(named) == 1 else None
+    """The document's currency when it is one with three minor digits (KWD, BHD...): the one named most
+    often, ahead of any other (a Gulf invoice may quote a rate or a USD equivalent beside its dinars)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        for code in _currencies_in(line.raw):
+            counts[code] = counts.get(code, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    if not ranked or ranked[0][0] not in THREE_DECIMAL_CURRENCIES or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
+        return None
+    return ranked[0][0]
 
 
 def _extract_lines(lines: list[Line], part: bool) -> InvoiceExtraction:
