@@ -588,23 +588,34 @@ _TRUNK_SHAPE = _lazy(r"^0\d{1,4}(?: ?[\-/.] ?| |\(\d\))\d{2,8}(?:[ \-.]\d{2,5}){
 # common shape); and an IP address (GDPR's "online identifier" too), checked by ``ipaddress``.
 
 _DATE_VALUE = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?!\d)"
-               r"|\d{1,2}(?:st|nd|rd|th)?\.?[ \t]+[^\W\d_]{3,10}\.?,?[ \t]+\d{4}|[^\W\d_]{3,10}\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?,?[ \t]+\d{4}")
+               r"|\d{1,2}(?:st|nd|rd|th)?\.?[ \t]+[^\W\d_]{3,10}\.?,?[ \t]+\d{4}|[^\W\d_]{3,10}\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?,?[ \t]+\d{4}"
+               r"|\d{1,2}-?[^\W\d_]{3,9}-?\d{4}|\d{1,2}[ \t]+de[ \t]+[^\W\d_]{3,10}[ \t]+de[ \t]+\d{4}"
+               r"|\d{4}[ \t]*年[ \t]*\d{1,2}[ \t]*月[ \t]*\d{1,2}[ \t]*日")
+# Between a label and its value: a format hint "(DD/MM/YYYY)", a colon, a table cell's bar, or a line break.
+_LABEL_GAP = r"[ \t]*(?:\([^()\n]{1,14}\))?[ \t]*[:#.\-]?[ \t]*(?:\|[ \t]*|\n[ \t]*)?"
 _BIRTH_DATE = _lazy(
     r"(?i)(?<![^\W\d_])(?:d\.?[ \t]?o\.?[ \t]?b\.?|date[ \t]+of[ \t]+birth|birth[ \t]?date|born(?:[ \t]+on)?|geb\.|geburtsdatum"
-    r"|n[ée]e?[ \t]+le|date[ \t]+de[ \t]+naissance|fecha[ \t]+de[ \t]+nacimiento|data[ \t]+di[ \t]+nascita|tarikh[ \t]+lahir)"
-    rf"[ \t]*[:#.\-]?[ \t]*(?P<value>{_DATE_VALUE})"
+    r"|n[ée]e?[ \t]+le|date[ \t]+de[ \t]+naissance|fecha[ \t]+de[ \t]+nacimiento|data[ \t]+di[ \t]+nascita|tarikh[ \t]+lahir"
+    r"|geboren[ \t]+am|geboortedatum|data[ \t]+de[ \t]+nascimento|生年月日)"
+    rf"{_LABEL_GAP}(?P<value>{{_DATE_VALUE}})".replace("{_DATE_VALUE}", _DATE_VALUE)
 )
 _ACCOUNT_ID = _lazy(
     r"(?i)(?<![^\W\d_])(?:mrn|medical[ \t]+record(?:[ \t]+(?:number|no\.?|nr\.?|#))?|patient[ \t]+(?:id|no\.?|number|#)"
     r"|chart[ \t]+(?:no\.?|number|#)|(?:member|subscriber|beneficiary)[ \t]+(?:id|no\.?|number|#)"
     r"|health[ \t]+(?:plan|insurance)[ \t]+(?:id|no\.?|number|#)|medicare[ \t]+(?:id|no\.?|number|#)|nhs[ \t]+(?:no\.?|number)"
-    r"|insurance[ \t]+(?:id|no\.?|number)|policy[ \t]+(?:no\.?|number|#))"
-    # The value in capitals and digits, case-sensitive; a space only before more digits ("XJH 448 19203").
-    r"[ \t]*[:#.\-]?[ \t]*(?P<value>(?-i:[A-Z0-9](?:[A-Z0-9]|[\-/](?=[A-Z0-9])| (?=\d)){3,24}))(?![\w\-/])"
+    r"|insurance[ \t]+(?:id|no\.?|number)|policy[ \t]+(?:no\.?|number|#)|patient[ \t]+acc(?:oun)?t\.?[ \t]+(?:no\.?|number|#)"
+    r"|versichertennummer|versicherten-?nr\.?|mitgliedsnummer)"
+    # The value: letters and digits, then only digit groups after a space ("XJH 448 19203", not "00123456 Admitted").
+    rf"{_LABEL_GAP}(?P<value>[A-Za-z0-9](?:[A-Za-z0-9]|[\-/](?=[A-Za-z0-9])){{1,24}}(?: \d+)*)(?![\w\-/])"
 )
 _IPV4 = _lazy(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = _lazy(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-_VERSION_BEFORE = _lazy(r"(?i)(?:\bv|version|ver\.?|rev\.?|release|section|§|clause|art\.?)[ \t]*$")
+# An address is taken where the text says it is one: a network word before it on its line, a port after it, or a
+# URL around it. Bare dotted numbers are versions, clauses, SKUs and amounts far more often than hosts.
+_NETWORK_CUE = _lazy(r"(?i)(?<![^\W\d_])(?:ip(?:v[46])?|host(?:name)?|server|client|from|address|addr|login|logged|gateway|dns"
+                     r"|proxy|remote|src|dst|source|destination|connection|connected|device|origin|router|subnet|peer)"
+                     r"(?![^\W\d_])|://")
+_PORT_AFTER = _lazy(r"\]?:\d{1,5}(?!\d)")
 
 
 def _birth_dates(doc: _Document) -> Iterator[PiiFinding]:
@@ -632,9 +643,12 @@ def _ip_addresses(doc: _Document) -> Iterator[PiiFinding]:
                 kind(value)
             except ValueError:
                 continue
-            if _VERSION_BEFORE.search(doc.text, max(0, m.start() - 12), m.start()):
-                continue  # "v1.2.3.4", "section 4.1.2.3": a version or a clause, not a host
-            yield _finding("ip_address", m.start(), m.end(), 0.8, "ip_address")
+            groups = len(re.findall(r"[0-9A-Fa-f]+", value))
+            full_ipv6 = kind is ipaddress.IPv6Address and groups >= 3  # "2001:db8::7334": no other thing looks so
+            cued = (_NETWORK_CUE.search(doc.text, doc.line_start(m.start()), m.start()) is not None
+                    or _PORT_AFTER.match(doc.text, m.end()) is not None)
+            if full_ipv6 or cued:
+                yield _finding("ip_address", m.start(), m.end(), 0.8, "ip_address")
 
 
 def _phones(doc: _Document) -> Iterator[PiiFinding]:
@@ -1139,8 +1153,10 @@ _NO_PERSISTENCE = (
     "PseudonymMapping holds the original personal data and lives in memory only: it cannot be pickled, "
     "copied or persisted. Keep it in the process that called pseudonymize() and pass it to restore()."
 )
-_TOKEN = _lazy(r"\b(" + "|".join(sorted(TOKEN_PREFIXES.values(), key=len, reverse=True)) + r")[ _-]?(\d{1,4})\b",
-                    flags=re.IGNORECASE)
+# A re-spelled token: any case, and a space or dash wherever the token has an underscore ("Account ID 1",
+# "IP ADDRESS 1", "date-of-birth 1"), as models write them back.
+_TOKEN = _lazy(r"\b(" + "|".join(re.escape(prefix).replace("_", "[ _-]?") for prefix in sorted(TOKEN_PREFIXES.values(), key=len, reverse=True))
+               + r")[ _-]?(\d{1,4})\b", flags=re.IGNORECASE)
 
 
 _EXACT_TOKEN = _lazy(r"(" + "|".join(sorted(TOKEN_PREFIXES.values(), key=len, reverse=True)) + r")_(\d{1,4})(?!\d)")
@@ -1282,7 +1298,8 @@ def restore(value: Any, mapping: PseudonymMapping) -> Any:
 
 def _restore_text(text: str, mapping: PseudonymMapping) -> str:
     def original(m: re.Match[str]) -> str:
-        found = mapping.original(f"{m.group(1).upper()}_{int(m.group(2))}")
+        prefix = re.sub(r"[ _-]+", "_", m.group(1)).upper()
+        found = mapping.original(f"{prefix}_{int(m.group(2))}")
         return m.group() if found is None else found
 
     # First the tokens as handed out, wherever they stand ("IBANIBAN_1": OCR ran a label into the

@@ -310,3 +310,29 @@ def test_birth_dates_account_ids_and_ip_addresses_are_found_only_where_they_are_
     masked, mapping = pseudonymize(text)
     assert "05/03/1980" not in masked and "DATE_OF_BIRTH_1" in masked and "IP_ADDRESS_1" in masked
     assert restore(masked, mapping) == text
+
+
+@pytest.mark.parametrize("text", ["Firmware 2.1.0.15", "4.1.2.3 Scope of services", "SKU 10.20.30.40", "Art.-Nr. 1.1.1.1",
+                                  "Delivery window 1.2.3.4 - 5.6.7.8", "Total EUR 1.200.100.250", "Table A::B", "Cafe::12 special"])
+def test_dotted_numbers_and_double_colons_are_not_ip_addresses(text) -> None:
+    assert [f for f in detect_pii(text) if f.kind == "ip_address"] == []
+
+
+@pytest.mark.parametrize("text,value", [
+    ("host 10.0.0.5:8080", "10.0.0.5"), ("Server [2001:db8::1]:443", "2001:db8::1"), ("client ip fe80::1", "fe80::1"),
+    ("Date of birth (DD/MM/YYYY): 05/03/1980", "05/03/1980"), ("Date of Birth:\n05/03/1980", "05/03/1980"),
+    ("| Date of Birth | 05/03/1980 |", "05/03/1980"), ("DOB: 5-Mar-1980", "5-Mar-1980"), ("DOB: 05MAR1980", "05MAR1980"),
+    ("Fecha de nacimiento: 5 de marzo de 1980", "5 de marzo de 1980"), ("Geboren am 05.03.1980", "05.03.1980"),
+    ("生年月日: 1980年3月5日", "1980年3月5日"), ("Patient Account No.: 7781234", "7781234"), ("Patient Acct # 7781234", "7781234"),
+    ("Member ID: abc1234567", "abc1234567"), ("Member ID:\nXJH 448 19203", "XJH 448 19203"),
+    ("Versichertennummer: A123456789", "A123456789"),
+])
+def test_health_and_network_identifiers_in_other_layouts_and_languages(text, value) -> None:
+    assert [text[f.start:f.end] for f in detect_pii(text) if f.kind in ("ip_address", "date_of_birth", "account_id")] == [value]
+
+
+def test_multi_word_tokens_are_restored_however_a_model_spells_them() -> None:
+    masked, mapping = pseudonymize("DOB: 05/03/1980, MRN: 00123456, client ip 10.1.2.3")
+    assert masked == "DOB: DATE_OF_BIRTH_1, MRN: ACCOUNT_ID_1, client ip IP_ADDRESS_1"
+    assert restore("date-of-birth 1 / Account ID 1 / IP ADDRESS 1 / account-id-1", mapping) == (
+        "05/03/1980 / 00123456 / 10.1.2.3 / 00123456")
