@@ -6,9 +6,10 @@ loop works waits its turn, and so does the request that follows it: measured aga
 100 ms endpoint with 32 calls in flight, replies took 130 ms on average and the batch ran at
 0.65 of the bound N × latency ÷ concurrency, while a bare aiohttp loop reached 0.91. Here the
 child process owns the connections (its loop does nothing but HTTP, on the other core) and
-the batch hands it request bytes over a socket pair: measured the same way, with 2 ms of
-work per item, replies take 102 ms and the batch runs at 0.91 of the bound. vLLM's
-OpenAI server splits its API process from its engine for the same reason.
+the batch hands it request bytes over a socket pair: measured the same way, a loop with 2 ms
+of synthetic work per item went from 0.70 to 0.91 of the bound, and the product (more work,
+plus its start and end) from 0.62 to 0.71 (``benchmarks/throughput.py``), replies in 103 ms.
+vLLM's OpenAI server splits its API process from its engine for the same reason.
 
 What crosses the socket: the request (URL, headers, the JSON body's bytes, proxy, timeouts)
 and the reply (status, headers, body bytes) or the transport fault in
@@ -16,7 +17,7 @@ and the reply (status, headers, body bytes) or the transport fault in
 in-process path. Nothing is written anywhere: sensitive inputs stay in memory, as before.
 
 Lifetime: one child per batch (``ModelGateway.batch_transport``), started without waiting:
-calls go through the in-process session until the child says it is ready (about 0.35 s,
+calls go through the in-process session until the child says it is ready (about 0.25 s,
 its imports), so no call waits for it. The child exits when the socket closes (end of batch,
 or the parent died); if the child dies, the calls in flight fail as dropped connections,
 the gateway retries them, and the retries go in-process.
