@@ -106,6 +106,7 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
     ("-€12.50", None, -12.5), ("- 12.50", None, -12.5), ("\u201312.50", None, -12.5), ("12.50 CR", None, -12.5),
     ("TOTAL:-45.00", None, 45.0), ("1 250,500", "TND", 1250.5), ("1.250,500 TND", None, 1250.5),
     ("12,500", "KWD", 12500.0), ("IQD 25.000", None, 25000.0), ("9" * 400, None, None),
+    ("KD 12.500", None, 12.5), ("R.O. 1.500", None, 1.5), ("12,500 DT", None, 12.5), ("12,500", "TND", 12.5),
 ])
 def test_credits_and_three_decimal_currencies_read_as_written(written: str, currency, value: float) -> None:
     assert parse_amount(written, currency) == value
@@ -166,6 +167,18 @@ def test_a_gulf_invoice_quoting_a_usd_equivalent_keeps_its_fils() -> None:
                           "Total             KWD 262.750\n(approx. USD 855.00)")
     assert (got.currency, got.total) == ("KWD", 262.75)
     assert [(i.description, i.amount) for i in got.line_items] == [("Freight charges", 250.5), ("Handling", 12.25)]
+
+
+@pytest.mark.parametrize("text,currency,total", [
+    ("Kuwait Trading Co.\nItem 1 x 12.500 12.500\nTOTAL KD 12.500", "KWD", 12.5),
+    ("Muscat LLC\nTea 1.500\nTOTAL R.O. 1.500", "OMR", 1.5),
+    ("Manama Stores\nTOTAL BD 2.750", "BHD", 2.75),
+    ("Tunis SARL\nTotal TTC 130,008 DT", "TND", 130.008),
+    ("Acme Ltd RO\nItem 12.50\nTOTAL 12.50", None, 12.5),  # letters in a name, not beside an amount
+])
+def test_dinars_written_the_local_way(text: str, currency, total: float) -> None:
+    got = extract_invoice(text)
+    assert (got.currency, got.total) == (currency, total)
 
 
 def test_a_non_finite_total_is_no_total() -> None:

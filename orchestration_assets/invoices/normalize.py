@@ -40,6 +40,7 @@ _THREE_DECIMAL_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(THREE_DECIM
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
 # no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus
 _TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-", "\u2013": "-"})
+_LOCAL_DINAR_RE = re.compile(r"(?<![A-Za-z.])(?:KD|BD|R\.O\.|JD|DT)(?![A-Za-z])")  # "KD 12.500", "12,500 DT"
 _OPENS_PARENTHESIS = re.compile(r"\(\s*[^\d\s()]{0,3}\s*$")  # "(", "( RM ", "(€": what an accounting negative opens with
 _CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
 _TRAILING_MINUS = re.compile(r"-(?!\d)|\s*CR\b", re.I)  # "12.50-", "12.50 CR": credits ("12.50-15.00" is a range)
@@ -87,11 +88,15 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     negative = (signed or _LEADING_MINUS.search(before) is not None or _TRAILING_MINUS.match(after) is not None
                 or (_OPENS_PARENTHESIS.search(before) is not None and _CLOSES_PARENTHESIS.match(after) is not None))
     digits = raw.lstrip("-")
-    three = normalize_currency(currency) in THREE_DECIMAL_CURRENCIES or _THREE_DECIMAL_RE.search(text) is not None
+    three = (normalize_currency(currency) in THREE_DECIMAL_CURRENCIES or _THREE_DECIMAL_RE.search(text) is not None
+             or _LOCAL_DINAR_RE.search(text) is not None)
     last_sep = max(digits.rfind("."), digits.rfind(","))
     minor = len(digits) - last_sep - 1
     # three minor digits: after a point, or after a comma that follows point or space grouping ("1 250,500 TND")
-    three_minor = three and minor == 3 and (digits[last_sep] == "." or any(ch in digits[:last_sep] for ch in ". "))
+    # (Tunisian amounts are written the French way, "12,500 DT": a comma there is the decimal mark.)
+    comma_decimal = normalize_currency(currency) == "TND" or re.search(r"\bTND\b|\bDT\b", text) is not None
+    three_minor = three and minor == 3 and (digits[last_sep] == "." or comma_decimal
+                                            or any(ch in digits[:last_sep] for ch in ". "))
     if last_sep >= 0 and (1 <= minor <= 2 or three_minor):
         whole, frac = digits[:last_sep], digits[last_sep + 1 :]
     else:

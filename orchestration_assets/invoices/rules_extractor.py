@@ -486,6 +486,12 @@ _AMBIGUOUS_CODES = frozenset({"TRY", "PHP", "CAD", "BHD"})
 _CURRENCY_LABEL = re.compile(r"(?:CURRENCY|W[AÄ]HRUNG|DEVISE|MONNAIE|MONEDA|VALUTA|MATA\s+WANG)\s*[:=]?\s*(?:\(|$)", re.I)
 
 
+# How dinars are written locally: "KD 12.500" (Kuwait), "BD" (Bahrain), "R.O." / "RO" (Oman), "JD" (Jordan),
+# "DT" (Tunisia). Short letter pairs, so they count only beside an amount, like the ambiguous codes.
+_LOCAL_MARKS = {"KD": "KWD", "BD": "BHD", "RO": "OMR", "JD": "JOD", "DT": "TND"}
+_LOCAL_MARK_RE = re.compile(r"(?<![A-Za-z.])(KD|BD|R\.O\.|RO|JD|DT)(?![A-Za-z])")
+
+
 def _beside_amount(raw: str, start: int, end: int) -> bool:
     """Written where a currency is stated: beside an amount, or after a currency label ("Currency: CAD")."""
     return bool(re.match(r"\s*-?\d", raw[end:]) or re.search(r"\d\s*$", raw[:start])
@@ -498,6 +504,8 @@ def _currencies_in(raw: str) -> list[str]:
              if m.group(1) not in _AMBIGUOUS_CODES
              or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end()))]
     found += ["MYR"] * len(_RM_RE.findall(upper))
+    found += [_LOCAL_MARKS[m.group(1).replace(".", "").upper()] for m in _LOCAL_MARK_RE.finditer(raw)
+              if _beside_amount(raw, m.start(), m.end())]
     rest = raw
     for symbol, code in _SYMBOLS:
         count = rest.count(symbol)
