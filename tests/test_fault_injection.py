@@ -332,16 +332,28 @@ def test_rules_routing_falls_back_to_the_next_allowed_model_when_its_endpoint_fa
 DAY = "2026-03-02"
 
 
-def test_a_mixed_fault_batch_materializes_with_attributed_failures_and_counted_retries(tmp_path):
+@pytest.mark.parametrize("via_child", [False, True], ids=["in-process", "transport-process"])
+def test_a_mixed_fault_batch_materializes_with_attributed_failures_and_counted_retries(tmp_path, monkeypatch, via_child):
     """The real template (raw_invoices → invoice_extractions → approved_invoices) against a server that rate-limits,
     errors, drops, stalls, truncates and breaks the schema, item by item. Transient faults recover, permanent ones
-    fail their item only; the step completes and says which items failed and why."""
+    fail their item only; the step completes and says which items failed and why. Through the step's transport
+    process too (its calls leave from a child process once it is up): the same outcome to the request."""
+    from resources.providers.transport_process import TransportProcess
+
+    started = []
+    start = TransportProcess.start
+
+    async def counted_start(self):
+        started.append(self)
+        return await start(self)
+
+    monkeypatch.setattr(TransportProcess, "start", counted_start)
     batch = invoices(12, seed=DAY)  # what raw_invoices generates for the partition
     plans = mixed_plans(batch)
     schedule = PerDocument({batch[i].text: p for i, p in plans.items()}, default=Success(output="unplanned"))
     with OpenAIChatServer(api_key=KEY, default=schedule) as server:
         resources = isolated_resources(tmp_path, catalog_text({"gpt-4o-mini": server.url}))
-        resources["models"] = gateway_resource(tmp_path / "catalog.yaml")
+        resources["models"] = gateway_resource(tmp_path / "catalog.yaml", transport_process=via_child)
         with dg.instance_for_test() as instance:
             result = dg.materialize(
                 [raw_invoices, invoice_extractions, approved_invoices], instance=instance, resources=resources,
@@ -356,6 +368,7 @@ def test_a_mixed_fault_batch_materializes_with_attributed_failures_and_counted_r
         item_requests = [schedule.seen[i.text] for i in batch]
 
     failed = MIXED_FAILED
+    assert len(started) == (1 if via_child else 0) and all(t.calls >= 1 for t in started)
     assert item_requests == [1, 2, 1, MAX_ATTEMPTS, 1, 2, 1, 1, 1, 3, 1, 2] and requests == 19
     assert metadata["items"].value == 12 and metadata["calls"].value == 12 and metadata["failed_items"].value == 3
     table = metadata["failures"].value
