@@ -23,8 +23,22 @@ OUTPUT_FIELDS = ["vendor", "invoice_number", "date", "currency", "total"]
 from orchestration_assets.cli_errors import CliError  # noqa: E402  (re-exported: ai-orch's one error type)
 
 
+class _UsageError(Exception):
+    """argparse's refusal of the arguments, raised instead of exiting so ``main`` answers it like a ``CliError``."""
+
+    def __init__(self, usage: str, message: str):
+        super().__init__(message)
+        self.usage = usage
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(self.format_usage(), message)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="ai-orch", description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _ArgumentParser(prog="ai-orch", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="materialize the invoice template for one day, offline by default")
     demo.add_argument("--count", type=int, default=20, help="generated invoices (ignored with --input); default 20")
@@ -52,7 +66,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     extra = {**finops_cli.add_commands(commands), **governance_cli.add_commands(commands),
              **audit_cli.add_commands(commands), **trace_cli.add_commands(commands)}
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:  # bad arguments: usage and message on stderr, and JSON on stdout for --json callers
+        sys.stderr.write(exc.usage)
+        print(f"ai-orch: error: {exc}", file=sys.stderr)
+        if "--json" in argv:
+            print(json.dumps({"error": str(exc), "exit_code": 2}))
+        return 2
     try:
         runners = {"demo": run_demo, "estimate": run_estimate, "fit-routing": run_fit_routing, **extra}
         return runners[args.command](args)
@@ -209,6 +230,8 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.department is not None and not args.department.strip():
         raise CliError("--department must name a department (or leave it out for $AI_ORCH_DEPARTMENT / operations)")
     tags = {"ai_orch/department": args.department.strip()} if args.department else None
+    if args.output:
+        _check_output_path(Path(args.output).expanduser())
     started = time.perf_counter()
     result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=partition, raise_on_error=False,
                                     tags=tags)
@@ -217,7 +240,7 @@ def run_demo(args: argparse.Namespace) -> int:
     failures = result.get_step_failure_events()
     blocking = [f for f in failures if f.step_failure_data.error and f.step_failure_data.error.cls_name != CHECK_FAILED_ERROR]
     if blocking:
-        lines = [f"{f.step_key}: {f.step_failure_data.error.message.strip().splitlines()[0]}" for f in blocking]
+        lines = [f"{f.step_key}: {_root_error(f.step_failure_data.error)}" for f in blocking]
         print(f"ai-orch: run {result.run_id} could not complete:\n  " + "\n  ".join(lines), file=sys.stderr)
         return 1
 
@@ -259,6 +282,28 @@ def _summary(result, defs, partition: str, home: Path, wall_s: float) -> dict[st
         "dagster_home": str(home),
         "ledger": str(ledger.resolved_path()),
     }
+
+
+def _root_error(error) -> str:
+    """What went wrong in the step, in one line: the innermost cause ("UnicodeEncodeError: ..."), not Dagster's
+    "Error occurred while executing op" wrapper around it."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = (error.message or "").strip().splitlines()
+    return lines[0] if lines else error.cls_name
+
+
+def _check_output_path(path: Path) -> None:
+    """Refuse an --output the run could not write, before the run (and its calls) happen."""
+    if path.is_dir():
+        raise CliError(f"--output {path} is a directory: give a file path, e.g. {path / 'extracted.jsonl'}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--output {path}: cannot create its folder ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"--output {path} is not writable")
 
 
 def _write_output(frame, path: Path) -> None:

@@ -59,7 +59,8 @@ def item_hash(content: "str | bytes") -> str:
     means a short, guessable content (a bare amount, a name) can be confirmed by guessing:
     hash the whole document, not one field of it.
     """
-    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    # surrogatepass: a lone surrogate escape (valid JSON, not encodable UTF-8) hashes instead of crashing the item
+    data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else bytes(content)
     return hashlib.sha256(data).hexdigest()
 
 

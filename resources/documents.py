@@ -68,16 +68,20 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def read_documents_jsonl(path: "str | Path", classification: DataClassification) -> list[Document]:
     """Read ``{"id", "text"}`` objects, one a line (other keys ignored; blank lines skipped).
 
-    A bad line (not JSON, no string ``text``, a repeated ``id``) becomes a document carrying
-    ``input_error``, named by its line, so one broken row fails its item and the rest of the
-    batch runs. Bytes that are not UTF-8 are replaced rather than fatal: an OCR export with one
-    bad byte should still be processed, and the replacement character is visible downstream.
-    Control characters (NUL, form feed, ...) are removed.
-    Raises ``DocumentInputError`` when the file is missing or holds no readable document at all.
+    A bad line (not JSON, no string ``text``, an id that is not a non-empty string or an integer,
+    a repeated ``id``) becomes a document carrying ``input_error``, named by its line, so one
+    broken row fails its item and the rest of the batch runs; the ids made up for such lines
+    (``line-7``, ``a#line-4``) never collide with an id the file declares. Bytes that are not
+    UTF-8 are replaced rather than fatal: an OCR export with one bad byte should still be
+    processed, and the replacement character is visible downstream; so are lone surrogate
+    escapes (``"\\ud800"``), which no UTF-8 file, hash or model can carry. Control characters
+    (NUL, form feed, ...) are removed.
+    Raises ``DocumentInputError`` when the file is missing, is UTF-16 or one JSON array, or holds
+    no readable document at all.
     """
     path = _readable_file(path)
-    documents: list[Document] = []
-    seen: set[str] = set()
+    _refuse_other_formats(path)
+    parsed: list[tuple[int, str, Optional[dict], Optional[str]]] = []  # line, where, row, why it is unreadable
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -86,25 +90,74 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                documents.append(_unreadable(f"line-{number}", classification, f"{where}: not a JSON object ({exc.msg})"))
+                parsed.append((number, where, None, f"{where}: not a JSON object ({exc.msg})"))
                 continue
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("text"), str):
-                doc_id = str(row["id"]) if isinstance(row, dict) and "id" in row else f"line-{number}"
-                what = "not a JSON object" if not isinstance(row, dict) else 'expected an object with "id" and a string "text"'
-                documents.append(_unreadable(f"{doc_id}#line-{number}" if doc_id in seen else doc_id, classification,
-                                             f"{where}: {what}"))
-                seen.add(doc_id)
-                continue
-            doc_id = str(row["id"])
-            if doc_id in seen:
-                documents.append(_unreadable(f"{doc_id}#line-{number}", classification, f"{where}: duplicate id {doc_id!r}"))
-                continue
-            seen.add(doc_id)
-            documents.append(Document(id=doc_id, text=CONTROL_CHARACTERS.sub("", row["text"]), classification=classification))
+            if not isinstance(row, dict):
+                parsed.append((number, where, None, f"{where}: not a JSON object"))
+            elif "id" not in row or not isinstance(row.get("text"), str):
+                parsed.append((number, where, row, f'{where}: expected an object with "id" and a string "text"'))
+            elif _document_id(row["id"]) is None:
+                parsed.append((number, where, None, f"{where}: the id must be a non-empty string or an integer, not {row['id']!r:.60}"))
+            else:
+                parsed.append((number, where, row, None))
+    declared = {_document_id(row["id"]) for _, _, row, _ in parsed if row is not None and "id" in row} - {None}
+    given: set[str] = set()
+
+    def unused(base: str) -> str:
+        """A made-up id (``line-7``, ``a#line-4``) that no line declares and none was given yet."""
+        candidate, n = base, 2
+        while candidate in given or candidate in declared:
+            candidate, n = f"{base}~{n}", n + 1
+        given.add(candidate)
+        return candidate
+
+    documents: list[Document] = []
+    for number, where, row, why in parsed:
+        doc_id = _document_id(row["id"]) if row is not None and "id" in row else None
+        if why is None and doc_id in given:
+            why = f"{where}: duplicate id {doc_id!r}"
+        if why is not None:
+            if doc_id is not None and doc_id not in given:
+                given.add(doc_id)  # its first line: the declared id, failed
+                documents.append(_unreadable(doc_id, classification, why))
+            else:
+                documents.append(_unreadable(unused(f"{doc_id}#line-{number}" if doc_id else f"line-{number}"), classification, why))
+            continue
+        given.add(doc_id)
+        documents.append(Document(id=doc_id, text=_clean_text(row["text"]), classification=classification))
     if not any(d.input_error is None for d in documents):
         first = next((d.input_error for d in documents), None)
         raise DocumentInputError(f"{path} holds no readable document" + (f" (first problem: {first})" if first else ""))
     return documents
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _clean_text(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", CONTROL_CHARACTERS.sub("", text))
+
+
+def _document_id(value: Any) -> Optional[str]:
+    """An id as text: a non-empty string (surrogates replaced) or an integer; None for anything else
+    (null, booleans, floats, lists: ``str()`` would make "None", "True" or a Python repr of them)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    return None
+
+
+def _refuse_other_formats(path: Path) -> None:
+    """A UTF-16 file or a JSON array is not JSONL: say what it is, not "line 1 is not a JSON object"."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) >= 4 and (head[1::2].count(0) > len(head) // 4)):
+        raise DocumentInputError(f"{path} is UTF-16 text: save it as UTF-8 (one JSON object a line)")
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        raise DocumentInputError(f"{path} holds a JSON array: expected JSONL, one JSON object a line")
 
 
 def _unreadable(doc_id: str, classification: DataClassification, why: str) -> Document:

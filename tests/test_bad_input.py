@@ -73,3 +73,38 @@ def test_each_bad_document_fails_alone_with_a_clear_error(tmp_path):
     assert "\ufffd" in frame.loc["latin1", "vendor"] or errors["latin1"] is not None  # replaced, visible downstream
     assert metadata["failed_items"].value == sum(e is not None for e in errors.values())
     assert "line-8" in metadata["failures"].value and "huge" in metadata["failures"].value
+
+
+def test_made_up_ids_never_collide_and_odd_ids_and_surrogates_are_refused_or_replaced(tmp_path):
+    import pytest
+
+    from resources.classification import DataClassification
+    from resources.documents import DocumentInputError, read_documents_jsonl
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join([
+        "garbage",
+        json.dumps({"id": "line-1", "text": "A 1.00"}),
+        json.dumps({"id": "a", "text": "x"}),
+        json.dumps({"id": "a", "text": "y"}),
+        json.dumps({"id": "a#line-4", "text": "z"}),
+        json.dumps({"id": None, "text": "q"}),
+        json.dumps({"id": True, "text": "q"}),
+        json.dumps({"id": 7, "text": "q"}),
+        '{"id": "s\\ud800", "text": "Invoice \\udc00 INV-1"}',
+        json.dumps({"id": "  ", "text": "q"}),
+    ]) + "\n")
+    docs = read_documents_jsonl(path, DataClassification.INTERNAL)
+    assert [d.id for d in docs] == ["line-1~2", "line-1", "a", "a#line-4~2", "a#line-4", "line-6", "line-7", "7",
+                                    "s\ufffd", "line-10"]
+    assert len({d.id for d in docs}) == len(docs)
+    assert [d.input_error is None for d in docs] == [False, True, True, False, True, False, False, True, True, False]
+    assert docs[5].input_error == "docs.jsonl:6: the id must be a non-empty string or an integer, not None"
+    assert docs[8].text == "Invoice \ufffd INV-1"
+
+    (tmp_path / "array.jsonl").write_text(json.dumps([{"id": "a", "text": "b"}]))
+    with pytest.raises(DocumentInputError, match="holds a JSON array: expected JSONL"):
+        read_documents_jsonl(tmp_path / "array.jsonl", DataClassification.INTERNAL)
+    (tmp_path / "utf16.jsonl").write_text(json.dumps({"id": "a", "text": "b"}) + "\n", encoding="utf-16")
+    with pytest.raises(DocumentInputError, match="is UTF-16 text: save it as UTF-8"):
+        read_documents_jsonl(tmp_path / "utf16.jsonl", DataClassification.INTERNAL)

@@ -159,3 +159,25 @@ def test_a_refused_json_command_prints_its_error_as_json_on_stdout(tmp_path):
     assert proc.returncode == 2 and "no judged outcomes in the ledger yet" in proc.stderr
     error = json.loads(proc.stdout.strip().splitlines()[-1])
     assert error["exit_code"] == 2 and error["error"].startswith("no judged outcomes in the ledger yet")
+
+
+def test_arguments_refused_by_the_parser_or_an_unwritable_output_say_so_before_any_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "a", "text": "ACME Ltd\nTotal 1.00"}) + "\n")
+    (tmp_path / "a-folder").mkdir()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "orchestration_assets.cli", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    bad_count = cli("demo", "--count", "abc", "--json")
+    assert bad_count.returncode == 2 and "invalid int value: 'abc'" in bad_count.stderr
+    assert json.loads(bad_count.stdout) == {"error": "argument --count: invalid int value: 'abc'", "exit_code": 2}
+    no_run = cli("trace", "--json")
+    assert no_run.returncode == 2 and json.loads(no_run.stdout)["error"] == "the following arguments are required: run_id"
+    folder = cli("demo", "--input", str(docs), "--output", str(tmp_path / "a-folder"), "--json")
+    assert folder.returncode == 2 and "is a directory: give a file path" in folder.stderr
+    assert "Traceback" not in folder.stderr and json.loads(folder.stdout)["exit_code"] == 2
+    assert not (tmp_path / "home" / "storage").exists()  # refused before any run
