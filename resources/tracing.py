@@ -327,7 +327,8 @@ class TraceRecorder:
                 yield span
             except BaseException as exc:
                 span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+                if span.status.status_code is not StatusCode.ERROR:  # a reason set before raising stays
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
                 raise
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

@@ -1,6 +1,7 @@
 """`ai-orch demo` as a user runs it: a subprocess on a fresh DAGSTER_HOME, offline, no keys."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -92,6 +93,14 @@ def test_a_batch_past_its_failure_rate_fails_the_step_saying_so(tmp_path):
     proc, _ = _demo(tmp_path, "--input", str(bad), check_json=False)
     assert proc.returncode != 0
     assert "2 of 3 items failed (67%), more than max_failure_rate 50%; first: line-2: unreadable input" in proc.stderr
+    # The trace marks the step failed, with the same reason, not only its items.
+    run_id = re.search(r"run ([0-9a-f-]{36}) could not complete", proc.stderr).group(1)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_ORCH_CATALOG")}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    trace = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "trace", run_id], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    step_line = trace.stdout.splitlines()[0]
+    assert step_line.startswith("✗ step invoice_extractions") and "FAILED [Failure]: 2 of 3 items failed (67%)" in step_line
 
 
 def test_input_without_a_single_document_exits_2(tmp_path):

@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from orchestration_assets.ai_task import (
-    AITask, CallContext, ItemOutcome, batch_metadata, raise_past_failure_rate,
+    AITask, CallContext, ItemOutcome, batch_metadata,
 )
 from orchestration_assets.invoices.generator import generate_invoices
 from orchestration_assets.invoices.quality import InvoiceQualityPolicy, invoice_item_check, passing_rows
@@ -119,9 +119,9 @@ def invoice_extractions(
     """Each invoice routed to a model and extracted into vendor, number, date, currency, total, lines."""
     where = CallContext.from_asset(context)
     step = run_ai_step(context, INVOICE_EXTRACTION, raw_invoices, where,
-                       AIStepResources(routing, models, ledger, budget, audit, tracing), workflow="invoices")
+                       AIStepResources(routing, models, ledger, budget, audit, tracing), workflow="invoices",
+                       max_failure_rate=config.max_failure_rate)
     outcomes, history, guard, scope, store = step.outcomes, step.history, step.guard, step.scope, step.store
-    raise_past_failure_rate(outcomes, config.max_failure_rate)
     frame, redacted = redact_for_persistence(extraction_frame(outcomes, context.run_id), REDACTED_COLUMNS,
                                              sources={o.document.id: o.document.text for o in outcomes})
     host = HostCapabilities.detect()

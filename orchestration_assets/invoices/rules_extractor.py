@@ -470,7 +470,8 @@ def _extract_date(lines: list[Line]) -> Optional[str]:
 
 # --------------------------------------------------------------------------- currency
 
-_SYMBOLS = [("US$", "USD"), ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
+_SYMBOLS = [("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Mex$", "MXN"), ("NT$", "TWD"), ("R$", "BRL"),
+            ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
             ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
             ("zł", "PLN"), ("Kč", "CZK"), ("$", "USD")]
 _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
