@@ -181,6 +181,21 @@ def test_dinars_written_the_local_way(text: str, currency, total: float) -> None
     assert (got.currency, got.total) == (currency, total)
 
 
+@pytest.mark.parametrize("mark,code", [("R$", "BRL"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("NT$", "TWD"), ("$", "USD")])
+def test_dollar_marks_with_a_country_prefix_are_their_own_currency(mark: str, code: str) -> None:
+    got = extract_invoice(f"Cafe Central\nCoffee {mark} 8,00\nTotal {mark} 8,00")
+    assert (got.currency, got.total) == (code, 8.0)
+
+
+@pytest.mark.parametrize("text", [
+    "jan.nowak@wp.pl\nInvoice Q-1\nDate: 2025-02-10\nTotal PLN 300.00",
+    "Sole trader: Marie Curie-Dubois\nFacture F-77\nDate : 01/06/2025\nTotal TTC 120,00 €",
+    "Rechnung 2025-17\nGesamtbetrag 80,00 EUR",
+])
+def test_a_total_line_or_a_document_title_is_never_the_vendor(text: str) -> None:
+    assert extract_invoice(text).vendor is None  # unknown, which the vendor_present check reports
+
+
 def test_a_non_finite_total_is_no_total() -> None:
     from orchestration_assets.invoices.schema import InvoiceExtraction
 

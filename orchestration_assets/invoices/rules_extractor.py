@@ -553,7 +553,10 @@ _VENDOR_LABEL = re.compile(
 _NOT_VENDOR = re.compile(
     r"(?<![A-Z])(?:TAX INVOICE|INVOICE|RECEIPT|CASH BILL|BILL|WELCOME|THANK|TEL|PHONE|FAX|EMAIL|E-MAIL|WWW|HTTP|"
     r"GST|VAT|SST|REG|REGISTRATION|CO\.? ?NO|COMPANY NO|ROC|BRN|DATE|TIME|CASHIER|TABLE|ORDER|DOCUMENT|QUOTATION|STATEMENT|"
-    r"BILL TO|SHIP TO|CUSTOMER|PAGE|COPY|ORIGINAL|MEMBER|OPEN|HOURS)(?![A-Z])"
+    r"BILL TO|SHIP TO|CUSTOMER|PAGE|COPY|ORIGINAL|MEMBER|OPEN|HOURS|"
+    # the document's type in other languages: a title, not who issued it
+    r"CREDIT NOTE|FACTURE|FACTURA|FATTURA|FATURA|FAKTURA|RECHNUNG|GUTSCHRIFT|FACTUUR|NOTA FISCAL|BELEG|QUITTUNG|"
+    r"KVITTO|PARAGON|RECIBO|RICEVUTA)(?![A-Z])"
 )
 _ADDRESS_HINT = re.compile(
     r"(?<![A-Z])(?:JALAN|JLN|LORONG|TAMAN|LOT|BLOK|BLOCK|FLOOR|SUITE|STREET|ST\.|ROAD|RD\.?|AVENUE|AVE\.?|LANE|"
@@ -594,6 +597,8 @@ def _vendor_score(raw: str, canon: str) -> int:
         return 0
     suffix = _LEGAL_SUFFIX.search(canon)
     if _NOT_VENDOR.search(canon) and not suffix:
+        return 0
+    if _total_tier(canon) and _amounts(raw):  # "Total PLN 300.00": the amount due, not who asks for it
         return 0
     if _ADDRESS_HINT.search(canon) and not suffix:
         return 0
