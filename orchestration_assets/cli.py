@@ -307,13 +307,20 @@ def _check_output_path(path: Path) -> None:
 
 
 def _write_output(frame, path: Path) -> None:
+    """One JSONL row per document; a row that breaks a quality rule names it (``failed_checks``): the batch's
+    checks pass at a pass rate, so a wrong row in a passing batch is still marked."""
+    from orchestration_assets.invoices.quality import InvoiceQualityPolicy, failed_rules
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    failed = failed_rules(frame, InvoiceQualityPolicy().total_tolerance)
     with open(path, "w", encoding="utf-8") as handle:
-        for row in frame.to_dict(orient="records"):
+        for row, rules in zip(frame.to_dict(orient="records"), failed):
             out = {"id": row["id"], **{k: _plain(row[k]) for k in OUTPUT_FIELDS}}
             out.update(model=_plain(row["model"]), route=_plain(row["route_reason"]), cost_usd=_plain(row["cost_usd"]))
             if _plain(row["error"]) is not None:
                 out["error"] = row["error"]
+            if rules and _plain(row["error"]) is None:
+                out["failed_checks"] = rules
             # allow_nan=False: a missing value is null, never NaN, which strict JSON readers refuse
             handle.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
 

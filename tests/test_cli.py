@@ -190,3 +190,19 @@ def test_arguments_refused_by_the_parser_or_an_unwritable_output_say_so_before_a
     assert folder.returncode == 2 and "is a directory: give a file path" in folder.stderr
     assert "Traceback" not in folder.stderr and json.loads(folder.stdout)["exit_code"] == 2
     assert not (tmp_path / "home" / "storage").exists()  # refused before any run
+
+
+def test_output_rows_name_the_checks_they_fail_even_when_the_batch_passes(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in [
+        {"id": "ok", "text": "ACME Ltd\nInvoice INV-1\nDate: 2025-03-05\nWidget 10.00\nTotal USD 10.00"},
+        {"id": "credit", "text": "Blue Ltd\nCREDIT NOTE CN-12\n2026-02-03\nReturned widget (40.00)\nTotal (GBP 40.00)"},
+        {"id": "no-vendor", "text": "Invoice Q-1\nDate: 2025-02-10\nTotal PLN 300.00"},
+    ]) + "\n")
+    output = tmp_path / "out.jsonl"
+    proc, _ = _demo(tmp_path, "--input", str(docs), "--output", str(output), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
+    assert "failed_checks" not in rows["ok"]
+    assert rows["credit"]["total"] == -40.0 and rows["credit"]["failed_checks"] == ["total_not_negative"]
+    assert rows["no-vendor"]["vendor"] is None and rows["no-vendor"]["failed_checks"] == ["vendor_present"]
