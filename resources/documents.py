@@ -125,8 +125,8 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
             continue
         given.add(doc_id)
         documents.append(Document(id=doc_id, text=_clean_text(row["text"]), classification=classification))
-    if not any(d.input_error is None for d in documents):
-        first = next((d.input_error for d in documents), None)
+    if not any(d.input_error is None and d.text.strip() for d in documents):
+        first = next((d.input_error or d.checked().input_error for d in documents), None)
         raise DocumentInputError(f"{path} holds no readable document" + (f" (first problem: {first})" if first else ""))
     return documents
 

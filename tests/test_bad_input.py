@@ -108,3 +108,15 @@ def test_made_up_ids_never_collide_and_odd_ids_and_surrogates_are_refused_or_rep
     (tmp_path / "utf16.jsonl").write_text(json.dumps({"id": "a", "text": "b"}) + "\n", encoding="utf-16")
     with pytest.raises(DocumentInputError, match="is UTF-16 text: save it as UTF-8"):
         read_documents_jsonl(tmp_path / "utf16.jsonl", DataClassification.INTERNAL)
+
+
+def test_a_file_of_empty_documents_holds_no_readable_document(tmp_path):
+    import pytest
+
+    from resources.classification import DataClassification
+    from resources.documents import DocumentInputError, read_documents_jsonl
+
+    path = tmp_path / "blank.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "  "}) + "\n" + json.dumps({"id": "b", "text": ""}) + "\n")
+    with pytest.raises(DocumentInputError, match=r"holds no readable document \(first problem: empty document"):
+        read_documents_jsonl(path, DataClassification.INTERNAL)
