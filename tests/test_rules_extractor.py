@@ -196,6 +196,19 @@ def test_a_total_line_or_a_document_title_is_never_the_vendor(text: str) -> None
     assert extract_invoice(text).vendor is None  # unknown, which the vendor_present check reports
 
 
+@pytest.mark.parametrize("text,number", [
+    ("ACME SARL\nFacture n° F-2025-001\nTotal 10,00 €", "F-2025-001"),
+    ("ACME GmbH\nGutschrift Nr. GS-9\nGesamt 10,00 EUR", "GS-9"),
+    ("ACME GmbH\nBeleg Nr. 4711\nSumme 10,00", "4711"),
+    ("深圳公司\n发票号码: 04401234\n合计 10.00", "04401234"),
+    ("ACME\u2028Invoice INV-9\u2028Total 5.00", "INV-9"),  # Unicode line separators are line breaks
+    ("ACME Ltd\rInvoice # 77\rTotal 5.00", "77"),
+])
+def test_invoice_numbers_after_labels_in_other_languages_and_line_breaks(text: str, number: str) -> None:
+    got = extract_invoice(text)
+    assert got.invoice_number == number and got.vendor is not None
+
+
 def test_a_non_finite_total_is_no_total() -> None:
     from orchestration_assets.invoices.schema import InvoiceExtraction
 

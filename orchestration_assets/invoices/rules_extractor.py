@@ -66,9 +66,13 @@ def _strip_markup(line: str) -> str:
     return line.rstrip()
 
 
+_LINE_BREAK = re.compile(r"\r\n?|[\u2028\u2029\x85]")
+
+
 def _lines(text: str) -> list[Line]:
     text = CONTROL_CHARACTERS.sub("", text)  # NUL, form feeds (PDF and C-string exports) are never part of a field
-    raw_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    # CRLF, CR, and the Unicode line and paragraph separators (and NEL) some exports write, are line breaks
+    raw_lines = _LINE_BREAK.sub("\n", text).split("\n")
     if len(raw_lines) > MAX_LINES:  # keep the head and the tail, where the fields are
         raw_lines = raw_lines[: MAX_LINES // 2] + raw_lines[-MAX_LINES // 2 :]
     lines = []
@@ -351,9 +355,11 @@ _NUMBER_LABEL = re.compile(
     + "|".join(
         [
             rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|DOC(?:UMENT)?|{_fuzzy('ORDER')}"
-            rf"|TRANS(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}|CHEQUE|CHECK|RECHNUNGS?|FACTURE|FACTUUR)"
-            rf"[\s.,'`:;]*(?:{_fuzzy('NUMBER')}|NO|NR|NUM|N°|#|ID|REF)\b\.?",
-            r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER",
+            rf"|TRANS(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}|CHEQUE|CHECK|RECHNUNGS?|FACTURE|FACTUUR"
+            r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO|PARAGON(?: FISKALNY)?)"
+            # "N°" and "#" end in a non-word character: "(?![A-Z0-9])" where "\b" would never match after them
+            rf"[\s.,'`:;]*(?:{_fuzzy('NUMBER')}|NO|NR|NUM|N°|Nº|#|ID|REF)(?![A-Z0-9])\.?",
+            r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
         ]
     )
