@@ -45,9 +45,13 @@ _THREE_DECIMAL_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(THREE_DECIM
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
 # no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus
 _TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-", "\u2013": "-"})
-_LOCAL_DINAR_RE = re.compile(r"(?<![A-Za-z.])(?:KD|BD|R\.O\.|JD|DT)(?![A-Za-z])")  # "KD 12.500", "12,500 DT"
-_OPENS_PARENTHESIS = re.compile(r"\(\s*[^\d\s()]{0,3}\s*$")  # "(", "( RM ", "(€": what an accounting negative opens with
-_CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
+# How dinars are written locally: "KD 12.500" (Kuwait), "BD" (Bahrain), "R.O." / "RO" (Oman), "JD" (Jordan),
+# "DT" (Tunisia): shared with the rules extractor, which counts them only beside an amount.
+LOCAL_DINAR_MARKS = {"KD": "KWD", "BD": "BHD", "RO": "OMR", "JD": "JOD", "DT": "TND"}
+LOCAL_DINAR_RE = re.compile(r"(?<![A-Za-z.])(KD|BD|R\.O\.|RO|JD|DT)(?![A-Za-z])")
+# What an accounting negative opens with ("(", "( RM ", "(€") and closes with: shared with the rules extractor.
+OPENS_PARENTHESIS = re.compile(r"\(\s*(?P<mark>[^\d\s()]{0,3})\s*$")
+CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
 _TRAILING_MINUS = re.compile(r"-(?!\d)|\s*CR\b", re.I)  # "12.50-", "12.50 CR": credits ("12.50-15.00" is a range)
 _LEADING_MINUS = re.compile(r"(?:^|[\s(])-\s*[^\d\s()]{0,3}\s*$")  # "- 12.50", "-€12.50"; not "Total:-12.50" (a separator)
 
@@ -91,18 +95,11 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     before, after = text[: match.start()], text[match.end():]
     signed = raw.startswith("-") and not before.endswith((":", "=", "-"))  # "TOTAL:-45.00" is 45
     negative = (signed or _LEADING_MINUS.search(before) is not None or _TRAILING_MINUS.match(after) is not None
-                or (_OPENS_PARENTHESIS.search(before) is not None and _CLOSES_PARENTHESIS.match(after) is not None))
+                or (OPENS_PARENTHESIS.search(before) is not None and CLOSES_PARENTHESIS.match(after) is not None))
     digits = raw.lstrip("-")
-    three = (normalize_currency(currency) in THREE_DECIMAL_CURRENCIES or _THREE_DECIMAL_RE.search(text) is not None
-             or _LOCAL_DINAR_RE.search(text) is not None)
     last_sep = max(digits.rfind("."), digits.rfind(","))
     minor = len(digits) - last_sep - 1
-    # three minor digits: after a point, or after a comma that follows point or space grouping ("1 250,500 TND")
-    # (Tunisian amounts are written the French way, "12,500 DT": a comma there is the decimal mark.)
-    comma_decimal = normalize_currency(currency) == "TND" or re.search(r"\bTND\b|\bDT\b", text) is not None
-    three_minor = three and minor == 3 and (digits[last_sep] == "." or comma_decimal
-                                            or any(ch in digits[:last_sep] for ch in ". "))
-    if last_sep >= 0 and (1 <= minor <= 2 or three_minor):
+    if last_sep >= 0 and (1 <= minor <= 2 or (minor == 3 and _three_minor_digits(digits, last_sep, text, currency))):
         whole, frac = digits[:last_sep], digits[last_sep + 1 :]
     else:
         whole, frac = digits, ""
@@ -113,6 +110,18 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     if not math.isfinite(number):  # 400 nines is no amount
         return None
     return -number if negative and number else number
+
+
+def _three_minor_digits(digits: str, last_sep: int, text: str, currency: Optional[str]) -> bool:
+    """Whether the three digits after ``digits[last_sep]`` are a three-decimal currency's fils: after a point, or
+    after a comma that follows point or space grouping ("1 250,500 TND") or in Tunisian dinars, written the
+    French way ("12,500 DT")."""
+    code = normalize_currency(currency)
+    named = _THREE_DECIMAL_RE.search(text) or LOCAL_DINAR_RE.search(text)
+    if code not in THREE_DECIMAL_CURRENCIES and named is None:
+        return False
+    tunisian = code == "TND" or (named is not None and named.group(0) in ("TND", "DT"))
+    return digits[last_sep] == "." or tunisian or any(ch in digits[:last_sep] for ch in ". ")
 
 
 _DEFAULT_A, _DEFAULT_B = datetime(2001, 1, 1), datetime(2002, 2, 2)

@@ -24,7 +24,10 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from orchestration_assets.invoices.normalize import ISO_CURRENCIES, THREE_DECIMAL_CURRENCIES, normalize_date, parse_amount
+from orchestration_assets.invoices.normalize import (
+    CLOSES_PARENTHESIS, ISO_CURRENCIES, LOCAL_DINAR_MARKS, LOCAL_DINAR_RE, OPENS_PARENTHESIS, THREE_DECIMAL_CURRENCIES,
+    normalize_date, parse_amount,
+)
 from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
 from resources.documents import CONTROL_CHARACTERS
 
@@ -140,8 +143,6 @@ _AMOUNT = _amount_pattern(three_decimals=False)
 _AMOUNT_THREE_DECIMALS = _amount_pattern(three_decimals=True)
 # The document's currency when it has three minor digits (set by ``_extract`` for the document it reads).
 _THREE_DECIMAL_CURRENCY: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("three_decimal_currency", default=None)
-_OPENS_PARENTHESIS = re.compile(r"\(\s*(?P<mark>[^\d\s()]{0,3})\s*$")
-_CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
 _TRAILING_MINUS = re.compile(r"[\-\u2212](?![\d\-])")
 
 
@@ -154,8 +155,8 @@ def _credit(text: str, match: re.Match[str], decimal: bool) -> bool:
     signed = start and text[start - 1] in "-\u2212" and (start < 2 or text[start - 2] not in ":=-\u2212")
     if signed or _TRAILING_MINUS.match(text, end):
         return True
-    opened = _OPENS_PARENTHESIS.search(text, max(0, start - 8), start)
-    return bool(opened and (decimal or opened.group("mark")) and _CLOSES_PARENTHESIS.match(text, end))
+    opened = OPENS_PARENTHESIS.search(text, max(0, start - 8), start)
+    return bool(opened and (decimal or opened.group("mark")) and CLOSES_PARENTHESIS.match(text, end))
 
 
 @dataclass(frozen=True)
@@ -493,12 +494,6 @@ _AMBIGUOUS_CODES = frozenset({"TRY", "PHP", "CAD", "BHD"})
 _CURRENCY_LABEL = re.compile(r"(?:CURRENCY|W[AÄ]HRUNG|DEVISE|MONNAIE|MONEDA|VALUTA|MATA\s+WANG)\s*[:=]?\s*(?:\(|$)", re.I)
 
 
-# How dinars are written locally: "KD 12.500" (Kuwait), "BD" (Bahrain), "R.O." / "RO" (Oman), "JD" (Jordan),
-# "DT" (Tunisia). Short letter pairs, so they count only beside an amount, like the ambiguous codes.
-_LOCAL_MARKS = {"KD": "KWD", "BD": "BHD", "RO": "OMR", "JD": "JOD", "DT": "TND"}
-_LOCAL_MARK_RE = re.compile(r"(?<![A-Za-z.])(KD|BD|R\.O\.|RO|JD|DT)(?![A-Za-z])")
-
-
 def _beside_amount(raw: str, start: int, end: int) -> bool:
     """Written where a currency is stated: beside an amount, or after a currency label ("Currency: CAD")."""
     return bool(re.match(r"\s*-?\d", raw[end:]) or re.search(r"\d\s*$", raw[:start])
@@ -511,7 +506,8 @@ def _currencies_in(raw: str) -> list[str]:
              if m.group(1) not in _AMBIGUOUS_CODES
              or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end()))]
     found += ["MYR"] * len(_RM_RE.findall(upper))
-    found += [_LOCAL_MARKS[m.group(1).replace(".", "").upper()] for m in _LOCAL_MARK_RE.finditer(raw)
+    # Local dinar marks (KD, R.O., DT...) are short letter pairs: like the ambiguous codes, only beside an amount.
+    found += [LOCAL_DINAR_MARKS[m.group(1).replace(".", "")] for m in LOCAL_DINAR_RE.finditer(raw)
               if _beside_amount(raw, m.start(), m.end())]
     rest = raw
     for symbol, code in _SYMBOLS:
@@ -521,16 +517,22 @@ def _currencies_in(raw: str) -> list[str]:
     return found
 
 
-def _extract_currency(lines: list[Line], total_index: Optional[int]) -> Optional[str]:
+def _currency_counts(lines: list[Line]) -> dict[str, int]:
+    """How often the document names each currency (read once per document: the three-decimal mode and the
+    currency field both start from it)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        for code in _currencies_in(line.raw):
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dict[str, int]) -> Optional[str]:
     if total_index is not None and total_index >= 0:
         for line in lines[total_index : total_index + 2]:
             on_total = _currencies_in(line.raw)
             if on_total:
                 return on_total[0]
-    counts: dict[str, int] = {}
-    for line in lines:
-        for code in _currencies_in(line.raw):
-            counts[code] = counts.get(code, 0) + 1
     return max(counts, key=lambda c: counts[c]) if counts else None
 
 
@@ -768,27 +770,24 @@ def _extract(text: str, part: bool = False) -> InvoiceExtraction:
     lines = _lines(text)
     if not lines:
         return InvoiceExtraction()
-    token = _THREE_DECIMAL_CURRENCY.set(_three_decimal_currency(lines))
+    counts = _currency_counts(lines)
+    token = _THREE_DECIMAL_CURRENCY.set(_three_decimal_currency(counts))
     try:
-        return _extract_lines(lines, part)
+        return _extract_lines(lines, part, counts)
     finally:
         _THREE_DECIMAL_CURRENCY.reset(token)
 
 
-def _three_decimal_currency(lines: list[Line]) -> Optional[str]:
+def _three_decimal_currency(counts: dict[str, int]) -> Optional[str]:
     """The document's currency when it is one with three minor digits (KWD, BHD...): the one named most
     often, ahead of any other (a Gulf invoice may quote a rate or a USD equivalent beside its dinars)."""
-    counts: dict[str, int] = {}
-    for line in lines:
-        for code in _currencies_in(line.raw):
-            counts[code] = counts.get(code, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
     if not ranked or ranked[0][0] not in THREE_DECIMAL_CURRENCIES or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
         return None
     return ranked[0][0]
 
 
-def _extract_lines(lines: list[Line], part: bool) -> InvoiceExtraction:
+def _extract_lines(lines: list[Line], part: bool, counts: dict[str, int]) -> InvoiceExtraction:
     integers = not _uses_decimals(lines)
     candidates = _total_candidates(lines, integers)
     chosen = _choose_total(candidates, _cash_minus_change(lines, integers))
@@ -804,7 +803,7 @@ def _extract_lines(lines: list[Line], part: bool) -> InvoiceExtraction:
         vendor=_extract_vendor(lines),
         invoice_number=_extract_number(lines),
         date=_extract_date(lines),
-        currency=_extract_currency(lines, chosen.index if chosen else None),
+        currency=_extract_currency(lines, chosen.index if chosen else None, counts),
         total=total,
         tax=tax,
         line_items=items,
