@@ -12,10 +12,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import gc
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -24,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 
 from resources.catalog import ModelCatalog, ModelSpec
-from resources.complexity import estimate_complexity, estimate_tokens
+from resources.complexity import ComplexityEstimate, estimate_complexity, estimate_tokens
 from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
 from resources.ledger_writer import LedgerWriter
@@ -211,6 +212,34 @@ class _Batch:
     writer: Optional[LedgerWriter] = None
     completed: dict[str, str] = field(default_factory=dict)  # idempotency key → stored answer (re-executions)
     draining: bool = False  # no item is left to start
+    _deferred: deque = field(default_factory=deque)  # (bookkeeping, the item it belongs to), in order
+    _drain_scheduled: bool = False
+
+    def later(self, bookkeeping: Callable[[], None], outcome: "ItemOutcome") -> None:
+        """Do an item's bookkeeping (its ledger row and features, its audit entries) in the event loop's next turn.
+
+        Why: between a worker's reply and its next request, everything the loop does delays that
+        request, and so every call after it. A call's record is needed by nothing that follows
+        in its worker, so it waits one turn: by then the worker has routed its next item and
+        written that request (the path to the socket never suspends), and the loop does the
+        record while the call is in flight. Order is kept (a queue); a bookkeeping step that
+        raises fails its item, as it did inline; ``drain`` runs whatever is left before the
+        batch returns, so nothing a call returned goes unrecorded.
+        """
+        self._deferred.append((bookkeeping, outcome))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self.drain)
+
+    def drain(self) -> None:
+        self._drain_scheduled = False
+        while self._deferred:
+            bookkeeping, outcome = self._deferred.popleft()
+            try:
+                bookkeeping()
+            except Exception as exc:  # e.g. the journal's disk is full: the item fails, the batch goes on
+                outcome.crash = outcome.crash or _storable_error(f"recording failed: {type(exc).__name__}: {exc}",
+                                                                 outcome.document)
 
     def completed_call(self, key: str, model_id: str) -> Optional[CallResult]:
         """The answer a run this one re-executes already paid for, or None."""
@@ -240,6 +269,7 @@ class _Batch:
             async with self.gateway.batch_transport(len(documents)):
                 await asyncio.gather(*(worker() for _ in range(min(concurrency, len(documents)))))
         finally:
+            self.drain()
             await self.gateway.aclose_async()
         return [o for o in outcomes if o is not None]
 
@@ -261,16 +291,41 @@ class _Batch:
             try:
                 complexity = estimate_complexity(item.text)  # once per item: routing, features and the record share it
                 decision = self.policy.decide(item, self.gateway.catalog, availability, complexity)
-                features = decision.features or item_features(item, complexity, self.space)
-                outcome = await _call_chain(self, document, decision, encode_sketch(features), availability)
+                features = _Features(decision.features, item, complexity, self.space)
+                outcome = await _call_chain(self, document, decision, features, availability)
             except Exception as exc:  # a bug or a bad document fails its item, not the batch
                 decision = decision or _no_route(document, self.policy, "failed before a route was chosen")
                 outcome = ItemOutcome(document, decision, None,
                                       crash=_storable_error(f"{type(exc).__name__}: {exc}", document))
             _mark_item_span(span, outcome, document)
         if self.writer is not None:
-            self.writer.append_audit(audit_entries(outcome, self.where, self.gateway.catalog))
+            self.later(functools.partial(_append_audit, self.writer, outcome, self.where, self.gateway.catalog), outcome)
         return outcome
+
+
+def _append_audit(writer: LedgerWriter, outcome: "ItemOutcome", where: CallContext, catalog: ModelCatalog) -> None:
+    writer.append_audit(audit_entries(outcome, where, catalog))
+
+
+@dataclass
+class _Features:
+    """An item's routing features as the ledger stores them, computed when its first record is written.
+
+    The learned policy computed them to decide (``decision.features``); for the others they are
+    computed here, off the path from a reply to the next request (``_Batch.later``).
+    """
+
+    sketch: Optional[dict[int, float]]
+    item: RoutingItem
+    complexity: ComplexityEstimate
+    space: FeatureSpace
+    _encoded: Optional[str] = None
+
+    @property
+    def encoded(self) -> str:
+        if self._encoded is None:
+            self._encoded = encode_sketch(self.sketch or item_features(self.item, self.complexity, self.space))
+        return self._encoded
 
 
 def _mark_item_span(span, outcome: ItemOutcome, document: Document) -> None:
@@ -295,7 +350,7 @@ def _no_route(document: Document, policy: RoutingPolicy, reason: str) -> Routing
                            policy=getattr(policy, "name", "unknown"))
 
 
-async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecision, features: str,
+async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecision, features: _Features,
                       availability) -> ItemOutcome:
     """Call the chosen model; in a cascade, escalate along the chain while the item check fails.
 
@@ -349,15 +404,12 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
             if reservation is not None:
                 guard.ledger.release(reservation)
         else:
-            record = _record(where, task, document, decision, result, gateway.catalog,
-                             attempt=attempt, accepted=problem is None, reason=reason, features=features)
-            record.redaction = redaction.describe() if redaction is not None else "none"
-            record.idempotency_key = key
-            # The answer kept beside its ledger row, for a re-execution to reuse; only where the
-            # data policy lets raw-derived content persist (confidential and restricted: never).
-            kept = ([(key, record.call_id, result.output.model_dump_json())]
-                    if result.ok and active_policy().may_persist_raw(document.classification) else [])
-            guard.settle(reservation, [record], writer=batch.writer, outputs=kept)
+            settle = functools.partial(_settle, batch, document, decision, result, reservation, features, attempt=attempt,
+                                       accepted=problem is None, reason=reason, redaction=redaction, key=key)
+            if batch.writer is not None:
+                batch.later(settle, outcome)
+            else:
+                settle()
         outcome.attempts.append(result)
         outcome.result, outcome.check_failure = result, problem
         if problem is None:
@@ -377,6 +429,21 @@ async def _call_chain(batch: _Batch, document: Document, decision: RoutingDecisi
 
 
 MAX_FALLBACKS = 2  # other models tried per item after its endpoints failed
+
+
+def _settle(batch: _Batch, document: Document, decision: RoutingDecision, result: CallResult, reservation,
+            features: _Features, *, attempt: int, accepted: bool, reason: str, redaction: Optional["_Redaction"],
+            key: str) -> None:
+    """A completed call's ledger row, charged to the guard's budgets and closing its reservation."""
+    record = _record(batch.where, batch.task, document, decision, result, batch.gateway.catalog,
+                     attempt=attempt, accepted=accepted, reason=reason, features=features.encoded)
+    record.redaction = redaction.describe() if redaction is not None else "none"
+    record.idempotency_key = key
+    # The answer kept beside its ledger row, for a re-execution to reuse; only where the
+    # data policy lets raw-derived content persist (confidential and restricted: never).
+    kept = ([(key, record.call_id, result.output.model_dump_json())]
+            if result.ok and active_policy().may_persist_raw(document.classification) else [])
+    batch.guard.settle(reservation, [record], writer=batch.writer, outputs=kept)
 
 
 def _endpoint_failed(result: CallResult) -> bool:

@@ -42,7 +42,7 @@ import dagster as dg
 import duckdb
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
-from resources.duckdb_file import default_data_dir, insert_rows, locked_connection
+from resources.duckdb_file import default_data_dir, has_table, insert_rows, locked_connection
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first entry: a fixed constant, so an emptied-and-restarted chain looks like any other start."""
@@ -448,8 +448,7 @@ class _ChainScan:
 
 
 def _has_table(conn) -> bool:
-    (n,) = conn.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'audit_log'").fetchone()
-    return n > 0
+    return has_table(conn, "audit_log")
 
 
 def _chain_head(conn) -> AuditHead:

@@ -125,8 +125,8 @@ class ModelGateway:
         A local server is started (once, blocking) on first use; an in-process Python model runs
         inline, since it holds the interpreter either way.
         """
-        if model_id in self._clients:
-            client, failed = self._clients[model_id], None
+        if model_id in self._clients or not self._slow_to_make(model_id):
+            client, failed = self._client_or_error(model_id)
         else:  # starting a local server takes seconds: not on the event loop
             client, failed = await asyncio.to_thread(self._client_or_error, model_id)
         if failed is not None:
@@ -170,6 +170,12 @@ class ModelGateway:
             closer = getattr(client, "aclose", None)
             if closer is not None:
                 await closer()
+
+    def _slow_to_make(self, model_id: str) -> bool:
+        """Could a first call's client take long to make: a local server to start, an in-process model to load
+        (seconds)? A client of an endpoint takes microseconds, made on the loop without a thread hop."""
+        spec = self.catalog.get(model_id)
+        return spec.protocol is Protocol.PYTHON or not spec.endpoint
 
     def _client_or_error(self, model_id: str) -> tuple[Optional[ModelClient], Optional[CallResult]]:
         """The model's client, or the failed call of a model that cannot even start (marked unavailable for good)."""

@@ -53,7 +53,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from resources.reliability import error_type
-from resources.duckdb_file import default_data_dir, locked_connection
+from resources.duckdb_file import default_data_dir, has_table, locked_connection
 
 log = logging.getLogger(__name__)
 
@@ -407,8 +407,7 @@ class TraceStore:
         if not self.path.exists():
             return []
         with locked_connection(self.path, read_only=True, timeout_s=self.timeout_s) as conn:
-            (tables,) = conn.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'spans'").fetchone()
-            if not tables:
+            if not has_table(conn, "spans"):
                 return []
             cursor = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM spans WHERE run_id = ? ORDER BY start_time, span_id",
                                   [run_id])
@@ -427,8 +426,7 @@ class TraceStore:
         if not self.path.exists() or not prefix:
             return []
         with locked_connection(self.path, read_only=True, timeout_s=self.timeout_s) as conn:
-            (tables,) = conn.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'spans'").fetchone()
-            if not tables:
+            if not has_table(conn, "spans"):
                 return []
             rows = conn.execute("SELECT DISTINCT run_id FROM spans WHERE starts_with(run_id, ?) ORDER BY run_id LIMIT ?",
                                 [prefix, limit]).fetchall()

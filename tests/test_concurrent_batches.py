@@ -20,7 +20,10 @@ from resources.classification import DataClassification
 from resources.documents import Document
 from resources.ledger import DuckDBLedger
 from resources.model_gateway import ModelGatewayResource
-from resources.routing import RulesPolicy
+from resources.complexity import estimate_complexity
+from resources.routing import RoutingItem, RulesPolicy, item_features
+from resources.routing_features import FeatureSpace, decode_sketch
+from resources.spend_guard import SpendGuard
 from tests.protocol_servers import Behaviour, Exchange, OpenAIChatServer
 
 KEY = "sk-test-concurrency"
@@ -166,3 +169,44 @@ def test_the_startup_heap_sits_out_collections_during_a_batch_and_is_handed_back
     assert all(o.error is None for o in outcomes) and len(calls) == 3
     assert len(watching.frozen) == 3 and min(watching.frozen) > 10_000  # Dagster, pandas, pydantic: parked
     assert gc.get_freeze_count() == before == 0  # handed back to the collector
+
+
+class _DiskFullFor(SpendGuard):
+    """A guard whose recording of one item's call fails, as a full disk fails the journal write."""
+
+    def __init__(self, ledger, item_id):
+        super().__init__(ledger, enforce=False)
+        self.item_id = item_id
+
+    def settle(self, reservation, records, writer=None, outputs=()):
+        if any(r.item_id == self.item_id for r in records):
+            raise OSError(28, "No space left on device")
+        super().settle(reservation, records, writer=writer, outputs=outputs)
+
+
+def test_a_call_whose_recording_fails_fails_its_item_alone_and_the_rest_are_recorded_with_their_features(tmp_path):
+    """Records are written after the next request goes out (``_Batch.later``): a failure there still names its item,
+    and every other call's row, its routing features included, is in the ledger when the batch returns."""
+    documents = _documents(8)
+    catalog = tmp_path / "catalog.yaml"
+    with OpenAIChatServer(api_key=KEY, default=Held(seconds=0.05)) as server:
+        catalog.write_text("models:\n  - id: rules-invoice\n    enabled: false\n  - id: local-gemma3-270m\n    enabled: false\n"
+                           f"  - id: gpt-4o-mini\n    endpoint: {server.url}\n")
+        gateway = ModelGatewayResource(catalog_path=str(catalog), openai_api_key=KEY, max_concurrency=4).gateway()
+        ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+        try:
+            outcomes = run_ai_task(INVOICE_EXTRACTION, documents, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
+                                   ledger=ledger, where=CallContext(run_id="disk-full"), guard=_DiskFullFor(ledger, "doc-03"))
+        finally:
+            gateway.close()
+    errors = {o.document.id: o.error for o in outcomes}
+    assert errors.pop("doc-03") == "item failed: recording failed: OSError: [Errno 28] No space left on device"
+    assert set(errors.values()) == {None}
+    calls = ledger.calls("disk-full").set_index("item_id")
+    assert sorted(calls.index) == sorted(errors)
+    for document in documents:
+        if document.id in errors:
+            item = RoutingItem(item_id=document.id, task=INVOICE_EXTRACTION.name, text=document.text,
+                               classification=document.classification, attributes=dict(INVOICE_EXTRACTION.attributes))
+            expected = item_features(item, estimate_complexity(document.text), FeatureSpace())
+            assert decode_sketch(calls.loc[document.id, "features"]) == pytest.approx(expected, rel=1e-6)

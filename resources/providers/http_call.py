@@ -206,7 +206,11 @@ class HttpModelClient:
     url: str
 
     def __init__(self, timeout: "httpx.Timeout | float", http_client: Optional[httpx.Client]):
-        self._http, self._owns_http = make_http_client(timeout, http_client)
+        # The sync client is built on the first sync call: a batch never makes one, and an httpx.Client
+        # costs ~20-40 ms (its TLS context), which the first calls of every batch waited out.
+        self._http: Optional[httpx.Client] = http_client
+        self._owns_http = http_client is None
+        self._sync_timeout = timeout
         self._timeout = request_timeout(timeout, http_client)
         limits = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         # httpx's read timeout is the wait between bytes: aiohttp's sock_read; connect likewise.
@@ -225,6 +229,8 @@ class HttpModelClient:
         raise NotImplementedError
 
     def call(self, request: StructuredRequest) -> CallResult:
+        if self._http is None:
+            self._http, _ = make_http_client(self._sync_timeout, None)
         reply = post_json(self._http, self.url, body=self.request_body(request), headers=self.headers(),
                           model_id=self.spec.id, timeout=self._timeout)
         return self._result(reply, request)
@@ -269,8 +275,9 @@ class HttpModelClient:
             await session.close()
 
     def close(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             self._http.close()
+            self._http = None
 
 
 # The body bytes httpx sends for ``json=``: both paths send a provider the same request (and a NaN is refused here).
