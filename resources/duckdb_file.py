@@ -20,16 +20,21 @@ touches the ledger once per call, so that instance build was most of what record
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import itertools
+import logging
 import os
 import random
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import duckdb
+
+log = logging.getLogger(__name__)
 
 
 class LedgerBusyError(TimeoutError):
@@ -46,8 +51,12 @@ def default_data_dir() -> Path:
 def locked_connection(path: "str | Path", *, read_only: bool = False, timeout_s: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection whose default database is the file at ``path``, held (both locks) until the block ends.
 
-    Unqualified table names resolve to the file. Whatever the block leaves uncommitted is rolled
-    back when it ends, as on closing a connection.
+    Unqualified table names resolve to the file, and the database is named after the file's
+    stem as ``duckdb.connect`` names it (``warehouse`` for ``warehouse.duckdb``), so SQL that
+    qualifies names with it still works. Whatever the block leaves uncommitted is rolled back
+    when it ends, as on closing a connection. Catalog views (``information_schema``,
+    ``duckdb_tables()``) also list other files this process has attached at that moment:
+    filter them on ``current_database()`` (``has_table``).
     """
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,57 +66,109 @@ def locked_connection(path: "str | Path", *, read_only: bool = False, timeout_s:
         try:
             yield conn
         finally:
-            conn.close()  # rolls back an open (or aborted) transaction, which would refuse the detach
-            _HOST.detach(alias)
+            try:
+                conn.close()  # rolls back an open (or aborted) transaction, which would refuse the detach
+            finally:
+                _HOST.detach(alias)
+
+
+_RESERVED_NAMES = {"memory", "system", "temp", "main"}
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class _AttachHost:
     """The process's in-memory DuckDB that files are attached to and detached from.
 
-    One per process: after a fork the child builds its own and never touches (or destroys)
-    the instance it inherited, whose threads did not come with it. Each access gets its own
-    cursor (DuckDB connections are not thread-safe) and its own alias, so threads attaching
-    different files at once never meet; the same file is never attached twice at once,
-    since ``_process_lock`` excludes other threads of this process as it does other processes.
+    Each access gets its own cursor (DuckDB connections are not thread-safe) and its own
+    database name, so threads attaching different files at once never meet; the same file is
+    never attached twice at once, since ``_process_lock`` excludes other threads of this
+    process as it does other processes. An access cut short (an interrupt between its end and
+    its DETACH, or a DETACH that failed) leaves its file attached: the next access to that
+    file, holding its lock, detaches it first. A forked child never touches, nor destroys, the
+    instance it inherited (its threads did not come along); it builds its own.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid: "int | None" = None
         self._conn: "duckdb.DuckDBPyConnection | None" = None
-        self._inherited: list = []
-        self._aliases = itertools.count()
+        self._attached: dict[str, str] = {}  # database name → absolute path, from before ATTACH until DETACH succeeds
+        self._suffixes = itertools.count(1)
 
     def _instance(self) -> duckdb.DuckDBPyConnection:
-        if self._conn is None or self._pid != os.getpid():
-            if self._conn is not None:
-                self._inherited.append(self._conn)  # kept alive: destroying it would join threads this process lacks
-            self._conn, self._pid = duckdb.connect(":memory:"), os.getpid()
+        if self._conn is None:
+            spill = Path(tempfile.gettempdir()) / f"ai_orchestration-duckdb-{os.getpid()}"
+            self._conn = duckdb.connect(":memory:", config={"temp_directory": str(spill)})
         return self._conn
 
-    def attach(self, path: Path, *, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, str]:
-        with self._lock:
-            cursor, alias = self._instance().cursor(), f"file_{next(self._aliases)}"
-        quoted = str(path).replace("'", "''")
-        try:
-            cursor.execute(f"ATTACH '{quoted}' AS {alias}{' (READ_ONLY)' if read_only else ''}")
-            cursor.execute(f"USE {alias}")
-        except BaseException:
-            cursor.close()
-            self.detach(alias)  # an ATTACH that succeeded before USE failed
-            raise
-        return cursor, alias
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's instance without destroying it (it stays allocated till exit)."""
+        if self._conn is not None:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._conn))
+        self._lock = threading.Lock()
+        self._conn, self._attached = None, {}
 
-    def detach(self, alias: str) -> None:
+    def _name_for(self, path: Path) -> str:
+        """The file's stem, as ``duckdb.connect`` names its database; suffixed if another file has it now."""
+        taken = {name.lower() for name in self._attached} | _RESERVED_NAMES
+        name = path.stem or "file"
+        while name.lower() in taken:
+            name = f"{path.stem or 'file'}_{next(self._suffixes)}"
+        return name
+
+    def attach(self, path: Path, *, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, str]:
+        key = str(path.absolute())
+        with self._lock:
+            cursor = self._instance().cursor()
+            stale = [name for name, attached in self._attached.items() if attached == key]
+        for name in stale:  # an earlier access to this file was cut short; we hold its lock, so nobody uses it
+            self.detach(name)
+        with self._lock:
+            name = self._name_for(path)
+            self._attached[name] = key  # reserved before ATTACH: an interrupt after it still leaves a record
+        try:
+            cursor.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {_identifier(name)}"
+                           f"{' (READ_ONLY)' if read_only else ''}")
+            cursor.execute(f"USE {_identifier(name)}")
+        except BaseException:
+            try:
+                cursor.close()
+            finally:
+                self.detach(name)  # an ATTACH that succeeded before USE failed; a no-op otherwise
+            raise
+        return cursor, name
+
+    def detach(self, name: str) -> None:
+        """Detach ``name``; a failure is logged, never raised: the access's own outcome stands.
+
+        A DETACH whose checkpoint fails (a full disk) has still detached, and what was committed
+        is in the file's WAL, which the next opener replays: raising here would report a write
+        that happened as failed. One that left the file attached is retried by its next access.
+        """
         with self._lock:
             cursor = self._instance().cursor()
         try:
-            cursor.execute(f"DETACH DATABASE IF EXISTS {alias}")
+            cursor.execute(f"DETACH DATABASE IF EXISTS {_identifier(name)}")
+        except duckdb.Error as exc:
+            try:
+                (attached,) = cursor.execute("SELECT COUNT(*) FROM duckdb_databases() WHERE database_name = ?",
+                                             [name]).fetchone()
+            except duckdb.Error:
+                attached = 1  # cannot tell: retried by the file's next access, a no-op if it was detached
+            log.warning("detaching %s: %s%s", self._attached.get(name, name), exc,
+                        "; it stays attached until its next access" if attached else "")
+            if attached:
+                return
         finally:
             cursor.close()
+        with self._lock:
+            self._attached.pop(name, None)
 
 
 _HOST = _AttachHost()
+os.register_at_fork(after_in_child=_HOST.forget_after_fork)
 
 
 @contextlib.contextmanager

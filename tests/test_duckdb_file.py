@@ -6,14 +6,16 @@ never leaves the file held, and a process that forked after using it gets its ow
 """
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from resources.duckdb_file import LedgerBusyError, has_table, locked_connection
+from resources.duckdb_file import _HOST, LedgerBusyError, has_table, locked_connection
 from resources.tracing import TraceStore
 
 
@@ -124,3 +126,55 @@ def test_a_file_held_by_a_process_outside_the_lock_is_waited_for_then_refused(tm
     finally:
         holder.wait(30)
     assert _rows_seen_by_another_process(path) == 1
+
+
+def test_the_database_is_named_after_the_file_as_duckdb_connect_names_it(tmp_path):
+    """User SQL (``DuckDBWarehouseResource.read``) may qualify names with it: ``warehouse.spend_report``."""
+    path = tmp_path / "warehouse.duckdb"
+    with locked_connection(path) as conn:
+        conn.execute("CREATE TABLE spend_report (x INTEGER)")
+        conn.execute("INSERT INTO spend_report VALUES (1), (2)")
+    with locked_connection(path, read_only=True) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == "warehouse"
+        assert conn.execute("SELECT COUNT(*) FROM warehouse.main.spend_report").fetchone()[0] == 2
+        with locked_connection(tmp_path / "other" / "warehouse.duckdb") as same_stem:  # taken now: another name
+            assert same_stem.execute("SELECT current_database()").fetchone()[0] != "warehouse"
+
+
+def test_an_access_cut_short_before_its_detach_does_not_hold_the_file(tmp_path):
+    """An interrupt between an access's end and its DETACH leaves the file attached; the next access detaches it
+    (it holds the file's lock, so nobody else uses it) instead of failing for good."""
+    path = tmp_path / "ledger.duckdb"
+    with locked_connection(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+    cursor, _ = _HOST.attach(path, read_only=False)  # what the interrupted access left behind
+    cursor.close()
+    with locked_connection(path) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert _rows_seen_by_another_process(path) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_exits_cleanly_whether_or_not_it_used_the_files(tmp_path):
+    """The parent's DuckDB must not be destroyed by a forked child's exit (its threads did not come along)."""
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from resources.duckdb_file import locked_connection
+path = {str(tmp_path / "f.duckdb")!r}
+with locked_connection(path) as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+codes = []
+for use in (True, False):
+    pid = os.fork()
+    if pid == 0:
+        if use:
+            with locked_connection(path) as conn:
+                conn.execute("INSERT INTO t VALUES (1)")
+        sys.exit(0)
+    codes.append(os.waitpid(pid, 0)[1])
+print(codes)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 0]"
