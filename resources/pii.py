@@ -38,9 +38,6 @@ compiled on first use. Names and addresses use methods meant to generalise beyon
   (5-digit, 4-digit next to a street, Dutch, UK, US state + ZIP, Canadian, Australian,
   Japanese), merged into one address across separators, line breaks and area lines.
 
-Birth dates, account ids (medical record, patient, member, policy numbers) and IP addresses: see
-"health and network identifiers" below.
-
 Numbers are flagged only when a checksum or a strong format says so: IBAN (ISO 13616
 mod-97 and country length), payment cards (Luhn and issuer prefix), and national IDs with
 their check digits (US SSN, UK NINO, German Steuer-ID, French NIR, Dutch BSN, Swiss AHV,
@@ -597,7 +594,7 @@ _BIRTH_DATE = _lazy(
     r"(?i)(?<![^\W\d_])(?:d\.?[ \t]?o\.?[ \t]?b\.?|date[ \t]+of[ \t]+birth|birth[ \t]?date|born(?:[ \t]+on)?|geb\.|geburtsdatum"
     r"|n[ée]e?[ \t]+le|date[ \t]+de[ \t]+naissance|fecha[ \t]+de[ \t]+nacimiento|data[ \t]+di[ \t]+nascita|tarikh[ \t]+lahir"
     r"|geboren[ \t]+am|geboortedatum|data[ \t]+de[ \t]+nascimento|生年月日)"
-    rf"{_LABEL_GAP}(?P<value>{{_DATE_VALUE}})".replace("{_DATE_VALUE}", _DATE_VALUE)
+    rf"{_LABEL_GAP}(?P<value>{_DATE_VALUE})"
 )
 _ACCOUNT_ID = _lazy(
     r"(?i)(?<![^\W\d_])(?:mrn|medical[ \t]+record(?:[ \t]+(?:number|no\.?|nr\.?|#))?|patient[ \t]+(?:id|no\.?|number|#)"
@@ -636,14 +633,13 @@ def _ip_addresses(doc: _Document) -> Iterator[PiiFinding]:
     for pattern, kind in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
         for m in pattern.finditer(doc.text):
             value = m.group(0)
-            if kind is ipaddress.IPv6Address and (len(re.findall(r"[0-9A-Fa-f]+", value)) < 2 or (
-                    "::" not in value and not re.search(r"[A-Fa-f]", value))):
+            groups = len(re.findall(r"[0-9A-Fa-f]+", value))
+            if kind is ipaddress.IPv6Address and (groups < 2 or ("::" not in value and not re.search(r"[A-Fa-f]", value))):
                 continue  # "12:30:45" is a time and "---::|" a table rule, not addresses
             try:
                 kind(value)
             except ValueError:
                 continue
-            groups = len(re.findall(r"[0-9A-Fa-f]+", value))
             full_ipv6 = kind is ipaddress.IPv6Address and groups >= 3  # "2001:db8::7334": no other thing looks so
             cued = (_NETWORK_CUE.search(doc.text, doc.line_start(m.start()), m.start()) is not None
                     or _PORT_AFTER.match(doc.text, m.end()) is not None)

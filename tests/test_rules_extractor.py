@@ -132,6 +132,9 @@ def test_a_discount_written_as_a_credit_is_a_line_and_a_hyphen_is_not_a_minus() 
     assert [(i.description, i.amount) for i in got.line_items] == [("Kopi", 4.5), ("Teh", 2.0), ("Discount", -1.0)]
     refund = extract_invoice("Shop\nRECEIPT 9\n03/02/2026\nItem A 10.00\nRefund 2.00-\nTOTAL 8.00")
     assert [i.amount for i in refund.line_items] == [10.0, -2.0] and refund.total == 8.0
+    # "CR" after an amount is a credit in the extractor as in parse_amount (one rule, normalize.TRAILING_CREDIT)
+    statement = extract_invoice("Shop\nRECEIPT 10\n03/02/2026\nItem A 10.00\nReturn 2.00 CR\nTOTAL 8.00")
+    assert [i.amount for i in statement.line_items] == [10.0, -2.0] and statement.total == 8.0
     dated = extract_invoice("Shop\nTel 03-7955 1234\n2026-02-03\nItem 7.00\nTOTAL 7.00")
     assert dated.total == 7.0 and [i.amount for i in dated.line_items] == [7.0]
 

@@ -52,7 +52,9 @@ LOCAL_DINAR_RE = re.compile(r"(?<![A-Za-z.])(KD|BD|R\.O\.|RO|JD|DT)(?![A-Za-z])"
 # What an accounting negative opens with ("(", "( RM ", "(€") and closes with: shared with the rules extractor.
 OPENS_PARENTHESIS = re.compile(r"\(\s*(?P<mark>[^\d\s()]{0,3})\s*$")
 CLOSES_PARENTHESIS = re.compile(r"\s*[^\d\s()]{0,3}\s*\)")
-_TRAILING_MINUS = re.compile(r"-(?!\d)|\s*CR\b", re.I)  # "12.50-", "12.50 CR": credits ("12.50-15.00" is a range)
+# After an amount, a credit: "12.50-", "12.50−", "12.50 CR" (shared with the rules extractor); "12.50-15.00" is a
+# range and "13.48-----" a dotted leader.
+TRAILING_CREDIT = re.compile(r"[\-\u2212](?![\d\-\u2212])|\s*CR\b", re.I)
 _LEADING_MINUS = re.compile(r"(?:^|[\s(])-\s*[^\d\s()]{0,3}\s*$")  # "- 12.50", "-€12.50"; not "Total:-12.50" (a separator)
 
 
@@ -94,7 +96,7 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     raw = match.group(0).strip()
     before, after = text[: match.start()], text[match.end():]
     signed = raw.startswith("-") and not before.endswith((":", "=", "-"))  # "TOTAL:-45.00" is 45
-    negative = (signed or _LEADING_MINUS.search(before) is not None or _TRAILING_MINUS.match(after) is not None
+    negative = (signed or _LEADING_MINUS.search(before) is not None or TRAILING_CREDIT.match(after) is not None
                 or (OPENS_PARENTHESIS.search(before) is not None and CLOSES_PARENTHESIS.match(after) is not None))
     digits = raw.lstrip("-")
     last_sep = max(digits.rfind("."), digits.rfind(","))

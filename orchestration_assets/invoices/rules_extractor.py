@@ -26,6 +26,7 @@ from typing import Optional
 
 from orchestration_assets.invoices.normalize import (
     CLOSES_PARENTHESIS, ISO_CURRENCIES, LOCAL_DINAR_MARKS, LOCAL_DINAR_RE, OPENS_PARENTHESIS, THREE_DECIMAL_CURRENCIES,
+    TRAILING_CREDIT,
     normalize_date, parse_amount,
 )
 from orchestration_assets.invoices.schema import InvoiceExtraction, LineItem
@@ -143,17 +144,16 @@ _AMOUNT = _amount_pattern(three_decimals=False)
 _AMOUNT_THREE_DECIMALS = _amount_pattern(three_decimals=True)
 # The document's currency when it has three minor digits (set by ``_extract`` for the document it reads).
 _THREE_DECIMAL_CURRENCY: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("three_decimal_currency", default=None)
-_TRAILING_MINUS = re.compile(r"[\-\u2212](?![\d\-])")
 
 
 def _credit(text: str, match: re.Match[str], decimal: bool) -> bool:
-    """A credit: "-12.50" (a minus sign, not a hyphen or a separator), "12.50-" (receipts), "(12.50)" or "(RM 12.50)"
-    (accounting). A bare whole number in parentheses is a count ("Items (3)"), not a credit."""
+    """A credit: "-12.50" (a minus sign, not a hyphen or a separator), "12.50-" or "12.50 CR" (receipts, statements),
+    "(12.50)" or "(RM 12.50)" (accounting). A bare whole number in parentheses is a count ("Items (3)"), not a credit."""
     start, end = match.start(), match.end()
     # A minus sign stands alone before the digits; after ':', '=' or another dash it is a separator
     # ("TOTAL:-45.00", "Total:-540.00" on Indian bills, a dotted leader "TOTAL -------13.48").
     signed = start and text[start - 1] in "-\u2212" and (start < 2 or text[start - 2] not in ":=-\u2212")
-    if signed or _TRAILING_MINUS.match(text, end):
+    if signed or TRAILING_CREDIT.match(text, end):
         return True
     opened = OPENS_PARENTHESIS.search(text, max(0, start - 8), start)
     return bool(opened and (decimal or opened.group("mark")) and CLOSES_PARENTHESIS.match(text, end))

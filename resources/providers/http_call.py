@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import ssl
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -210,6 +211,7 @@ class HttpModelClient:
         # costs ~20-40 ms (its TLS context), which the first calls of every batch waited out.
         self._http: Optional[httpx.Client] = http_client
         self._owns_http = http_client is None
+        self._http_lock = threading.Lock()  # sync calls may come from several threads: one client for them all
         self._sync_timeout = timeout
         self._timeout = request_timeout(timeout, http_client)
         limits = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -230,7 +232,9 @@ class HttpModelClient:
 
     def call(self, request: StructuredRequest) -> CallResult:
         if self._http is None:
-            self._http, _ = make_http_client(self._sync_timeout, None)
+            with self._http_lock:
+                if self._http is None:
+                    self._http, _ = make_http_client(self._sync_timeout, None)
         reply = post_json(self._http, self.url, body=self.request_body(request), headers=self.headers(),
                           model_id=self.spec.id, timeout=self._timeout)
         return self._result(reply, request)
