@@ -2,8 +2,9 @@
 
 For each item the router's chosen model is priced from what the ledger has seen of it:
 
-* input tokens: for OpenAI models, counted exactly with tiktoken (``tokenizers``); for
-  others, the item's characters divided by the model's characters-per-token,
+* input tokens: counted exactly where the model's tokenizer is at hand offline
+  (``tokenizers``): tiktoken for OpenAI models, the GGUF file's own vocabulary and chat
+  template for a local llama.cpp model; for others, the item's characters divided by the model's characters-per-token,
   calibrated from the ledger's (input_chars, input_tokens) pairs for that model; without
   history a provider-neutral 4 characters a token (``complexity.estimate_tokens``). The
   calibration's own error (MAPE on history) is reported, so a user knows how far to trust it;
@@ -11,8 +12,11 @@ For each item the router's chosen model is priced from what the ledger has seen 
   task's declared expectation;
 * on-prem compute time (models priced by the hour): p50/p95 of the seconds recorded calls
   were charged (a server's latency, an in-process model's CPU time) for the task, else the
-  catalog's throughput figures; where request size explains them, a fit on characters
-  sent. A server's first call in a run does work the later ones reuse (llama.cpp keeps
+  catalog's throughput figures; where request size explains them, a fit on the input
+  tokens the model reported (characters sent where it reports none). Tokens, not characters,
+  are what a model processes: on the local Gemma the token fit left 0.43 s of residual per call
+  against 0.49 s for characters (27 calls measured here), since characters per token range from
+  2.5 to 3.1 between invoices. A server's first call in a run does work the later ones reuse (llama.cpp keeps
   the shared instructions' prefix in its prompt cache), so the first call of each run is
   measured apart: later calls set the per-item seconds, and the first call's measured
   excess is added once per model and run (``ModelHistory.session_start_s``); a server
@@ -24,6 +28,7 @@ rate seen in the ledger into account by adding that share of the next model's co
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -31,10 +36,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from resources.catalog import ModelCatalog, ModelSpec
+from resources.catalog import ModelCatalog, ModelSpec, Protocol
 from resources.complexity import estimate_tokens
 from resources.routing import RoutingDecision
-from resources.tokenizers import count_chat_tokens
+from resources.tokenizers import count_chat_tokens, count_gguf_chat_tokens
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
 RECENT_CALLS = 50  # the window for expected output and compute seconds: recent enough to follow load, large enough to average
@@ -51,19 +56,22 @@ class ModelHistory:
     output_mean: Optional[float] = None  # over the most recent calls: totals add means, and machines drift
     compute_mean_s: Optional[float] = None
     compute_p95_s: Optional[float] = None
-    # seconds ≈ intercept + slope × characters sent, fitted on recent calls (prompt processing
+    # seconds ≈ intercept + slope × request size, fitted on recent calls (prompt processing
     # grows with the prompt): a long document costs more compute time than the average call.
+    # The size is ``compute_fit_unit``: "tokens" (input tokens) or "chars" (characters sent).
     compute_fit: Optional[tuple[float, float]] = None
+    compute_fit_unit: str = "chars"
     # Extra seconds of a run's first call to this model over what its size predicts (a fresh
     # server's cold prompt cache, first grammar compile); added once per run using the model.
     session_start_s: Optional[float] = None
 
-    def expected_seconds(self, characters: int) -> Optional[float]:
-        """A later (warm) call's expected seconds for a request of ``characters``."""
+    def expected_seconds(self, characters: int, input_tokens: Optional[float] = None) -> Optional[float]:
+        """A later (warm) call's expected seconds for a request of ``characters`` (``input_tokens``)."""
         if self.compute_fit is None:
             return self.compute_mean_s
         intercept, slope = self.compute_fit
-        return max(0.0, intercept + slope * characters)
+        size = characters if self.compute_fit_unit == "chars" or input_tokens is None else input_tokens
+        return max(0.0, intercept + slope * size)
 
 
 @dataclass
@@ -97,7 +105,7 @@ class CostHistory:
                 output_p50=float(group["output_tokens"].quantile(0.5)), output_p95=float(group["output_tokens"].quantile(0.95)),
                 compute_p50_s=float(np.quantile(seconds, 0.5)), compute_p95_s=float(np.quantile(seconds, 0.95)),
                 output_mean=float(recent["output_tokens"].mean()), compute_mean_s=timing.warm_mean,
-                compute_fit=timing.fit, session_start_s=timing.session_start_s,
+                compute_fit=timing.fit, compute_fit_unit=timing.unit, session_start_s=timing.session_start_s,
             )
         if "attempt" in calls:
             for task, group in calls.groupby("task"):
@@ -128,17 +136,30 @@ def _first_of_run(calls: pd.DataFrame) -> np.ndarray:
 @dataclass(frozen=True)
 class ComputeTimeModel:
     warm_mean: float  # mean seconds of calls that were not a run's first
-    fit: Optional[tuple[float, float]]  # (intercept, seconds per character) where size explains the seconds
+    fit: Optional[tuple[float, float]]  # (intercept, seconds per unit of size) where size explains the seconds
     session_start_s: Optional[float]  # a run's first call's extra seconds
+    unit: str = "chars"  # the size ``fit`` is on: "tokens" where every call reported its input tokens
+
+
+def request_size(calls: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Each call's size as the compute-time fit sees it: input tokens where every call reported some
+    (what the model processed), else characters sent (zeros where neither is known)."""
+    if "input_tokens" in calls and len(calls):
+        tokens = calls["input_tokens"].fillna(0).to_numpy(dtype=float)
+        if (tokens > 0).all():
+            return tokens, "tokens"
+    if "input_chars" in calls:
+        return calls["input_chars"].fillna(0).to_numpy(dtype=float), "chars"
+    return np.zeros(len(calls)), "chars"
 
 
 def fit_compute_time(recent: pd.DataFrame, first: Optional[np.ndarray] = None, min_calls: int = 8,
                      min_r2: float = 0.3) -> ComputeTimeModel:
-    """Least squares of charged seconds on [1, characters sent, first call of its run] over ``recent`` calls.
+    """Least squares of charged seconds on [1, request size, first call of its run] over ``recent`` calls.
 
     One fit for both effects, so each is measured net of the other (a run whose first call
-    happened to be a long document does not inflate the session start). Characters enter
-    only where they explain the seconds (their partial R² ≥ ``min_r2``, positive slope): on a busy
+    happened to be a long document does not inflate the session start). The size
+    (``request_size``: input tokens, else characters) enters only where it explains the seconds (their partial R² ≥ ``min_r2``, positive slope): on a busy
     host the machine's load, not the prompt, moves the seconds, and a fitted slope would only add
     noise. The first-call term needs two runs with a first call and three later calls.
     ``first`` flags each row that was its run's first call (default: judged within ``recent``).
@@ -147,7 +168,7 @@ def fit_compute_time(recent: pd.DataFrame, first: Optional[np.ndarray] = None, m
     first = _first_of_run(recent) if first is None else np.asarray(first, dtype=bool)
     has_start = first.sum() >= 2 and (~first).sum() >= 3
     warm_mean = float(seconds[~first].mean()) if (~first).sum() >= 3 else float(seconds.mean())
-    chars = recent["input_chars"].fillna(0).to_numpy(dtype=float) if "input_chars" in recent else np.zeros(len(recent))
+    chars, unit = request_size(recent)
     base = [np.ones(len(seconds))] + ([first.astype(float)] if has_start else [])
 
     def solve(columns: list[np.ndarray]) -> tuple[np.ndarray, float]:
@@ -163,7 +184,7 @@ def fit_compute_time(recent: pd.DataFrame, first: Optional[np.ndarray] = None, m
         if np.isfinite(slope) and slope > 0 and sse > 0 and 1.0 - sized_sse / sse >= min_r2:
             coef, fit = sized, (float(sized[0]), slope)
     start = max(0.0, float(coef[1])) if has_start else None
-    return ComputeTimeModel(warm_mean, fit, start)
+    return ComputeTimeModel(warm_mean, fit, start, unit)
 
 
 @dataclass(frozen=True)
@@ -185,15 +206,47 @@ def _price(spec: ModelSpec, input_tokens: int, output_tokens: float, seconds: Op
     return spec.call_cost(input_tokens, int(round(output_tokens)), seconds)
 
 
+def exact_input_tokens(spec: ModelSpec, texts: Sequence[str]) -> Optional[int]:
+    """The request's input tokens as the model will count them, where its tokenizer is at hand offline:
+    tiktoken for OpenAI's models, the GGUF file for a local llama.cpp server this project starts
+    (with the chat turns the adapter sends); ``None`` otherwise."""
+    if not texts:
+        return None
+    if spec.provider == "openai":
+        return count_chat_tokens(spec.wire_model, *texts)
+    if spec.local_server is not None and spec.protocol is Protocol.OPENAI_CHAT and len(texts) == 2:
+        from resources.providers.openai_chat import chat_messages
+
+        path = _local_model_file(spec.local_server.kind, spec.local_server.model_path, spec.local_server.model_package)
+        if path is not None:
+            return count_gguf_chat_tokens(path, spec.local_server.chat_format, chat_messages(spec, *texts))
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _local_model_file(kind: str, model_path: Optional[str], model_package: Optional[str]) -> Optional[str]:
+    """The GGUF file a local server would load, if it is here (never downloads)."""
+    from resources.catalog import LocalServerSpec
+    from resources.providers.local_server import local_server_unavailable_reason, resolve_model_path
+
+    spec = LocalServerSpec(kind=kind, model_path=model_path, model_package=model_package)
+    if local_server_unavailable_reason(spec) is not None:
+        return None
+    try:
+        return str(resolve_model_path(spec))
+    except (OSError, ValueError, ImportError):
+        return None
+
+
 def estimate_item(
     spec: ModelSpec, task: str, characters: int, history: CostHistory, expected_output_tokens: int, item_id: str = "",
     texts: Sequence[str] = (),
 ) -> ItemEstimate:
     """One call's p50/p95 cost. ``texts`` (the request's instructions and document), when given, are
-    counted exactly with the model's own tokenizer where one exists offline (OpenAI's)."""
+    counted exactly with the model's own tokenizer where one exists offline (``exact_input_tokens``)."""
     seen = history.get(task, spec.id)
     ratio = seen.chars_per_token or DEFAULT_CHARS_PER_TOKEN
-    exact = count_chat_tokens(spec.wire_model, *texts) if texts and spec.provider == "openai" else None
+    exact = exact_input_tokens(spec, texts)
     if exact is not None:
         input_tokens = exact
     elif seen.chars_per_token:
@@ -206,8 +259,9 @@ def estimate_item(
     p50 = _price(spec, input_tokens, out50, seen.compute_p50_s if timed else None)
     p95 = _price(spec, input_tokens, out95, seen.compute_p95_s if timed else None)
     out_mean = seen.output_mean if seen.output_mean is not None else out50
-    expected = _price(spec, input_tokens, out_mean, seen.expected_seconds(characters) if timed else None)
-    basis = ("tiktoken+" if exact is not None else "") + ("history" if seen.calls else "catalog")
+    expected = _price(spec, input_tokens, out_mean, seen.expected_seconds(characters, input_tokens) if timed else None)
+    counted = ("tiktoken+" if spec.provider == "openai" else "gguf+") if exact is not None else ""
+    basis = counted + ("history" if seen.calls else "catalog")
     return ItemEstimate(item_id, spec.id, input_tokens, p50, max(p50, p95), basis, expected)
 
 

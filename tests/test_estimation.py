@@ -58,13 +58,53 @@ def test_compute_time_follows_the_prompt_length_where_history_shows_it(tmp_path)
     history = _history(tmp_path, rows)
     spec = CATALOG.get("local-gemma3-270m")
     seen = history.get("t", spec.id)
-    assert seen.compute_fit == pytest.approx((1.0, 0.001))  # seconds per character sent (4 a token here)
+    assert seen.compute_fit == pytest.approx((1.0, 0.004)) and seen.compute_fit_unit == "tokens"  # per input token
     long_item = estimate_item(spec, "t", 4 * 3000, history, expected_output_tokens=80)
     short_item = estimate_item(spec, "t", 4 * 100, history, expected_output_tokens=80)
     assert long_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 3000))
     assert short_item.expected_usd == pytest.approx(spec.compute_cost(1.0 + 0.004 * 100))
     flat = _history(tmp_path / "flat", [dict(row, latency_s=3.0) for row in rows])
     assert flat.get("t", spec.id).compute_fit is None  # no slope: the mean serves
+
+
+def test_compute_time_is_fitted_on_tokens_where_the_model_reports_them(tmp_path):
+    """Seconds follow the tokens a model processes; characters per token vary between documents, so a
+    fit on characters would misprice them. A model reporting no tokens (an in-process extractor) is
+    fitted on characters."""
+    ratios = [2.5, 3.1, 2.7, 3.0, 2.6, 2.9, 2.8, 3.1, 2.5, 2.7, 3.0, 2.6]
+    rows = [dict(model_id="local-gemma3-270m", input_chars=int(r * t), input_tokens=t, output_tokens=80,
+                 latency_s=1.0 + 0.004 * t) for t, r in zip(range(200, 1400, 100), ratios)]
+    seen = _history(tmp_path, rows).get("t", "local-gemma3-270m")
+    assert seen.compute_fit_unit == "tokens" and seen.compute_fit == pytest.approx((1.0, 0.004))
+    assert seen.expected_seconds(characters=999_999, input_tokens=500) == pytest.approx(3.0)  # the tokens decide
+    rules = [dict(model_id="rules-invoice", input_chars=c, input_tokens=0, output_tokens=0, latency_s=0.001 + 1e-6 * c)
+             for c in range(500, 2900, 200)]
+    by_chars = _history(tmp_path / "rules", rules).get("t", "rules-invoice")
+    assert by_chars.compute_fit_unit == "chars" and by_chars.compute_fit == pytest.approx((0.001, 1e-6))
+    assert by_chars.expected_seconds(characters=1000, input_tokens=None) == pytest.approx(0.002)
+
+
+def test_local_gguf_input_tokens_equal_what_llama_cpp_counts():
+    """The estimate counts a local model's prompt with its own vocabulary and chat template: the count
+    equals the prompt tokens llama.cpp reports for the same chat request (the server's code path)."""
+    from resources.estimation import _local_model_file, exact_input_tokens
+    from resources.providers.openai_chat import chat_messages
+
+    spec = CATALOG.get("local-gemma3-270m")
+    server = spec.local_server
+    path = _local_model_file(server.kind, server.model_path, server.model_package)
+    if path is None:
+        pytest.skip("the local Gemma model (llama-cpp-python and its model package) is not installed")
+    import llama_cpp
+
+    instructions = "Extract the invoice as JSON."
+    texts = ["ACME GmbH\nRechnung Nr. 2024-0042\nGesamtbetrag: 1.234,56 € — Straße 12\n", "x " * 300 + "\n合計 ¥1,200"]
+    model = llama_cpp.Llama(model_path=path, chat_format=server.chat_format, n_ctx=2048, verbose=False)
+    for text in texts:
+        reply = model.create_chat_completion(messages=chat_messages(spec, instructions, text), max_tokens=1)
+        assert exact_input_tokens(spec, (instructions, text)) == reply["usage"]["prompt_tokens"]
+    estimate = estimate_item(spec, "t", len(instructions) + len(texts[0]), CostHistory(), 80, texts=(instructions, texts[0]))
+    assert estimate.basis == "gguf+catalog" and estimate.input_tokens == exact_input_tokens(spec, (instructions, texts[0]))
 
 
 def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
@@ -82,7 +122,7 @@ def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
     history = _history(tmp_path, rows)
     spec = CATALOG.get("local-gemma3-270m")
     seen = history.get("t", spec.id)
-    assert seen.compute_fit == pytest.approx((1.0, 0.001))  # net of the first calls' excess
+    assert seen.compute_fit == pytest.approx((1.0, 0.004))  # net of the first calls' excess
     assert seen.session_start_s == pytest.approx(2.5)
     decisions = [RoutingDecision(item_id=str(i), model_id=spec.id, complexity=0.5, required_tier=2,
                                  classification=DataClassification.INTERNAL, estimated_cost_usd=None, reasons=[])

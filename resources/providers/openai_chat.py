@@ -24,6 +24,13 @@ def schema_name(schema: dict[str, Any], fallback: str) -> str:
     return (name or "output")[:64]
 
 
+def chat_messages(spec: ModelSpec, system: str, document: str) -> list[dict[str, str]]:
+    """The chat turns a call sends: pre-run token counts (``estimation``) read the same ones."""
+    if spec.inline_system_prompt:  # no system role in the chat template (Gemma)
+        return [{"role": "user", "content": f"{system}\n\n{document}"}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": document}]
+
+
 def response_format(dialect: StructuredOutputDialect, schema: dict[str, Any], fallback_name: str) -> dict[str, Any]:
     if dialect is StructuredOutputDialect.JSON_OBJECT_SCHEMA:
         return {"type": "json_object", "schema": schema}
@@ -56,13 +63,9 @@ class OpenAIChatClient(HttpModelClient):
 
     def request_body(self, request: StructuredRequest) -> dict[str, Any]:
         schema = request.json_schema(max_list_items=self.spec.max_list_items)
-        if self.spec.inline_system_prompt:  # no system role in the chat template (Gemma)
-            messages = [{"role": "user", "content": f"{request.system}\n\n{request.document}"}]
-        else:
-            messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.document}]
         return {
             "model": self.spec.wire_model,
-            "messages": messages,
+            "messages": chat_messages(self.spec, request.system, request.document),
             "temperature": 0,
             "max_tokens": request.max_output_tokens,
             "response_format": response_format(self.spec.structured_output, schema, request.task),
