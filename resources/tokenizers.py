@@ -88,21 +88,52 @@ def count_chat_tokens(model: str, *texts: str) -> Optional[int]:
     return CHAT_OVERHEAD_TOKENS + sum(len(enc.encode(t, disallowed_special=())) for t in texts)
 
 
-@functools.lru_cache(maxsize=4)
-def gguf_vocabulary(path: str):
-    """llama.cpp's tokenizer for the GGUF file at ``path``, vocabulary only; ``None`` if it cannot be read."""
-    try:
+class GGUFVocabulary:
+    """A GGUF file's tokenizer alone: llama.cpp's model loaded with ``vocab_only`` (no weights, no
+    context, so none of a context's start-up warnings on stderr)."""
+
+    def __init__(self, path: str):
         import llama_cpp
+        from llama_cpp import _logger
+
+        _logger.set_verbose(False)  # llama.cpp's loader logs through this logger: errors only
+        try:
+            from llama_cpp._internals import LlamaModel
+
+            params = llama_cpp.llama_model_default_params()
+            params.vocab_only = True
+            model = LlamaModel(path_model=path, params=params, verbose=False)
+            self.metadata = model.metadata()
+            piece = lambda token: model.token_to_piece(token, special=True).rstrip(b"\0")  # noqa: E731
+            self._tokenize = model.tokenize
+        except (ImportError, AttributeError, TypeError):  # a llama-cpp-python without the internal class
+            model = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            self.metadata = dict(model.metadata)
+            piece = lambda token: model.detokenize([token], special=True)  # noqa: E731
+            self._tokenize = model.tokenize
+        self.bos = piece(model.token_bos()).decode("utf-8", "replace")
+        self.eos = piece(model.token_eos()).decode("utf-8", "replace")
+        self._model = model
+
+    def count(self, text: bytes, add_bos: bool) -> int:
+        return len(self._tokenize(text, add_bos, True))
+
+
+@functools.lru_cache(maxsize=4)
+def gguf_vocabulary(path: str) -> Optional[GGUFVocabulary]:
+    """The tokenizer of the GGUF file at ``path`` (loaded once per process); ``None`` if it cannot be read."""
+    try:
+        import llama_cpp  # noqa: F401
     except ImportError:
         return None
     with _LOCK:
         try:
-            return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            return GGUFVocabulary(path)
         except (ValueError, OSError, RuntimeError):
             return None
 
 
-def _chat_prompt(vocabulary, chat_format: Optional[str], messages: list[dict[str, str]]):
+def _chat_prompt(vocabulary: GGUFVocabulary, chat_format: Optional[str], messages: list[dict[str, str]]):
     """What llama.cpp's server renders for ``messages`` (a ``ChatFormatterResponse``): the named format's
     formatter, else the template the GGUF file carries; ``None`` when neither is known."""
     from llama_cpp import llama_chat_format
@@ -113,10 +144,7 @@ def _chat_prompt(vocabulary, chat_format: Optional[str], messages: list[dict[str
     template = vocabulary.metadata.get("tokenizer.chat_template")
     if not template:
         return None
-    token = lambda tid: vocabulary.detokenize([tid], special=True).decode("utf-8", "replace")  # noqa: E731
-    formatter = llama_chat_format.Jinja2ChatFormatter(template, eos_token=token(vocabulary.token_eos()),
-                                                      bos_token=token(vocabulary.token_bos()))
-    return formatter(messages=messages)
+    return llama_chat_format.Jinja2ChatFormatter(template, eos_token=vocabulary.eos, bos_token=vocabulary.bos)(messages=messages)
 
 
 def count_gguf_chat_tokens(path: str, chat_format: Optional[str], messages: list[dict[str, str]]) -> Optional[int]:
@@ -127,9 +155,11 @@ def count_gguf_chat_tokens(path: str, chat_format: Optional[str], messages: list
         return None
     try:
         rendered = _chat_prompt(vocabulary, chat_format, messages)
-    except Exception:  # noqa: BLE001 - a template llama.cpp cannot render: the calibrated ratio serves
+        if rendered is None:
+            return None
+        # A lone surrogate (a broken escape in a JSON document) cannot be UTF-8: counted as U+FFFD.
+        prompt = rendered.prompt.encode("utf-8", "replace")
+        with _LOCK:
+            return vocabulary.count(prompt, add_bos=not rendered.added_special)
+    except Exception:  # noqa: BLE001 - a template or text llama.cpp cannot handle: the calibrated ratio serves
         return None
-    if rendered is None:
-        return None
-    with _LOCK:
-        return len(vocabulary.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True))

@@ -105,6 +105,18 @@ def test_local_gguf_input_tokens_equal_what_llama_cpp_counts():
         assert exact_input_tokens(spec, (instructions, text)) == reply["usage"]["prompt_tokens"]
     estimate = estimate_item(spec, "t", len(instructions) + len(texts[0]), CostHistory(), 80, texts=(instructions, texts[0]))
     assert estimate.basis == "gguf+catalog" and estimate.input_tokens == exact_input_tokens(spec, (instructions, texts[0]))
+    # A lone surrogate is counted (as U+FFFD), not raised; a file that is not a GGUF gives no count.
+    assert exact_input_tokens(spec, (instructions, "total \ud800 12.50")) == exact_input_tokens(spec, (instructions, "total \ufffd 12.50"))
+
+
+def test_a_file_that_is_not_a_gguf_gives_no_count(tmp_path):
+    from resources.tokenizers import count_gguf_chat_tokens
+
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"not a model" * 100)
+    assert count_gguf_chat_tokens(str(bogus), "gemma", [{"role": "user", "content": "hi"}]) is None
+    assert count_gguf_chat_tokens(str(tmp_path / "missing.gguf"), "gemma", [{"role": "user", "content": "hi"}]) is None
 
 
 def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
