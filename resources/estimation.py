@@ -28,7 +28,6 @@ rate seen in the ledger into account by adding that share of the next model's co
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -223,9 +222,15 @@ def exact_input_tokens(spec: ModelSpec, texts: Sequence[str]) -> Optional[int]:
     return None
 
 
-@functools.lru_cache(maxsize=8)
+_MODEL_FILES: dict[tuple[str, Optional[str], Optional[str]], str] = {}
+
+
 def _local_model_file(kind: str, model_path: Optional[str], model_package: Optional[str]) -> Optional[str]:
-    """The GGUF file a local server would load, if it is here (never downloads)."""
+    """The GGUF file a local server would load, if it is here (never downloads). Found files are
+    remembered; a miss is not, so a model installed while the process runs is seen."""
+    key = (kind, model_path, model_package)
+    if key in _MODEL_FILES:
+        return _MODEL_FILES[key]
     from resources.catalog import LocalServerSpec
     from resources.providers.local_server import local_server_unavailable_reason, resolve_model_path
 
@@ -233,9 +238,11 @@ def _local_model_file(kind: str, model_path: Optional[str], model_package: Optio
     if local_server_unavailable_reason(spec) is not None:
         return None
     try:
-        return str(resolve_model_path(spec))
+        path = str(resolve_model_path(spec))
     except (OSError, ValueError, ImportError):
         return None
+    _MODEL_FILES[key] = path
+    return path
 
 
 def estimate_item(

@@ -119,18 +119,30 @@ class GGUFVocabulary:
         return len(self._tokenize(text, add_bos, True))
 
 
-@functools.lru_cache(maxsize=4)
+_VOCABULARIES: dict[str, GGUFVocabulary] = {}
+
+
 def gguf_vocabulary(path: str) -> Optional[GGUFVocabulary]:
-    """The tokenizer of the GGUF file at ``path`` (loaded once per process); ``None`` if it cannot be read."""
+    """The tokenizer of the GGUF file at ``path``, loaded once per process; ``None`` if it cannot be read.
+
+    Loaded under the lock, so threads that ask at once wait for one load rather than each making
+    their own; a failure is not remembered, so a file that appears later (a model package
+    assembled after the first estimate) is read then.
+    """
+    vocabulary = _VOCABULARIES.get(path)
+    if vocabulary is not None:
+        return vocabulary
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         return None
     with _LOCK:
-        try:
-            return GGUFVocabulary(path)
-        except (ValueError, OSError, RuntimeError):
-            return None
+        if path not in _VOCABULARIES:
+            try:
+                _VOCABULARIES[path] = GGUFVocabulary(path)
+            except (ValueError, OSError, RuntimeError):
+                return None
+        return _VOCABULARIES[path]
 
 
 def _chat_prompt(vocabulary: GGUFVocabulary, chat_format: Optional[str], messages: list[dict[str, str]]):
@@ -139,8 +151,15 @@ def _chat_prompt(vocabulary: GGUFVocabulary, chat_format: Optional[str], message
     from llama_cpp import llama_chat_format
 
     if chat_format:
-        formatter = getattr(llama_chat_format, "format_" + chat_format.replace("-", "_").replace(".", "_"), None)
-        return formatter(messages) if callable(formatter) else None
+        # llama.cpp names each format's function after it: "chatml" → format_chatml, "llama-2" →
+        # format_llama2, "mistral-instruct" → format_mistral_instruct. Function-calling formats have
+        # no plain formatter: no count, the calibrated ratio serves.
+        name = chat_format.replace(".", "_")
+        for candidate in (name.replace("-", "_"), name.replace("-", "")):
+            formatter = getattr(llama_chat_format, "format_" + candidate, None)
+            if callable(formatter):
+                return formatter(messages)
+        return None
     template = vocabulary.metadata.get("tokenizer.chat_template")
     if not template:
         return None

@@ -105,7 +105,16 @@ def test_local_gguf_input_tokens_equal_what_llama_cpp_counts():
         assert exact_input_tokens(spec, (instructions, text)) == reply["usage"]["prompt_tokens"]
     estimate = estimate_item(spec, "t", len(instructions) + len(texts[0]), CostHistory(), 80, texts=(instructions, texts[0]))
     assert estimate.basis == "gguf+catalog" and estimate.input_tokens == exact_input_tokens(spec, (instructions, texts[0]))
-    # A lone surrogate is counted (as U+FFFD), not raised; a file that is not a GGUF gives no count.
+    # Other named formats, as llama.cpp's server would render them ("llama-2" is format_llama2 there).
+    from resources.tokenizers import count_gguf_chat_tokens
+
+    turns = [{"role": "system", "content": instructions}, {"role": "user", "content": texts[0]}]
+    for chat_format in ("chatml", "llama-2"):
+        other = llama_cpp.Llama(model_path=path, chat_format=chat_format, n_ctx=2048, verbose=False)
+        expected = other.create_chat_completion(messages=turns, max_tokens=1)["usage"]["prompt_tokens"]
+        assert count_gguf_chat_tokens(path, chat_format, turns) == expected
+    assert count_gguf_chat_tokens(path, "functionary-v2", turns) is None  # no plain formatter: the ratio serves
+    # A lone surrogate is counted (as U+FFFD), not raised.
     assert exact_input_tokens(spec, (instructions, "total \ud800 12.50")) == exact_input_tokens(spec, (instructions, "total \ufffd 12.50"))
 
 
@@ -116,7 +125,17 @@ def test_a_file_that_is_not_a_gguf_gives_no_count(tmp_path):
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(b"not a model" * 100)
     assert count_gguf_chat_tokens(str(bogus), "gemma", [{"role": "user", "content": "hi"}]) is None
-    assert count_gguf_chat_tokens(str(tmp_path / "missing.gguf"), "gemma", [{"role": "user", "content": "hi"}]) is None
+    later = tmp_path / "later.gguf"
+    assert count_gguf_chat_tokens(str(later), "gemma", [{"role": "user", "content": "hi"}]) is None
+    # A model file that appears while the process runs (a package assembled later) is read then.
+    from resources.estimation import _local_model_file
+
+    spec = CATALOG.get("local-gemma3-270m").local_server
+    real = _local_model_file(spec.kind, spec.model_path, spec.model_package)
+    if real is None:
+        pytest.skip("the local Gemma model is not installed")
+    later.symlink_to(real)
+    assert count_gguf_chat_tokens(str(later), "gemma", [{"role": "user", "content": "hi"}]) == 10
 
 
 def test_a_runs_first_call_is_priced_apart_and_added_once_per_run(tmp_path):
