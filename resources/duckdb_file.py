@@ -213,26 +213,20 @@ def has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[tuple], *,
-                or_ignore: bool = False, frame_from: int = 8) -> None:
-    """Insert ``rows`` (tuples in ``columns`` order); ``or_ignore`` skips rows whose key is already stored.
+                or_ignore: bool = False) -> None:
+    """Insert ``rows`` (tuples in ``columns`` order) in one statement; ``or_ignore`` skips rows whose key is already stored.
 
-    A few rows go through ``executemany``; more go in as one registered pandas frame, since
-    DuckDB runs ``executemany`` as a statement per row (measured 2.4 ms a ledger row, against
-    about 0.1 ms in a frame). Object columns let DuckDB see ``None`` as NULL of the column's type.
+    The rows travel as one list per column and DuckDB unnests them (``INSERT ... SELECT unnest($1),
+    ...``): one statement whatever the count (``executemany`` plans one per row) and no pandas frame
+    for DuckDB to scan and type column by column. Measured for a ledger batch of 33 rows: 2.9 ms,
+    against 5.9 ms through a frame. ``None`` is NULL of the column's type, as in a frame.
+    ``INSERT OR IGNORE`` costs about 3 ms more a statement whatever the rows (its conflict check):
+    a caller that rarely meets a stored key tries a plain insert first (``DuckDBLedger.settle_batch``).
     """
     if not rows:
         return
     names = ", ".join(columns)
     verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
-    if len(rows) < frame_from:
-        conn.executemany(f"{verb} INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)})", list(rows))
-        return
-    import pandas as pd
-
-    frame = pd.DataFrame.from_records(list(rows), columns=list(columns))
-    view = f"_{table}_batch"
-    conn.register(view, frame)
-    try:
-        conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM {view}")
-    finally:
-        conn.unregister(view)
+    unnested = ", ".join(f"unnest(${n}) AS {name}" for n, name in enumerate(columns, start=1))
+    conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM (SELECT {unnested})",
+                 [list(values) for values in zip(*rows)]).fetchall()

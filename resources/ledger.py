@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -163,8 +164,8 @@ class DuckDBLedger:
             conn.execute("COMMIT")
 
     @staticmethod
-    def _insert_calls(conn, records: Sequence[CallRecord]) -> None:
-        insert_rows(conn, "ai_calls", _COLUMNS, [tuple(getattr(r, c) for c in _COLUMNS) for r in records], or_ignore=True)
+    def _insert_calls(conn, records: Sequence[CallRecord], or_ignore: bool = True) -> None:
+        insert_rows(conn, "ai_calls", _COLUMNS, [tuple(getattr(r, c) for c in _COLUMNS) for r in records], or_ignore=or_ignore)
 
     def append(self, records: Sequence[CallRecord]) -> None:
         if not records:
@@ -207,10 +208,20 @@ class DuckDBLedger:
         (``outputs``: idempotency key, call id, JSON) with them. Replaying a batch changes nothing."""
         if not settlements and not outputs:
             return
+        try:
+            # Nearly always none of these rows is stored yet, and a plain INSERT costs a third of an
+            # INSERT OR IGNORE: tried first; a key already stored (a replayed journal) aborts the
+            # transaction, which is then made again skipping stored keys.
+            self._settle_batch(settlements, outputs, or_ignore=False)
+        except duckdb.ConstraintException:
+            self._settle_batch(settlements, outputs, or_ignore=True)
+
+    def _settle_batch(self, settlements: Sequence[tuple[Optional[str], Sequence[CallRecord]]],
+                      outputs: Sequence[tuple[str, str, str]], *, or_ignore: bool) -> None:
         now = utc_now()
         with self._transaction() as conn:
-            self._insert_calls(conn, [r for _, records in settlements for r in records])
-            insert_rows(conn, "call_outputs", ["idempotency_key", "call_id", "output_json"], list(outputs), or_ignore=True)
+            self._insert_calls(conn, [r for _, records in settlements for r in records], or_ignore=or_ignore)
+            insert_rows(conn, "call_outputs", ["idempotency_key", "call_id", "output_json"], list(outputs), or_ignore=or_ignore)
             for reservation_id, records in settlements:
                 if reservation_id is not None:
                     budget_store.close(conn, reservation_id, "settled", sum(r.cost_usd for r in records), now)

@@ -53,7 +53,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from resources.reliability import error_type
-from resources.duckdb_file import default_data_dir, has_table, locked_connection
+from resources.duckdb_file import default_data_dir, has_table, insert_rows, locked_connection
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +142,13 @@ class DuckDBSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def write(self, rows: Sequence[tuple]) -> None:
-        import pandas as pd
-
-        frame = pd.DataFrame.from_records(rows, columns=_COLUMNS)
         with locked_connection(self.path, timeout_s=self.timeout_s) as conn:
             if not self._schema_ready:
                 conn.execute(_SCHEMA)
                 self._schema_ready = True
             conn.execute("BEGIN TRANSACTION")
             try:
-                conn.register("span_batch", frame)
-                conn.execute(f"INSERT INTO spans ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM span_batch")
-                conn.unregister("span_batch")
+                insert_rows(conn, "spans", _COLUMNS, rows)
                 conn.execute("COMMIT")
             except Exception:
                 conn.execute("ROLLBACK")

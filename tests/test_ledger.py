@@ -53,6 +53,22 @@ def test_append_is_idempotent_on_call_id(tmp_path):
     assert ledger.calls(run_id="other").empty
 
 
+def test_a_replayed_settlement_batch_stores_each_call_and_answer_once(tmp_path):
+    """A batch is inserted plainly; one that meets stored keys (a journal replayed after a crash, part of it
+    already flushed) is made again skipping them: the new rows land, the stored ones are not doubled."""
+    ledger = DuckDBLedger(tmp_path / "l.duckdb")
+    first = [_record(i, 0, cost=0.1) for i in range(3)]
+    answers = [(f"run-0:step:{r.item_id}", r.call_id, '{"total": 1}') for r in first]
+    ledger.settle_batch([(None, first)], answers)
+    later = [_record(i, 1, cost=0.2) for i in range(2)]
+    ledger.settle_batch([(None, first[1:]), (None, later)],
+                        answers[1:] + [(f"run-1:step:{r.item_id}", r.call_id, '{"total": 2}') for r in later])
+    calls = ledger.calls()
+    assert len(calls) == 5 and calls["call_id"].is_unique
+    assert calls["cost_usd"].sum() == pytest.approx(3 * 0.1 + 2 * 0.2)
+    assert len(ledger.completed_outputs("run-0:step:")) == 3 and len(ledger.completed_outputs("run-1:step:")) == 2
+
+
 def test_spend_window_excludes_old_calls(tmp_path):
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     old = _record(1, 0, cost=2.0).model_copy(update={"recorded_at": datetime(2020, 1, 1)})
