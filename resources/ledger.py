@@ -17,7 +17,7 @@ from typing import Optional, Protocol, Sequence
 import dagster as dg
 import duckdb
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from resources import budget_store
 from resources.budgets import Budget, BudgetStatus, SpendScope
@@ -34,6 +34,14 @@ class CallRecord(BaseModel):
 
     call_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     recorded_at: datetime = Field(default_factory=utc_now, description="UTC.")
+
+    @field_validator("recorded_at")
+    @classmethod
+    def _naive_utc(cls, value: datetime) -> datetime:
+        # Stored as a DuckDB TIMESTAMP (no zone): a zone-aware time would be stored as the session's local
+        # wall time (12:00 UTC as 17:30 under TimeZone=Asia/Kolkata), so every row is naive UTC first.
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
     run_id: Optional[str] = None
     step_key: Optional[str] = None
     asset_key: Optional[str] = None

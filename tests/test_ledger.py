@@ -4,6 +4,7 @@ import multiprocessing
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from resources.ledger import CallRecord, DuckDBLedger
@@ -67,6 +68,32 @@ def test_a_replayed_settlement_batch_stores_each_call_and_answer_once(tmp_path):
     assert len(calls) == 5 and calls["call_id"].is_unique
     assert calls["cost_usd"].sum() == pytest.approx(3 * 0.1 + 2 * 0.2)
     assert len(ledger.completed_outputs("run-0:step:")) == 3 and len(ledger.completed_outputs("run-1:step:")) == 2
+
+
+def test_a_zone_aware_call_time_is_stored_as_utc_whatever_the_session_zone(tmp_path):
+    """DuckDB stores a zone-aware time in a TIMESTAMP column as the session's local wall time; the record
+    makes every time naive UTC first, so the ledger holds UTC under any zone, mixed with naive times or not."""
+    from resources.duckdb_file import locked_connection
+
+    ledger = DuckDBLedger(tmp_path / "l.duckdb")
+    with locked_connection(tmp_path / "l.duckdb") as conn:  # the process's DuckDB, as every access meets it
+        (zone,) = conn.execute("SELECT current_setting('TimeZone')").fetchone()
+        conn.execute("SET GLOBAL TimeZone = 'Asia/Kolkata'")
+    try:
+        _store_mixed_zones(ledger)
+    finally:
+        with locked_connection(tmp_path / "l.duckdb") as conn:
+            conn.execute(f"SET GLOBAL TimeZone = '{zone}'")
+
+
+def _store_mixed_zones(ledger: DuckDBLedger) -> None:
+    aware = datetime(2026, 3, 14, 12, 0, tzinfo=timezone.utc)
+    kolkata = aware.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    naive = datetime(2026, 3, 14, 12, 0)
+    records = [_record(i, 0).model_copy(update={"recorded_at": t}) for i, t in enumerate([aware, naive, kolkata])]
+    records = [CallRecord.model_validate(r.model_dump()) for r in records]
+    ledger.settle_batch([(None, records)])
+    assert set(ledger.calls()["recorded_at"]) == {pd.Timestamp(naive)}
 
 
 def test_spend_window_excludes_old_calls(tmp_path):
