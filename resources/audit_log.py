@@ -452,7 +452,7 @@ def _has_table(conn) -> bool:
 
 
 def _chain_head(conn) -> AuditHead:
-    # fetchall, not fetchone: an unexhausted result blocks registering the batch frame on this connection.
+    # fetchall, not fetchone: DuckDB refuses some later work on a connection with an unexhausted result.
     rows = conn.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchall()
     return AuditHead(int(rows[0][0]), rows[0][1]) if rows else EMPTY_HEAD
 

@@ -94,9 +94,13 @@ class GGUFVocabulary:
 
     def __init__(self, path: str):
         import llama_cpp
-        from llama_cpp import _logger
 
-        _logger.set_verbose(False)  # llama.cpp's loader logs through this logger: errors only
+        try:
+            from llama_cpp import _logger
+
+            _logger.set_verbose(False)  # llama.cpp's loader logs through this logger: errors only
+        except (ImportError, AttributeError):  # another llama-cpp-python layout: its logs may show
+            pass
         try:
             from llama_cpp._internals import LlamaModel
 

@@ -178,3 +178,20 @@ print(codes)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 0]"
+
+
+@pytest.mark.parametrize("count", [3, 600])  # unnested column lists, and a registered frame from 500 rows
+def test_insert_rows_stores_values_and_nulls_and_skips_stored_keys_with_or_ignore(tmp_path, count):
+    from datetime import datetime
+
+    from resources.duckdb_file import insert_rows
+
+    rows = [(f"k{i}", i if i % 3 else None, i / 4, None if i % 2 else f"text {i} ✓", datetime(2026, 1, 1, 0, 0, i % 60))
+            for i in range(count)]
+    with locked_connection(tmp_path / "rows.duckdb") as conn:
+        conn.execute("CREATE TABLE t (k VARCHAR PRIMARY KEY, n BIGINT, x DOUBLE, s VARCHAR, seen TIMESTAMP)")
+        insert_rows(conn, "t", ["k", "n", "x", "s", "seen"], rows)
+        insert_rows(conn, "t", ["k", "n", "x", "s", "seen"], rows[:2] + [("new", 1, 0.5, "s", datetime(2026, 1, 2))],
+                    or_ignore=True)
+        stored = conn.execute("SELECT k, n, x, s, seen FROM t ORDER BY k").fetchall()
+    assert stored == sorted(rows + [("new", 1, 0.5, "s", datetime(2026, 1, 2))])
