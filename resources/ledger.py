@@ -34,14 +34,6 @@ class CallRecord(BaseModel):
 
     call_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     recorded_at: datetime = Field(default_factory=utc_now, description="UTC.")
-
-    @field_validator("recorded_at")
-    @classmethod
-    def _naive_utc(cls, value: datetime) -> datetime:
-        # Stored as a DuckDB TIMESTAMP (no zone): a zone-aware time would be stored as the session's local
-        # wall time (12:00 UTC as 17:30 under TimeZone=Asia/Kolkata), so every row is naive UTC first.
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-
     run_id: Optional[str] = None
     step_key: Optional[str] = None
     asset_key: Optional[str] = None
@@ -73,6 +65,13 @@ class CallRecord(BaseModel):
     usage_estimated: Optional[bool] = Field(None, description="The provider reported no usable token counts; tokens (and cost) estimated from the text.")
     transport_attempts: Optional[int] = Field(None, description="HTTP attempts the call took (retries of 429/5xx/timeouts included).")
     compute_s: Optional[float] = Field(None, description="Seconds of compute charged where not latency_s: an in-process model's CPU time.")
+
+    @field_validator("recorded_at")
+    @classmethod
+    def _naive_utc(cls, value: datetime) -> datetime:
+        # Stored as a DuckDB TIMESTAMP (no zone): a zone-aware time would be stored as the session's local
+        # wall time (12:00 UTC as 17:30 under TimeZone=Asia/Kolkata), so every row is naive UTC first.
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
 _COLUMNS = list(CallRecord.model_fields)
