@@ -35,7 +35,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from resources.catalog import ModelCatalog, ModelSpec, Protocol
+from resources.catalog import LocalServerSpec, ModelCatalog, ModelSpec, Protocol
 from resources.complexity import estimate_tokens
 from resources.routing import RoutingDecision
 from resources.tokenizers import count_chat_tokens, count_gguf_chat_tokens
@@ -216,7 +216,7 @@ def exact_input_tokens(spec: ModelSpec, texts: Sequence[str]) -> Optional[int]:
     if spec.local_server is not None and spec.protocol is Protocol.OPENAI_CHAT and len(texts) == 2:
         from resources.providers.openai_chat import chat_messages
 
-        path = _local_model_file(spec.local_server.kind, spec.local_server.model_path, spec.local_server.model_package)
+        path = _local_model_file(spec.local_server)
         if path is not None:
             return count_gguf_chat_tokens(path, spec.local_server.chat_format, chat_messages(spec, *texts))
     return None
@@ -225,24 +225,20 @@ def exact_input_tokens(spec: ModelSpec, texts: Sequence[str]) -> Optional[int]:
 _MODEL_FILES: dict[tuple[str, Optional[str], Optional[str]], str] = {}
 
 
-def _local_model_file(kind: str, model_path: Optional[str], model_package: Optional[str]) -> Optional[str]:
+def _local_model_file(server: LocalServerSpec) -> Optional[str]:
     """The GGUF file a local server would load, if it is here (never downloads). Found files are
     remembered; a miss is not, so a model installed while the process runs is seen."""
-    key = (kind, model_path, model_package)
-    if key in _MODEL_FILES:
-        return _MODEL_FILES[key]
-    from resources.catalog import LocalServerSpec
-    from resources.providers.local_server import local_server_unavailable_reason, resolve_model_path
+    key = (server.kind, server.model_path, server.model_package)
+    if key not in _MODEL_FILES:
+        from resources.providers.local_server import local_server_unavailable_reason, resolve_model_path
 
-    spec = LocalServerSpec(kind=kind, model_path=model_path, model_package=model_package)
-    if local_server_unavailable_reason(spec) is not None:
-        return None
-    try:
-        path = str(resolve_model_path(spec))
-    except (OSError, ValueError, ImportError):
-        return None
-    _MODEL_FILES[key] = path
-    return path
+        if local_server_unavailable_reason(server) is not None:
+            return None
+        try:
+            _MODEL_FILES[key] = str(resolve_model_path(server))
+        except (OSError, ValueError, ImportError):
+            return None
+    return _MODEL_FILES[key]
 
 
 def estimate_item(

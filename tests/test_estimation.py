@@ -92,7 +92,7 @@ def test_local_gguf_input_tokens_equal_what_llama_cpp_counts():
 
     spec = CATALOG.get("local-gemma3-270m")
     server = spec.local_server
-    path = _local_model_file(server.kind, server.model_path, server.model_package)
+    path = _local_model_file(server)
     if path is None:
         pytest.skip("the local Gemma model (llama-cpp-python and its model package) is not installed")
     import llama_cpp
@@ -130,8 +130,7 @@ def test_a_file_that_is_not_a_gguf_gives_no_count(tmp_path):
     # A model file that appears while the process runs (a package assembled later) is read then.
     from resources.estimation import _local_model_file
 
-    spec = CATALOG.get("local-gemma3-270m").local_server
-    real = _local_model_file(spec.kind, spec.model_path, spec.model_package)
+    real = _local_model_file(CATALOG.get("local-gemma3-270m").local_server)
     if real is None:
         pytest.skip("the local Gemma model is not installed")
     later.symlink_to(real)
