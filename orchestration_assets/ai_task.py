@@ -274,11 +274,13 @@ class _Batch:
                 self.progress.advance(outcomes[index])
             if not self.draining:
                 # The first worker out of items: the loop now mostly waits for the last calls, so
-                # their features are computed, and what is pending stored, while they are in flight;
-                # after the batch only their rows are left to store.
+                # their features are computed, and what is pending stored (ledger, audit, spans), while
+                # they are in flight; after the batch only their rows and spans are left to store.
                 self.draining = True
                 if self.writer is not None:
                     self.writer.flush_soon()
+                if self.tracer is not None:
+                    self.tracer.export_soon()
                 self._preparing = asyncio.ensure_future(self._prepare_in_flight())
 
         try:

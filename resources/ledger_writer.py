@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from resources.audit_log import AuditEntry, DuckDBAuditLog
-from resources.duckdb_file import default_data_dir
+from resources.duckdb_file import checkpoints_deferred, default_data_dir
 from resources.ledger import CallRecord, DuckDBLedger
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,12 @@ class LedgerWriter:
         """Store the rest and delete the journal; if the store still refuses, keep it for ``recover_journals``."""
         if self._stopped:
             return
-        self._stopped = True
-        self._wake.set()
-        self._thread.join()
-        stored = self.flush()
+        # The last store is what the batch waits for: its checkpoint is left to the files' next access.
+        with checkpoints_deferred(getattr(self.ledger, "path", None), getattr(self.audit, "path", None)):
+            self._stopped = True
+            self._wake.set()
+            self._thread.join()
+            stored = self.flush()
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         if stored:

@@ -53,7 +53,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from resources.reliability import error_type
-from resources.duckdb_file import default_data_dir, has_table, insert_rows, locked_connection
+from resources.duckdb_file import checkpoints_deferred, default_data_dir, has_table, insert_rows, locked_connection
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,20 @@ class TraceRecorder:
                 raise
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write every finished span now (the end of a step, a test, a benchmark)."""
-        return self.provider.force_flush(timeout_millis)
+        """Write every finished span now (the end of a step, a test, a benchmark), leaving the
+        store's checkpoint to its next access: the caller waits on this write (``duckdb_file``)."""
+        with checkpoints_deferred(self.store_path):
+            return self.provider.force_flush(timeout_millis)
+
+    def export_soon(self) -> threading.Thread:
+        """Export the spans finished so far from a background thread, as a scheduled export would.
+
+        A batch calls it once only its last calls are in flight, so its closing ``force_flush``
+        (which the caller waits on) has only their spans left to write. Returns the thread.
+        """
+        thread = threading.Thread(target=self.provider.force_flush, name="trace-export", daemon=True)
+        thread.start()
+        return thread
 
     def shutdown(self) -> None:
         self.provider.shutdown()

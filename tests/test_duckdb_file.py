@@ -195,3 +195,54 @@ def test_insert_rows_stores_values_and_nulls_and_skips_stored_keys_with_or_ignor
                     or_ignore=True)
         stored = conn.execute("SELECT k, n, x, s, seen FROM t ORDER BY k").fetchall()
     assert stored == sorted(rows + [("new", 1, 0.5, "s", datetime(2026, 1, 2))])
+
+
+def _wal_bytes(path) -> int:
+    wal = Path(str(path) + ".wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_a_deferred_checkpoint_leaves_the_log_readable_and_the_next_write_folds_it_in(tmp_path):
+    from resources.duckdb_file import checkpoints_deferred
+
+    path = tmp_path / "shared.duckdb"
+    with locked_connection(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+    assert _wal_bytes(path) == 0  # an ordinary access checkpoints
+    with checkpoints_deferred(path):
+        with locked_connection(path) as conn:
+            conn.execute("INSERT INTO t SELECT range FROM range(1000)")
+    assert _wal_bytes(path) > 0  # the commit is in the log, not yet in the file
+    assert _rows_seen_by_another_process(path) == 1000  # durable and visible: replayed by any opener
+    with locked_connection(path, read_only=True) as conn:
+        assert conn.execute("SELECT SUM(x) FROM t").fetchone()[0] == sum(range(1000))
+    with locked_connection(path) as conn:  # the next writer's detach checkpoints
+        conn.execute("INSERT INTO t VALUES (-1)")
+    assert _wal_bytes(path) == 0
+    assert _rows_seen_by_another_process(path) == 1001
+
+
+def test_a_deferred_checkpoint_is_taken_anyway_once_the_log_is_long(tmp_path, monkeypatch):
+    import resources.duckdb_file as duckdb_file
+
+    path, other = tmp_path / "long.duckdb", tmp_path / "other.duckdb"
+    for file in (path, other):
+        with locked_connection(file) as conn:
+            conn.execute("CREATE TABLE t (x INTEGER)")
+    monkeypatch.setattr(duckdb_file, "DEFERRED_WAL_LIMIT_BYTES", 1)
+    with duckdb_file.checkpoints_deferred(path):
+        with locked_connection(path) as conn:
+            conn.execute("INSERT INTO t SELECT range FROM range(1000)")
+        assert _wal_bytes(path) == 0  # over the limit: checkpointed
+    monkeypatch.setattr(duckdb_file, "DEFERRED_WAL_LIMIT_BYTES", 4 << 20)
+    with duckdb_file.checkpoints_deferred(path):
+        with duckdb_file.checkpoints_deferred(path):  # nested: the outer block still defers after the inner ends
+            pass
+        with locked_connection(path) as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        with locked_connection(other) as conn:  # only the files named are deferred
+            conn.execute("INSERT INTO t VALUES (1)")
+    assert _wal_bytes(path) > 0 and _wal_bytes(other) == 0
+    with locked_connection(path) as conn:  # the block is over: checkpointed again
+        conn.execute("INSERT INTO t VALUES (2)")
+    assert _wal_bytes(path) == 0

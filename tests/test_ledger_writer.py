@@ -171,3 +171,27 @@ def test_a_line_cut_by_the_kill_is_skipped_and_the_rest_recovered(tmp_path):
     assert recover_journals(ledger)["calls"] == 3
     assert sorted(ledger.calls("cut")["item_id"]) == ["item-0", "item-1", "item-2"]
     assert not any(directory.iterdir())
+
+
+def test_the_last_store_at_close_leaves_its_checkpoint_to_the_next_access(tmp_path):
+    """What the batch waits for at its end is the commit, not DuckDB folding the log into the file."""
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    audit = DuckDBAuditLog(tmp_path / "audit.duckdb")
+    with LedgerWriter(ledger, audit, flush_interval_s=60) as writer:
+        writer.settle(None, [_record(0)])
+        writer.append_audit([AuditEntry(event="call", run_id="r1", model_id="gpt-4o-mini")])
+        assert writer.flush()  # a flush during the batch checkpoints as any access does
+        assert not Path(f"{ledger.path}.wal").exists()
+        for i in range(1, 20):
+            writer.settle(None, [_record(i)])
+            writer.append_audit([AuditEntry(event="call", run_id="r1", model_id="gpt-4o-mini")])
+    for path in (ledger.path, audit.path):
+        wal = Path(f"{path}.wal")
+        assert wal.exists() and wal.stat().st_size > 0, path
+    code = (f"import duckdb; print(duckdb.connect({str(ledger.path)!r}, read_only=True)"
+            f".execute('SELECT COUNT(*) FROM ai_calls').fetchone()[0])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "20"
+    assert audit.verify().ok and audit.verify().head.count == 20
+    ledger.release(ledger.reserve(SpendScope(department="finance"), 0.01))  # any write folds the log in
+    assert not Path(f"{ledger.path}.wal").exists()
+    assert len(ledger.calls()) == 20

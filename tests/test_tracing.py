@@ -262,3 +262,14 @@ def test_cli_errors_when_there_is_no_store(tmp_path, monkeypatch):
     parser, runners = _parser()
     with pytest.raises(CliError, match="no trace store yet"):
         runners["trace"](parser.parse_args(["trace", "run-1"]))
+
+
+def test_export_soon_writes_the_finished_spans_while_the_run_goes_on(recorder):
+    with recorder.run_span("run-soon", "extract"):
+        with recorder.item_span("inv-1", item_hash(DOCUMENT)):
+            pass
+        recorder.export_soon().join(30)
+        stored = recorder.store().spans("run-soon")
+        assert [s["name"] for s in stored] == ["ai_orch.item"]  # the run span has not ended yet
+    recorder.force_flush()
+    assert sorted(s["name"] for s in recorder.store().spans("run-soon")) == ["ai_orch.item", "dagster.step"]
