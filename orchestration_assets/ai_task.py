@@ -25,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 
 from resources.catalog import ModelCatalog, ModelSpec
-from resources.complexity import ComplexityEstimate, estimate_complexity, estimate_tokens
+from resources.complexity import ComplexityEstimate, context_tokens, estimate_complexity, estimate_tokens
 from resources.documents import Document
 from resources.ledger import CallRecord, LedgerStore
 from resources.ledger_writer import LedgerWriter
@@ -495,12 +495,13 @@ def fallback_model(gateway: ModelGateway, task: AITask, document: Document, deci
     then cheapest."""
     catalog = gateway.catalog
     failed_endpoints = {ModelGateway.endpoint(catalog.get(m)) for m in tried}
-    needed = estimate_tokens(document.text) + estimate_tokens(task.instructions) + task.expected_output_tokens
+    instructions = estimate_tokens(task.instructions)
+    needed = context_tokens(document.text) + instructions + task.expected_output_tokens  # cautious, as routing's check
     pool = [s for s in candidate_pool(task.name, document.classification, catalog, availability).usable
             if s.id not in tried and ModelGateway.endpoint(s) not in failed_endpoints and s.context_window >= needed]
     if not pool:
         return None
-    input_tokens = needed - task.expected_output_tokens
+    input_tokens = estimate_tokens(document.text) + instructions
     return min(pool, key=lambda s: (s.tier < decision.required_tier, estimated_cost(s, input_tokens, task.expected_output_tokens)))
 
 

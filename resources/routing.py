@@ -25,7 +25,9 @@ from pydantic import BaseModel, Field
 from resources.catalog import ModelCatalog, ModelSpec, Residency
 from resources.classification import DataClassification
 from resources.data_policy import active_policy
-from resources.complexity import ComplexityEstimate, estimate_complexity, estimate_tokens
+from resources.complexity import (
+    ComplexityEstimate, context_tokens, context_tokens_at_most, estimate_complexity, estimate_tokens,
+)
 from resources.learned_policy import LearnedPolicy
 from resources.model_gateway import Availability
 from resources.policy_store import PolicyStore
@@ -181,10 +183,14 @@ def eligible_models(
     input_tokens = estimate_tokens(item.text) + item.instructions_tokens
     pool = pool or candidate_pool(item.task, item.classification, catalog, availability)
     reasons = list(pool.reasons)
-    needed = input_tokens + item.expected_output_tokens
+    smallest = min((s.context_window for s in pool.usable), default=0)
+    window_tokens = context_tokens_at_most(item.text) + item.instructions_tokens
+    if window_tokens + item.expected_output_tokens > smallest:  # counted (cautiously: a call over the window fails)
+        window_tokens = context_tokens(item.text) + item.instructions_tokens
+    needed = window_tokens + item.expected_output_tokens
     usable = [s for s in pool.usable if s.context_window >= needed]
     if len(usable) < len(pool.usable):
-        reasons.append(f"~{input_tokens} input + {item.expected_output_tokens} output tokens exceed the context window of "
+        reasons.append(f"up to {window_tokens} input + {item.expected_output_tokens} output tokens exceed the context window of "
                        + ", ".join(f"{s.id} ({s.context_window:,} tokens)" for s in pool.usable if s.context_window < needed))
     costs = {s.id: estimated_cost(s, input_tokens, item.expected_output_tokens) for s in usable}
     if max_cost_usd is not None:
@@ -281,11 +287,12 @@ class RulesPolicy:
         input_tokens = max(1, -(-len(item.text) // 4)) + item.instructions_tokens
         lines = plan.lines
         reasons = list(plan.pool.reasons)
-        if input_tokens + item.expected_output_tokens > plan.smallest_context:
-            needed = input_tokens + item.expected_output_tokens
+        if context_tokens_at_most(item.text) + item.instructions_tokens + item.expected_output_tokens > plan.smallest_context:
+            window_tokens = context_tokens(item.text) + item.instructions_tokens
+            needed = window_tokens + item.expected_output_tokens
             fits = tuple(line for line in lines if line[0].context_window >= needed)
             if len(fits) < len(lines):
-                reasons.append(f"~{input_tokens} input + {item.expected_output_tokens} output tokens exceed the context window of "
+                reasons.append(f"up to {window_tokens} input + {item.expected_output_tokens} output tokens exceed the context window of "
                                + ", ".join(f"{line[0].id} ({line[0].context_window:,} tokens)" for line in lines
                                            if line[0].context_window < needed))
             lines = fits

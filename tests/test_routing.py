@@ -129,3 +129,63 @@ def test_decide_many_matches_one_by_one():
         batch = policy.decide_many(items, catalog, models)
         assert batch == [policy.decide(item, catalog, models) for item in items]
     assert len({d.model_id for d in RulesPolicy([0.25, 0.6, 0.8]).decide_many(items, catalog, availability)}) >= 2
+
+
+def _number_heavy_invoice(items: int) -> str:
+    rows = "".join(f"{i:03d} Part {i:05d}-{i * 7 % 1000:03d}  {i % 9 + 1}  x {i * 1.37:8.2f}  {(i % 9 + 1) * i * 1.37:10.2f}\n"
+                   for i in range(1, items + 1))
+    return f"ACME Supplies Ltd\nInvoice No: 2026-0042\nDate: 14/03/2026\n{rows}Total {sum((i % 9 + 1) * i * 1.37 for i in range(1, items + 1)):.2f}\n"
+
+
+CJK_INVOICE = "上海星辰贸易有限公司\n发票号码：04412345\n" + "办公用品采购明细说明及数量单价合计金额\n" * 140 + "合计 ¥1,017.00\n"
+
+
+@pytest.mark.parametrize("text", [_number_heavy_invoice(200), CJK_INVOICE], ids=["numbers", "chinese"])
+def test_a_document_that_fits_at_four_characters_a_token_but_not_in_fact_skips_the_small_window(text):
+    """The window check counts cautiously (digits and CJK characters a token each): a call over the window
+    is refused by the model (HTTP 400), a cautious count at worst picks a model with a larger window."""
+    from resources.complexity import context_tokens, estimate_tokens
+
+    catalog = ModelCatalog.load()
+    assert estimate_tokens(text) + 300 + 600 < 4096 < context_tokens(text)  # 4 characters a token would let it through
+    complexity = estimate_complexity(text, declared=0.5)  # tier 2: the local model's tier
+    for decide in (lambda p, i: p.decide(i, catalog, _all_available(catalog), complexity),
+                   lambda p, i: p.decide_many([i], catalog, _all_available(catalog), [complexity])[0]):
+        decision = decide(RulesPolicy([0.3, 0.6, 0.8]), _item(text, DataClassification.RESTRICTED))
+        assert decision.model_id == "rules-invoice", decision.reason  # restricted: on-prem, and Gemma's 4k is too small
+        assert "exceed the context window of local-gemma3-270m (4,096 tokens)" in decision.reason
+
+
+def test_an_ordinary_invoice_still_fits_the_small_window():
+    from resources.complexity import context_tokens
+
+    text = _number_heavy_invoice(12)
+    assert context_tokens(text) < 1000
+    catalog = ModelCatalog.load()
+    decision = RulesPolicy([0.3, 0.6, 0.8]).decide(_item(text, DataClassification.RESTRICTED), catalog,
+                                                     _all_available(catalog), estimate_complexity(text, declared=0.5))
+    assert decision.model_id == "local-gemma3-270m", decision.reason
+
+
+def test_the_cautious_count_is_never_below_the_local_models_own_count():
+    from resources.complexity import context_tokens
+    from resources.estimation import _local_model_file
+    from resources.tokenizers import gguf_vocabulary
+
+    path = _local_model_file(ModelCatalog.load().get("local-gemma3-270m").local_server)
+    if path is None:
+        pytest.skip("the local Gemma model (llama-cpp-python and its model package) is not installed")
+    vocabulary = gguf_vocabulary(path)
+    texts = [_number_heavy_invoice(200), CJK_INVOICE, CLEAN * 40, "Rechnung Nr. 2026-0042\nGesamtbetrag: 1.234,56 €\n" * 50,
+             "株式会社サンプル 請求書 合計金額 ￥12,345\n" * 60, "견적서 합계 1,234,000원\n" * 80, "T0TAL ~~ 1,2|3 ^^ x" * 100]
+    for text in texts:
+        assert context_tokens(text) >= vocabulary.count(text.encode("utf-8"), add_bos=False), text[:40]
+
+
+@pytest.mark.parametrize("text", ["", "7", "Total 12.50", _number_heavy_invoice(50), CJK_INVOICE, "견적서 합계 1,234,000원\n" * 9,
+                                  "١٢٣٤٥ مجموع", "x" * 5000, "৪৫৬ ₹ ١٢"])
+def test_the_uncounted_bound_is_never_below_the_count(text):
+    """Routing skips counting when the bound fits every window: the bound must hold for any script."""
+    from resources.complexity import context_tokens, context_tokens_at_most, estimate_tokens
+
+    assert context_tokens_at_most(text) >= context_tokens(text) >= estimate_tokens(text)

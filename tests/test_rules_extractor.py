@@ -240,3 +240,51 @@ def test_accuracy_on_real_sroie_receipts() -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     table = accuracy_table(score_extraction(row, extract_invoice(row["text"])) for row in rows)
     assert table["core_mean"] >= 0.85, table
+
+
+# Documents no generator writes, each once read wrong: what a person reads on them.
+_HEADER = "Acme Ltd\nInvoice No: 1001\nDate: 2026-03-14\n"
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    ("Alpenblick AG\nRechnung Nr. 7781\nDatum: 14.03.2026\nTotal   CHF 3\u2019200.00", "total", 3200.0),  # typographic apostrophe
+    ("Atelier SAS\nFacture N° 12\nDate: 02/04/2026\nNet à payer    1 781,47 €", "total", 1781.47),  # accented label
+    ("ACME LTD\nDate: l4/03/2026\nTotal 10.00", "date", None),  # OCR read the 1 of 14 as l: not the 4th
+    ("ACME LTD\nDate: I4.03.2026\nTotal 10.00", "date", None),
+    ("Acme Ltd\nOrder No: 5555\nInvoice No: 1234\nDate: 2026-03-14\nTotal 10.00", "invoice_number", "1234"),
+    ("Acme Ltd\nOrder No: 5555\nDate: 2026-03-14\nTotal 10.00", "invoice_number", "5555"),  # no invoice number: the order's
+    ("Acme Ltd\nInvoice No: 1234\nOrder Date: 01/03/2026    Invoice Date: 14/03/2026\nTotal 10.00", "date", "2026-03-14"),
+    ("Acme Ltd\nInvoice No: 1234\nDate: 01/02/2026    Due: 03/03/2026\nTotal 10.00", "date", "2026-02-01"),
+    ("JOE'S DINER\n03/14/2026\nCheck #4411\nTOTAL 40.08", "invoice_number", "4411"),
+    ("Atelier SAS\nFacture N°2026-001\nTotal 10,00 €", "invoice_number", "2026-001"),
+    ("上海星辰贸易有限公司\n发票号码：04412345\n日期：2026-03-14\n合计 ¥1,017.00", "invoice_number", "04412345"),
+    ("Maple Ltd\nInvoice 1\nDate 2026-03-14\nHammer 19.99\nHST 13% 2.60\nTotal 22.59", "tax", 2.60),
+    ("ACME GmbH\nRechnung Nr. 2026-0042\nDatum: 14.03.2026\nGesamtbetrag: 1.234,56 EUR", "line_items", []),
+])
+def test_documents_from_outside_the_generator(text: str, field: str, expected) -> None:
+    got = getattr(extract_invoice(text), field)
+    if isinstance(expected, float):
+        assert got == pytest.approx(expected)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("text", [
+    _HEADER + "Description      Qty   Unit Price   Total\nWidget  2  5.00  10.00\nGadget  1  20.00  20.00\n"
+    "Subtotal  30.00\nVAT 20%  6.00\nTotal  36.00",  # a "Total" column name does not end the table
+    "Müller GmbH\nRechnung Nr. 2026-0042\nDatum: 14.03.2026\nArtikel  Menge  Preis  Betrag\nSchrauben  2  5,00  10,00\n"
+    "Dübel  1  20,00  20,00\nNettobetrag  30,00\nMwSt 20%  6,00\nGesamtbetrag  36,00 EUR",  # German summary lines are no items
+])
+def test_line_items_stop_at_the_summary_in_either_language(text: str) -> None:
+    got = extract_invoice(text)
+    assert got.total == 36.0 and got.tax == 6.0
+    assert [(i.description, i.quantity, i.unit_price, i.amount) for i in got.line_items] == [
+        ("Widget" if "Widget" in text else "Schrauben", 2.0, 5.0, 10.0), ("Gadget" if "Gadget" in text else "Dübel", 1.0, 20.0, 20.0)]
+
+
+def test_typographic_apostrophes_and_cjk_dates_from_a_model_are_normalised() -> None:
+    from orchestration_assets.invoices.normalize import normalize_date
+
+    assert parse_amount("3\u2019200.00") == 3200.0 and parse_amount("CHF 1\u2019234\u2019567.50") == 1234567.5
+    assert normalize_date("2026年03月14日") == "2026-03-14" and normalize_date("2026년 3월 4일") == "2026-03-04"
+    assert InvoiceExtraction(date="2026年3月14日").date == "2026-03-14"

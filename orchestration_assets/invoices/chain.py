@@ -41,7 +41,7 @@ from resources.audit_log import AuditLogResource, item_hash
 from resources.budget import BudgetResource
 from resources.chunking import Chunk, ChunkingError, TokenBudget, split_text, token_budget
 from resources.classification import DataClassification
-from resources.complexity import estimate_tokens
+from resources.complexity import context_tokens, estimate_tokens
 from resources.data_policy import active_policy
 from resources.documents import Document
 from resources.ledger import LedgerResource
@@ -111,7 +111,7 @@ def chunk_document(document: Document, budget: TokenBudget, config: ChunkingConf
                 budget=budget)
     try:
         chunks = split_text(document.id, document.text, budget.tokens, header_lines=config.header_lines,
-                            max_chunks=config.max_chunks)
+                            max_chunks=config.max_chunks, count_tokens=context_tokens)  # a part over the window fails
     except ChunkingError as exc:
         return ChunkedDocument(**base, error=f"{exc}; {budget.describe()}")
     return ChunkedDocument(**base, chunks=tuple(chunks))

@@ -43,8 +43,10 @@ THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "LYD", "OMR", "TND"})
 _THREE_DECIMAL_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(THREE_DECIMAL_CURRENCIES)) + r")(?![A-Za-z])")
 
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
-# no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus
-_TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-", "\u2013": "-"})
+# no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus; a typographic apostrophe
+# (U+2019, U+02BC, the prime U+2032) groups Swiss thousands as the straight one does ("3’200.00")
+_TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-", "\u2013": "-",
+                              "\u2019": "'", "\u02bc": "'", "\u2032": "'"})
 # How dinars are written locally: "KD 12.500" (Kuwait), "BD" (Bahrain), "R.O." / "RO" (Oman), "JD" (Jordan),
 # "DT" (Tunisia): shared with the rules extractor, which counts them only beside an amount.
 LOCAL_DINAR_MARKS = {"KD": "KWD", "BD": "BHD", "RO": "OMR", "JD": "JOD", "DT": "TND"}
@@ -127,6 +129,7 @@ def _three_minor_digits(digits: str, last_sep: int, text: str, currency: Optiona
 
 
 _DEFAULT_A, _DEFAULT_B = datetime(2001, 1, 1), datetime(2002, 2, 2)
+_CJK_DATE = re.compile(r"(\d{4})\s*[年년]\s*(\d{1,2})\s*[月월]\s*(\d{1,2})\s*[日일]?")
 
 
 def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[str]:
@@ -145,6 +148,9 @@ def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[s
     text = str(value).strip()
     if not text:
         return None
+    cjk = _CJK_DATE.fullmatch(text)  # 2026年3月14日, 2026년 3월 14일: what models return for Chinese, Japanese, Korean invoices
+    if cjk:
+        text = "-".join(cjk.groups())
     iso = re.fullmatch(r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2})(?:[T ]\d{1,2}:\d{2}.*)?", text)  # a time may follow
     if iso:
         try:

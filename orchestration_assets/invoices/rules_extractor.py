@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Optional
 
@@ -47,8 +48,19 @@ class Line:
     canon: str  # same length as raw: upper-cased, digits read as letters inside words
 
 
+def _fold_accent(ch: str) -> str:
+    """A Latin letter with diacritics as its base letter (À → A); any other character as it is (one for one)."""
+    decomposed = unicodedata.normalize("NFD", ch)
+    if decomposed[0].isascii() and len(decomposed) > 1 and all(unicodedata.combining(c) for c in decomposed[1:]):
+        return decomposed[0]
+    return ch
+
+
 def _canon(text: str) -> str:
-    """Upper-case; a 0/1/5/8 touching a letter and no digit reads as O/I/S/B; '_' reads as space."""
+    """Upper-case, Latin accents folded (labels match "Net à payer" as "NET A PAYER"); a 0/1/5/8 touching a
+    letter and no digit reads as O/I/S/B; '_' reads as space."""
+    if not text.isascii():
+        text = "".join(map(_fold_accent, text))
     upper = text.upper().replace("_", " ")
     if len(upper) != len(text):  # a few characters change length when upper-cased
         upper = "".join(ch if len(ch) == 1 else "?" for ch in (c.upper() for c in text)).replace("_", " ")
@@ -119,24 +131,24 @@ def _label_re(*phrases: str) -> re.Pattern[str]:
 
 def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
     """Amounts as invoices write them; ``three_decimals``: a document in KWD, BHD, OMR... ("1,250.500")."""
-    # Grouped thousands: by ',', '.', an apostrophe or a typographic space (no-break, narrow, thin),
+    # Grouped thousands: by ',', '.', an apostrophe (straight or typographic) or a typographic space (no-break, narrow, thin),
     # or by a plain space where a decimal comma follows ("1 234,56": French, Nordic, Slavic
     # invoices); a plain space before a decimal point is too often a column break ("2 100.00").
     # Indian lakh grouping ("1,23,456.00") too. Three minor digits: only ',' and spaces group, '.' is decimal.
     if three_decimals:
-        number = r"\d{1,3}(?:(?P<sep>[,'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d+"
+        number = r"\d{1,3}(?:(?P<sep>[,'\u2019\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d+"
         decimals, bare = r"\.\d{1,3}", r"\.\d{2,3}"
     else:
-        number = (r"\d{1,3}(?:(?P<sep>[,.'\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))"
+        number = (r"\d{1,3}(?:(?P<sep>[,.'\u2019\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))"
                   r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+")
         decimals, bare = r"[.,]\d{1,2}", r"\.\d{2}"
     return re.compile(
         # Not inside a word or number; after a currency mark, a label's colon, or a minus sign that is not a hyphen.
-        r"(?:(?<![\w/:.,'\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff])"
+        r"(?:(?<![\w/:.,'\u2019\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff])"
         r"|(?<=(?<![\w.,])[\-\u2212])|(?<=[:=\-]-))"
         rf"(?:(?P<int>{number})(?P<dec>{decimals})?|(?P<bare>{bare}))"
         # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元").
-        r"(?!(?![円元圆])[\w%]|\s?%|[.,'/:-]\d)"
+        r"(?!(?![円元圆])[\w%]|\s?%|[.,'\u2019/:-]\d)"
     )
 
 
@@ -322,7 +334,8 @@ def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optiona
 
 _TAX = _label_re(
     "VAT", "GST", "SST", "TAX", "SALES TAX", "MWST", "UST", "TVA", "BTW", "IVA", "CONSUMPTION TAX",
-    "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER",
+    "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN", "НДС",
+    "消費税", "消费税", "税额", "税額", "稅額", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
     "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "INCL",
@@ -351,24 +364,30 @@ def _extract_tax(lines: list[Line], before: int, total: Optional[float], integer
 
 # --------------------------------------------------------------------------- invoice number
 
+# A word ("No", "Number") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the number
+# ("Check #4411", "Facture N°2026-001").
+_NUMBER_WORD = rf"[\s.,'`:;]*(?:(?:{_fuzzy('NUMBER')}|NO|NR|NUM|ID|REF)(?![A-Z0-9])\.?|N°|Nº|#)"
+# The document's own number first; an order, transaction or ticket number only when it has none.
 _NUMBER_LABEL = re.compile(
     r"(?<![A-Z])(?:"
     + "|".join(
         [
-            rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|DOC(?:UMENT)?|{_fuzzy('ORDER')}"
-            rf"|TRANS(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}|CHEQUE|CHECK|RECHNUNGS?|FACTURE|FACTUUR"
-            r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO|PARAGON(?: FISKALNY)?)"
-            # "N°" and "#" end in a non-word character: "(?![A-Z0-9])" where "\b" would never match after them
-            rf"[\s.,'`:;]*(?:{_fuzzy('NUMBER')}|NO|NR|NUM|N°|Nº|#|ID|REF)(?![A-Z0-9])\.?",
+            rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|FACTURE|FACTUUR"
+            r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO"
+            rf"|PARAGON(?: FISKALNY)?){_NUMBER_WORD}",
             r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
         ]
     )
     + r")"
 )
+_OTHER_NUMBER_LABEL = re.compile(
+    rf"(?<![A-Z])(?:DOC(?:UMENT)?|{_fuzzy('ORDER')}|TRANS(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}"
+    rf"|CHEQUE|CHECK){_NUMBER_WORD}"
+)
 _BARE_NUMBER_LABEL = re.compile(rf"(?<![A-Z])(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|REF(?:ERENCE)?)(?![A-Z])\.?")
 _NO_LABEL = re.compile(r"^\s*N(?:O|R|°)\.?(?=[\s:#])")
-_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
+_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
 _INV_PATTERN = re.compile(r"(?<![A-Z0-9])INV[-/]?\d{2,}[\w\-/]*", re.I)
 
 
@@ -396,8 +415,8 @@ def _labelled_number(lines: list[Line], pattern: re.Pattern[str]) -> Optional[st
 
 
 def _extract_number(lines: list[Line]) -> Optional[str]:
-    """Labelled number first ('Invoice No: X'), then an INV-… token, then 'Invoice X' / 'No. X'."""
-    found = _labelled_number(lines, _NUMBER_LABEL)
+    """Labelled number first ('Invoice No: X', then 'Order No: X'), then an INV-… token, then 'Invoice X' / 'No. X'."""
+    found = _labelled_number(lines, _NUMBER_LABEL) or _labelled_number(lines, _OTHER_NUMBER_LABEL)
     if found:
         return found
     for line in lines:
@@ -441,10 +460,19 @@ def _looks_like_date(value: str) -> bool:
     return any(p.fullmatch(value) for p in _DATE_PATTERNS)
 
 
+def _ocr_cut_day(raw: str, match: re.Match[str]) -> bool:
+    """A one-digit day right after a letter ("l4/03/2026", "I4.03.2026"): OCR read a 1 as a letter, so the
+    digit is half the day; reading it as the 4th would give a wrong date with no warning."""
+    start = match.start()
+    return match.re is _DATE_PATTERNS[1] and len(match.group(1)) == 1 and start > 0 and raw[start - 1].isalpha()
+
+
 def _dates_in(line: Line) -> list[tuple[int, str]]:
     found = []
     for pattern in _DATE_PATTERNS:
         for match in pattern.finditer(line.raw):
+            if _ocr_cut_day(line.raw, match):
+                continue
             iso = normalize_date(_date_text(match))
             if iso and 1990 <= int(iso[:4]) <= 2100:
                 found.append((match.start(), iso))
@@ -462,12 +490,17 @@ def _extract_date(lines: list[Line]) -> Optional[str]:
         dates = _dates_in(line)
         if not dates:
             continue
-        labelled = _DATE_LABEL.search(line.canon)
-        other = _OTHER_DATE_LABEL.search(line.canon)
-        rank = 0 if labelled and not other else (2 if other else 1)
-        if labelled and other:  # "Date: 01.02.2026  Due: 03.03.2026": the first date follows the date label
-            rank = 0 if labelled.start() < other.start() else 2
-        candidate = (rank, line.index, dates[0][1])
+        others = [m.span() for m in _OTHER_DATE_LABEL.finditer(line.canon)]
+        # A date label that is not part of another date's label ("DATE" in "ORDER DATE" is not the invoice's)
+        labelled = next((m for m in _DATE_LABEL.finditer(line.canon)
+                         if not any(start <= m.start() < end for start, end in others)), None)
+        rank, chosen = (0 if not others else 2) if labelled else (2 if others else 1), dates[0][1]
+        if labelled and others:
+            # "Date: 01.02.2026  Due: 03.03.2026", "Order Date: 01/03/2026  Invoice Date: 14/03/2026": the date
+            # the date label names is the first one after it
+            after = [iso for position, iso in dates if position >= labelled.end()]
+            rank, chosen = (0, after[0]) if after else (2, chosen)
+        candidate = (rank, line.index, chosen)
         if best is None or candidate[:2] < best[:2]:
             best = candidate
         if rank == 0:
@@ -673,13 +706,20 @@ def _extract_vendor(lines: list[Line]) -> Optional[str]:
 # --------------------------------------------------------------------------- line items
 
 _ITEMS_HEADER = _label_re("DESCRIPTION", "ITEM", "ITEMS", "QTY", "QUANTITY", "PRODUCT", "ARTICLE", "PARTICULARS", "POS")
+# Where the table ends: the first summary line (subtotal, net, total, amount due), in the languages the total
+# labels cover. Column names that also head tables ("Betrag", "Montant", "Summe", "Importe") are left out.
 _STOP_ITEMS = _label_re(
     "SUBTOTAL", "SUB TOTAL", "TOTAL", "NET AMOUNT", "GRAND TOTAL", "AMOUNT DUE", "BALANCE DUE", "NETT",
-    "ZWISCHENSUMME", "CASH", "CHANGE", "ROUNDING", "TOTAAL", "GESAMT",
+    "AMOUNT PAYABLE", "TOTAL PAYABLE", "ZWISCHENSUMME", "CASH", "CHANGE", "ROUNDING", "TOTAAL", "SUBTOTAAL",
+    "TE BETALEN", "GESAMT", "GESAMTBETRAG", "NETTOBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TOTAL HT", "TOTAL TTC",
+    "MONTANT HT", "MONTANT TTC", "NET A PAYER", "BASE IMPONIBLE", "IMPORTE TOTAL", "IMPONIBILE", "TOTALE", "TOTALT",
+    "I ALT", "YHTEENSA", "RAZEM", "SUMA", "CELKEM", "TOPLAM", "ИТОГО", "ВСЕГО", "合計", "合计", "小計", "小计", "总计",
+    "總計", "합계",
 )
 _SKIP_ITEM = _label_re(
     "DATE", "TIME", "TEL", "PHONE", "FAX", "INVOICE NO", "RECEIPT", "CASHIER", "GST", "VAT", "TAX", "DISCOUNT",
-    "IBAN", "EMAIL", "DUE", "REG",
+    "IBAN", "EMAIL", "DUE", "REG", "MWST", "UST", "TVA", "IVA", "BTW", "HST", "PST", "QST", "MOMS", "ALV", "KDV",
+    "НДС", "消費税", "消费税", "税额", "税額", "부가세",
 )
 _TRAILING_CURRENCY = re.compile(r"[\s(]+(?:RM|US\$|S\$|A\$|C\$|[$€£¥₹]|" + "|".join(sorted(ISO_CURRENCIES)) + r")\.?$")
 _DISCOUNT = _label_re("DISCOUNT", "DISC", "REBATE", "COUPON", "VOUCHER", "RABATT", "REMISE")
@@ -724,16 +764,22 @@ def _parse_item(raw: str, pending: Optional[str], integers: bool) -> Optional[tu
     return LineItem(description=" ".join(description.split()), quantity=quantity, unit_price=unit, amount=amount.value), used_pending
 
 
+def _items_header(line: Line) -> bool:
+    """A table's column names ("Description  Qty  Unit Price  Total"): a header word and no amount."""
+    return bool(_ITEMS_HEADER.search(line.canon)) and not _amounts(line.raw, allow_integers=False)
+
+
 def _item_region(lines: list[Line], stop: int) -> list[Line]:
     start = 0
     for line in lines[:stop]:
-        if len(_ITEMS_HEADER.findall(line.canon)) >= 1 and not _amounts(line.raw, allow_integers=False):
+        if _items_header(line):
             start = line.index + 1
     return lines[start:stop]
 
 
 def _extract_items(lines: list[Line], integers: bool) -> list[LineItem]:
-    stop = next((line.index for line in lines if _STOP_ITEMS.search(line.canon)), len(lines))
+    # The table ends at its first summary line; a "Total" column name in its header is not one.
+    stop = next((line.index for line in lines if _STOP_ITEMS.search(line.canon) and not _items_header(line)), len(lines))
     items: list[LineItem] = []
     pending: Optional[str] = None
     for line in _item_region(lines, stop):
