@@ -109,6 +109,9 @@ def outcome_value(outcome: object, where: str) -> float:
     [0, 1] (kept as is: the metrics average it), and the strings "true"/"false". Anything else
     stops the replay with the row and model named, rather than being read as a success.
     """
+    if isinstance(outcome, dict) and outcome and not {"correct", "score"} & outcome.keys():
+        raise SystemExit(f"{where}: outcome {outcome!r} has neither 'correct' nor 'score' "
+                         "(an empty object or null means the model was not run)")
     value = outcome.get("correct", outcome.get("score")) if isinstance(outcome, dict) else outcome
     if value is None:
         return math.nan
@@ -128,9 +131,18 @@ def correct(rows: list[dict], model: str) -> np.ndarray:
 
 
 def pick_models(train: list[dict], prices: dict[str, tuple[float, float]]) -> tuple[str, str, dict]:
+    """The weak and the strong model: the cheapest and dearest priced ones, else the least and most accurate.
+
+    Only models with outcomes on at least half as many rows as the most-run one take part: a
+    model run on a few rows (a specialist, a late addition) says little about routing the rest.
+    """
     models = sorted({m for r in train for m in r["outcomes"]})
     if len(models) < 2:
         raise SystemExit(f"need outcomes for at least two models, found {models}")
+    coverage = {m: int(np.count_nonzero(~np.isnan(correct(train, m)))) for m in models}
+    models = [m for m in models if coverage[m] >= 0.5 * max(coverage.values())]
+    if len(models) < 2:
+        raise SystemExit(f"only {models} has outcomes on most rows; per model: {coverage}")
     priced = [m for m in models if m in prices]
     if len(priced) >= 2:
         weak = min(priced, key=lambda m: sum(prices[m]))
@@ -186,9 +198,19 @@ def attribute_ceiling(test: list[dict], weak: np.ndarray, strong: np.ndarray, na
     return out
 
 
-def passed(quality: np.ndarray) -> np.ndarray:
-    """What the policy learns: success (a graded score of at least 0.5), failure, or NaN for not run."""
-    return np.where(np.isnan(quality), np.nan, (quality >= 0.5).astype(float))
+def success_threshold(qualities: list[np.ndarray]) -> float:
+    """Where a graded score counts as a success for the policy to learn: 0.5 for right/wrong outcomes, else the
+    mean of every score the training rows hold. Scores all in 0.5-1.0 would otherwise all be successes, leaving
+    nothing to learn; the mean lies between any two values that occur, so two-valued scores split as they read."""
+    seen = np.concatenate([q[~np.isnan(q)] for q in qualities]) if qualities else np.array([])
+    if not len(seen) or np.isin(seen, (0.0, 1.0)).all():
+        return 0.5
+    return round(float(seen.mean()), 4)
+
+
+def passed(quality: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """What the policy learns: success (a score of at least ``threshold``), failure, or NaN for not run."""
+    return np.where(np.isnan(quality), np.nan, (quality >= threshold).astype(float))
 
 
 def replay_warnings(test: list[dict], w: np.ndarray, s: np.ndarray, weak: str, strong: str, unscored: int) -> list[str]:
@@ -202,6 +224,28 @@ def replay_warnings(test: list[dict], w: np.ndarray, s: np.ndarray, weak: str, s
     if unscored:
         out.append(f"{unscored} test rows lack an outcome for {weak} or {strong} and are not scored")
     return out
+
+
+RANDOM_DRAWS = 200
+
+
+def split_rows(rows: list[dict], seed: int, share: float = 0.7) -> tuple[list[dict], list[dict]]:
+    """``share`` of the rows to train on, the rest to test on, in a seeded random order; a prompt's rows all on one side.
+
+    A prompt asked twice (MMLU holds 105 such pairs) split across the sides would let the policy
+    recall the answer it was trained on. Prompts are taken in the order their first rows come, each
+    with all its rows, into training until it holds ``share`` of the rows; the rest are the test.
+    """
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = int(round(share * len(rows)))
+    groups: dict[str, list[int]] = {}
+    for i in order:
+        groups.setdefault(rows[i]["prompt"], []).append(int(i))
+    train: list[dict] = []
+    test: list[dict] = []
+    for members in groups.values():
+        (train if len(train) < cut else test).extend(rows[i] for i in members)
+    return train, test
 
 
 def cost_at(curve_share: float, order_costs: tuple[np.ndarray, np.ndarray], score: np.ndarray, base: float = 0.0) -> float:
@@ -233,9 +277,8 @@ def main() -> None:
         raise SystemExit(f"--output-tokens {args.output_tokens}: must be 0 or more")
 
     rows = load_rows(args.data)
-    order = np.random.default_rng(args.seed).permutation(len(rows))
-    cut = int(round(0.7 * len(rows)))
-    train, test = [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
+    train, test = split_rows(rows, args.seed)
+    known = set(prices)
     weak, strong, prices = pick_models(train, prices)
     names = attribute_names(train)
     # Scored: the test rows with an outcome for both models (a row one of them never answered
@@ -250,11 +293,16 @@ def main() -> None:
                          "a replay needs at least 20")
     cw, cs = item_costs(test, prices[weak], args.output_tokens), item_costs(test, prices[strong], args.output_tokens)
     warnings = replay_warnings(test, w, s, weak, strong, unscored)
+    if not {weak, strong} <= known:
+        warnings.append(f"no price known for {', '.join(sorted({weak, strong} - known))}: the dollar columns use placeholder "
+                        f"prices ({weak} ${prices[weak][0]:g}/{prices[weak][1]:g}, {strong} ${prices[strong][0]:g}/"
+                        f"{prices[strong][1]:g} per million tokens in/out); pass --price MODEL=IN,OUT for real ones")
 
     space = FeatureSpace()
     started = time.perf_counter()
     train_sketches = [space.sketch(r["prompt"], attributes(r, names)) for r in train]
-    labels = {m: passed(correct(train, m)) for m in (weak, strong)}
+    threshold = success_threshold([correct(train, m) for m in (weak, strong)])
+    labels = {m: passed(correct(train, m), threshold) for m in (weak, strong)}
     policy = LearnedPolicy.fit(train_sketches, labels, space=space, seed=args.seed)
     fit_s = time.perf_counter() - started
     predictions = policy.predict_matrix(policy.query_matrix([space.sketch(r["prompt"], attributes(r, names)) for r in test]))
@@ -272,6 +320,11 @@ def main() -> None:
         "always_weak": fixed_policy(w.mean(), s.mean(), False, cw.mean()),
         "always_strong": fixed_policy(w.mean(), s.mean(), True, cs.mean()),
     }
+    draws = [routing_curve(np.random.default_rng(args.seed + 2 + i).random(len(test)), w, s).apgr() for i in range(RANDOM_DRAWS)]
+    random_spread = {"draws": RANDOM_DRAWS, "mean": round(float(np.mean(draws)), 4), "sd": round(float(np.std(draws)), 4)}
+    if random_spread["sd"] > 0.05:
+        warnings.append(f"random routing's APGR varies by ±{random_spread['sd']:.2f} between draws on these test rows "
+                        f"({RANDOM_DRAWS} draws, mean {random_spread['mean']:.2f}): differences smaller than that are noise")
     curves = {}
     for name, score in scores.items():
         curve = routing_curve(score, w, s)
@@ -282,7 +335,9 @@ def main() -> None:
         report[name] = row
     report["_meta"] = {
         "data": str(args.data), "rows": len(rows), "train": len(train), "test": len(test), "seed": args.seed,
-        "weak": weak, "strong": strong, "fit_seconds": round(fit_s, 1),
+        "weak": weak, "strong": strong, "fit_seconds": round(fit_s, 1), "success_threshold": threshold,
+        "prices_usd_per_mtok": {m: list(prices[m]) for m in (weak, strong)},
+        "random_apgr_over_draws": random_spread,
         "perfect_router_quality": round(float(np.maximum(w, s).mean()), 4), "learned_evaluation": policy.evaluation(),
         "attribute_ceiling": attribute_ceiling(test, w, s, names),
         "attributes": sorted(names), "test_rows_scored": len(test), "test_rows_without_both_outcomes": unscored,
@@ -297,8 +352,8 @@ def main() -> None:
     print(f"{args.data.name}: {len(test)} test rows, weak={weak} ({w.mean():.3f}), strong={strong} ({s.mean():.3f})")
     for warning in warnings:
         print(f"warning: {warning}")
-    print(f"{'policy':14s} {'APGR':>7s} {'CPT50':>7s} {'CPT80':>7s}   vs random APGR")
-    random_apgr = report["random"]["apgr"]
+    print(f"{'policy':14s} {'APGR':>7s} {'CPT50':>7s} {'CPT80':>7s}   vs random APGR (mean of {RANDOM_DRAWS} draws)")
+    random_apgr = random_spread["mean"]
     for name in ("random", "always_weak", "always_strong", "rules", "learned", "learned_per_dollar", "cascade"):
         row = report[name]
         ratio = f"{row['apgr'] / random_apgr:5.2f}x" if random_apgr > 0 else "  n/a"

@@ -36,6 +36,7 @@ from resources.routing_features import FeatureSpace
 
 FORMAT_VERSION = 1
 MIN_OUTCOMES = 20
+SIMILARITY_CELLS = 4_000_000  # dense query × item similarities held at once (32 MB)
 _C_GRID = (0.3, 1.0, 3.0)
 _BLEND_GRID = (0.5, 0.75, 1.0)
 
@@ -209,9 +210,20 @@ class LearnedPolicy:
         prior = float(labels.mean()) if len(labels) else 0.5
         if len(labels) == 0:
             return np.full(queries.shape[0], prior)
-        if similarity is None:
-            similarity = self.similarity(queries)
-        similarity = similarity[:, usable]
+        if similarity is not None:
+            return self._rates(similarity[:, usable], labels, prior)
+        rates = np.empty(queries.shape[0])
+        for start, stop in self._query_blocks(queries.shape[0]):
+            rates[start:stop] = self._rates(self.similarity(queries[start:stop])[:, usable], labels, prior)
+        return rates
+
+    def _query_blocks(self, queries: int) -> list[tuple[int, int]]:
+        """Row ranges of at most ``SIMILARITY_CELLS`` similarities each: the dense block is queries × recorded
+        items, so all at once it grew with the square of a data set (14k items: 1.6 GB, 28k: 6 GB)."""
+        step = max(1, SIMILARITY_CELLS // max(1, self.memory.shape[0]))
+        return [(start, min(start + step, queries)) for start in range(0, queries, step)]
+
+    def _rates(self, similarity: np.ndarray, labels: np.ndarray, prior: float) -> np.ndarray:
         k = min(self.neighbours, len(labels))
         top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         weights = np.take_along_axis(similarity, top, axis=1).clip(min=0) ** 2
@@ -235,17 +247,20 @@ class LearnedPolicy:
     def predict_matrix(self, queries: sparse.csr_matrix) -> dict[str, np.ndarray]:
         """P(success) per model for many items at once (rows of ``queries``)."""
         out: dict[str, np.ndarray] = {}
-        similarity = self.similarity(queries) if self._uses_neighbours() else None
+        near: dict[int, np.ndarray] = {}
+        blended = [column for column, est in enumerate(self.estimators.values()) if est.coef is not None and est.blend < 1.0]
+        if blended:  # one similarity block for every model, a block of queries at a time
+            near = {column: np.empty(queries.shape[0]) for column in blended}
+            for start, stop in self._query_blocks(queries.shape[0]):
+                similarity = self.similarity(queries[start:stop])
+                for column in blended:
+                    near[column][start:stop] = self._neighbour_rates(queries[start:stop], column, similarity=similarity)
         for column, (model_id, est) in enumerate(self.estimators.items()):
             if est.coef is None:
                 out[model_id] = np.full(queries.shape[0], est.prior)
                 continue
             linear = _sigmoid(queries @ est.coef + est.intercept)
-            if est.blend < 1.0:
-                near = self._neighbour_rates(queries, column, similarity=similarity)
-                out[model_id] = est.blend * linear + (1 - est.blend) * near
-            else:
-                out[model_id] = linear
+            out[model_id] = est.blend * linear + (1 - est.blend) * near[column] if column in near else linear
         return out
 
     def predict(self, sketch: Mapping[int, float]) -> dict[str, float]:

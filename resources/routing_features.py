@@ -8,7 +8,8 @@ document. ``zlib.crc32`` is used because Python's ``hash`` is salted per process
 
 Three kinds of feature, all in one sparse vector of ``2**bits`` slots:
 
-* word unigrams and bigrams of the text, lower-cased, sublinear counts;
+* word unigrams and bigrams of the text, lower-cased, sublinear counts (a Chinese or Japanese
+  character is a word of its own: those scripts put no spaces between words);
 * declared attributes (``domain=tax_law``, ``task=invoice_extraction``): categorical
   columns a task or a data set supplies, weighted up so they are not drowned by words;
 * numeric signals (the complexity signals, log length), each in its own reserved slot.
@@ -33,7 +34,10 @@ import numpy as np
 from scipy import sparse
 
 
-_TOKEN = re.compile(r"[^\W_]+(?:['.][^\W_]+)*|[^\w\s]")
+# A Chinese or Japanese character is a token of its own (their text has no spaces: a run of them would be one
+# "word" no other text shares, and no word would generalise); word pairs then give its bigrams.
+_CJK_CHAR = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK_CHAR}]|[^\W_{_CJK_CHAR}]+(?:['.][^\W_{_CJK_CHAR}]+)*|[^\w\s]")
 _NUMERIC_SIGNALS = ("length", "noise", "unstructured", "non_latin", "log_chars", "digit_share", "lines")
 
 

@@ -197,7 +197,9 @@ def test_the_sketch_is_the_token_by_token_definition():
     space = FeatureSpace(bits=10)  # small: colliding slots are merged, as the definition says
 
     def reference(text, attributes, signals):
-        tokens = re.findall(r"[^\W_]+(?:['.][^\W_]+)*|[^\w\s]", text[: space.max_chars].lower())
+        # Chinese and Japanese characters are words of their own, as if written with spaces between them
+        spaced = re.sub(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])", r" \1 ", text[: space.max_chars].lower())
+        tokens = re.findall(r"[^\W_]+(?:['.][^\W_]+)*|[^\w\s]", spaced)
         slot = lambda key: 7 + zlib.crc32(key.encode("utf-8", "replace")) % (space.size - 7)
         counts = {}
         for key in tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]:
@@ -213,7 +215,8 @@ def test_the_sketch_is_the_token_by_token_definition():
         return {s: v / norm for s, v in vector.items()}
 
     texts = ["", "a", "a a a a b a", "Total: EUR 1.234,56 (incl. 19% MwSt)\nINV-2026-0042",
-             "Ünïcode 東京 tokens, and an ‘odd’ surrogate \ud800 here", "word " * 3000]
+             "Ünïcode 東京 tokens, and an ‘odd’ surrogate \ud800 here", "word " * 3000, "发票号码：04412345 合计¥1,017.00",
+             "東京タワーのチケット代金abc.東京 x'東"]
     for text in texts:
         for attributes in ({}, {"task": "invoice_extraction", "domain": "tax"}):
             signals = {"length": 0.4, "noise": 0.1} if text else {}
