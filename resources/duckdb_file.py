@@ -90,16 +90,20 @@ _RESERVED_NAMES = {"memory", "system", "temp", "main"}
 
 _deferred: dict[str, int] = {}  # absolute path → open ``checkpoints_deferred`` blocks naming it
 _deferred_lock = threading.Lock()
+_folding: list[threading.Thread] = []  # checkpoints started when a block ended
 
 
 @contextlib.contextmanager
 def checkpoints_deferred(*paths: "str | Path | None") -> Iterator[None]:
     """While the block runs, a DETACH of these files (from any thread) skips its checkpoint.
 
-    For the last stores of a batch or step, which its caller waits on: the next access to the
-    file replays the log once and, being a writer, checkpoints it. A log that has reached
-    ``DEFERRED_WAL_LIMIT_BYTES`` is checkpointed anyway, so short steps that only ever store at
-    their end never leave an ever longer log. ``None`` entries are ignored.
+    For the last stores of a batch or step, which its caller waits on. When the block ends, a
+    background thread folds the logs in (an access whose DETACH checkpoints), while the caller
+    goes on: a step's process still reports its outputs and events, and waits for the thread
+    before it exits, so a finished step leaves no log beside its files (a copied or restored
+    file is whole). A process killed before leaves the log, which the next writer folds in.
+    A log that has reached ``DEFERRED_WAL_LIMIT_BYTES`` is checkpointed at once. ``None``
+    entries are ignored.
     """
     keys = [str(Path(p).expanduser().absolute()) for p in paths if p is not None]
     with _deferred_lock:
@@ -108,12 +112,42 @@ def checkpoints_deferred(*paths: "str | Path | None") -> Iterator[None]:
     try:
         yield
     finally:
+        released = []
         with _deferred_lock:
             for key in keys:
                 if _deferred[key] == 1:
                     del _deferred[key]
+                    released.append(key)
                 else:
                     _deferred[key] -= 1
+        pending = [key for key in released if os.path.exists(key + ".wal")]
+        if pending:
+            # Not a daemon: the interpreter waits for it at exit rather than stopping it inside DuckDB.
+            thread = threading.Thread(target=_fold_logs, args=(pending,), name="duckdb-checkpoint")
+            with _deferred_lock:
+                _folding[:] = [t for t in _folding if t.is_alive()] + [thread]
+            thread.start()
+
+
+def wait_for_checkpoints(timeout_s: Optional[float] = None) -> None:
+    """Wait for the checkpoints ``checkpoints_deferred`` left running (before copying the files, in tests)."""
+    with _deferred_lock:
+        running = list(_folding)
+    for thread in running:
+        thread.join(timeout_s)
+
+
+def _fold_logs(paths: list[str]) -> None:
+    """Checkpoint each file whose log a ``checkpoints_deferred`` block left (unless another block defers it again)."""
+    for path in paths:
+        with _deferred_lock:
+            if path in _deferred:
+                continue
+        try:
+            with locked_connection(path):
+                pass  # a read-write access: its DETACH checkpoints
+        except Exception as exc:  # the log stays and the next writer folds it in; nothing is lost
+            log.warning("could not checkpoint %s after a batch (%s): its next access will", path, exc)
 
 
 def _checkpoint_deferred(path: Optional[str]) -> bool:

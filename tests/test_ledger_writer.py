@@ -173,10 +173,14 @@ def test_a_line_cut_by_the_kill_is_skipped_and_the_rest_recovered(tmp_path):
     assert not any(directory.iterdir())
 
 
-def test_the_last_store_at_close_leaves_its_checkpoint_to_the_next_access(tmp_path):
-    """What the batch waits for at its end is the commit, not DuckDB folding the log into the file."""
+def test_the_last_store_at_close_is_checkpointed_after_the_writer_returns(tmp_path, monkeypatch):
+    """What the batch waits for at its end is the commit; DuckDB folding the log into the file comes after."""
+    import resources.duckdb_file as duckdb_file
+
     ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
     audit = DuckDBAuditLog(tmp_path / "audit.duckdb")
+    folded: list[list[str]] = []
+    monkeypatch.setattr(duckdb_file, "_fold_logs", folded.append)  # held back, to look at the files in between
     with LedgerWriter(ledger, audit, flush_interval_s=60) as writer:
         writer.settle(None, [_record(0)])
         writer.append_audit([AuditEntry(event="call", run_id="r1", model_id="gpt-4o-mini")])
@@ -185,6 +189,8 @@ def test_the_last_store_at_close_leaves_its_checkpoint_to_the_next_access(tmp_pa
         for i in range(1, 20):
             writer.settle(None, [_record(i)])
             writer.append_audit([AuditEntry(event="call", run_id="r1", model_id="gpt-4o-mini")])
+    duckdb_file.wait_for_checkpoints(60)
+    assert sorted(folded[0]) == sorted(str(p.absolute()) for p in (ledger.path, audit.path))
     for path in (ledger.path, audit.path):
         wal = Path(f"{path}.wal")
         assert wal.exists() and wal.stat().st_size > 0, path
@@ -192,6 +198,7 @@ def test_the_last_store_at_close_leaves_its_checkpoint_to_the_next_access(tmp_pa
             f".execute('SELECT COUNT(*) FROM ai_calls').fetchone()[0])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "20"
     assert audit.verify().ok and audit.verify().head.count == 20
-    ledger.release(ledger.reserve(SpendScope(department="finance"), 0.01))  # any write folds the log in
-    assert not Path(f"{ledger.path}.wal").exists()
-    assert len(ledger.calls()) == 20
+    monkeypatch.undo()
+    duckdb_file._fold_logs(folded[0])  # what the background thread does
+    assert not Path(f"{ledger.path}.wal").exists() and not Path(f"{audit.path}.wal").exists()
+    assert len(ledger.calls()) == 20 and audit.verify().head.count == 20
