@@ -262,13 +262,18 @@ class DuckDBAuditLog:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+    def append(self, entries: Sequence[AuditEntry], *, skip_stored: bool = False) -> list[AuditEntry]:
         """Seal and store ``entries`` in order, in one transaction; returns them with seq and hashes set.
 
         The caller's objects are not changed. If the chain no longer reaches the head the
         sidecar last recorded (it was truncated or rewritten), the entries are still stored —
         losing audit records would be worse — and that head is kept in the sidecar as
         ``unreached`` so ``verify`` goes on reporting it.
+
+        ``skip_stored``: leave out entries the log already holds (every field alike but the
+        chain's own: seq and hashes), for a replay of entries that may have been stored before
+        their writer died (``ledger_writer.recover_journals``), or a retry of an append whose
+        outcome is unknown; only those are returned.
         """
         fresh = list(entries)
         for entry in fresh:
@@ -282,6 +287,11 @@ class DuckDBAuditLog:
                 self._initialised = True
             conn.execute("BEGIN TRANSACTION")
             try:
+                if skip_stored:
+                    fresh = _not_stored(conn, fresh)
+                    if not fresh:
+                        conn.execute("ROLLBACK")
+                        return []
                 head = _chain_head(conn)
                 sealed = []
                 for entry in fresh:
@@ -449,6 +459,27 @@ class _ChainScan:
 
 def _has_table(conn) -> bool:
     return has_table(conn, "audit_log")
+
+
+_CONTENT = [c for c in _HASHED if c not in ("seq", "prev_hash")]  # what an event says, apart from its place in the chain
+
+
+def _not_stored(conn, entries: list[AuditEntry]) -> list[AuditEntry]:
+    """``entries`` less those the log holds already (same content, found by their recording times)."""
+    times = sorted({e.recorded_at for e in entries})
+    stored = conn.execute(f"SELECT {', '.join(_CONTENT)} FROM audit_log WHERE recorded_at IN (SELECT UNNEST(?))",
+                          [times]).fetchall()
+    seen: dict[tuple, int] = {}
+    for row in stored:
+        seen[row] = seen.get(row, 0) + 1
+    out = []
+    for entry in entries:
+        key = tuple(_row(entry)[c] for c in _CONTENT)
+        if seen.get(key, 0) > 0:
+            seen[key] -= 1
+        else:
+            out.append(entry)
+    return out
 
 
 def _chain_head(conn) -> AuditHead:

@@ -62,6 +62,7 @@ class LedgerWriter:
         self._pending_audit: list[AuditEntry] = []
         self._pending_outputs: list[tuple[str, str, str]] = []
         self._journal_lines = 0
+        self._audit_retry = False
         self.flushes = 0
         self.last_error: Optional[str] = None
         directory = journal_dir(ledger)
@@ -153,13 +154,16 @@ class LedgerWriter:
             return False
 
     def _append_audit(self, entries: list[AuditEntry]) -> bool:
+        retry = self._audit_retry  # after a failed append: it may have committed before failing
         try:
-            self.audit.append(entries)
+            self.audit.append(entries, skip_stored=retry)
+            self._audit_retry = False
             return True
         except Exception as exc:
             self._failed(exc, len(entries))
             with self._lock:
                 self._pending_audit[:0] = entries
+            self._audit_retry = True
             return False
 
     def _failed(self, exc: Exception, count: int) -> bool:
@@ -249,8 +253,8 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
             calls, outputs, entries, audit_path = _unflushed(path)
             if calls:
                 ledger.settle_batch(calls, outputs)
-            if entries and audit_path:
-                DuckDBAuditLog(audit_path).append(entries)
+            if entries and audit_path:  # the writer may have died after storing them and before saying so
+                DuckDBAuditLog(audit_path).append(entries, skip_stored=True)
             path.unlink(missing_ok=True)
             counts["journals"] += 1
             counts["calls"] += sum(len(records) for _, records in calls)

@@ -202,3 +202,52 @@ def test_the_last_store_at_close_is_checkpointed_after_the_writer_returns(tmp_pa
     duckdb_file._fold_logs(folded[0])  # what the background thread does
     assert not Path(f"{ledger.path}.wal").exists() and not Path(f"{audit.path}.wal").exists()
     assert len(ledger.calls()) == 20 and audit.verify().head.count == 20
+
+
+AUDIT_BEFORE_DEATH = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from resources.audit_log import AuditEntry, DuckDBAuditLog
+from resources.ledger import CallRecord, DuckDBLedger
+from resources.ledger_writer import LedgerWriter
+ledger = DuckDBLedger({ledger!r}, timeout_s=1.0)
+writer = LedgerWriter(ledger, DuckDBAuditLog({audit!r}), flush_interval_s=3600)
+for i in range(5):
+    writer.settle(None, [CallRecord(run_id="r", item_id=f"i{{i}}", task="t", model_id="m", provider="p", residency="cloud",
+                                    classification="public", outcome="ok", cost_usd=0.01)])
+    writer.append_audit([AuditEntry(event="call", run_id="r", model_id="m", item_hash=f"{{i:064x}}")])
+print("FLUSHED", writer.flush(), flush=True)  # the audit half commits; the ledger half waits on a held lock and fails
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_audit_entries_stored_before_the_writer_died_are_not_stored_again_by_recovery(tmp_path):
+    import fcntl
+
+    ledger_path, audit_path = tmp_path / "ledger.duckdb", tmp_path / "audit.duckdb"
+    ledger = DuckDBLedger(ledger_path)
+    with ledger._transaction():
+        pass
+    with open(f"{ledger_path}.lock", "a+") as holder:  # another process busy on the ledger all along
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        child = subprocess.run([sys.executable, "-c", AUDIT_BEFORE_DEATH.format(repo=str(REPO), ledger=str(ledger_path),
+                                                                                audit=str(audit_path))],
+                               capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL and "FLUSHED False" in child.stdout, child.stderr[-2000:]
+    audit = DuckDBAuditLog(audit_path)
+    assert audit.head().count == 5 and len(ledger.calls()) == 0  # the audit half landed, the ledger half did not
+    ledger.reconcile()
+    assert len(ledger.calls()) == 5
+    assert audit.head().count == 5 and audit.verify().ok  # replayed once: no entry twice
+    assert sorted(e.item_hash for e in audit.entries("r")) == [f"{i:064x}" for i in range(5)]
+
+
+def test_an_append_retried_after_an_unknown_outcome_stores_each_entry_once(tmp_path):
+    audit = DuckDBAuditLog(tmp_path / "audit.duckdb")
+    entries = [AuditEntry(event="call", run_id="r", model_id="m", item_hash=f"{i:064x}") for i in range(4)]
+    audit.append(entries[:3])  # committed; the caller never heard back
+    stored = audit.append(entries, skip_stored=True)
+    assert [e.item_hash for e in stored] == [entries[3].item_hash] and audit.head().count == 4 and audit.verify().ok
+    twin = AuditEntry(event="call", run_id="r", model_id="m", item_hash=f"{9:064x}")
+    assert len(audit.append([twin, twin.model_copy()], skip_stored=True)) == 2  # two alike in one batch: both new, both kept
+    assert len(audit.append([twin], skip_stored=True)) == 0 and audit.head().count == 6
