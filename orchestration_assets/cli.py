@@ -78,10 +78,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runners = {"demo": run_demo, "estimate": run_estimate, "fit-routing": run_fit_routing, **extra}
         return runners[args.command](args)
     except CliError as exc:
-        print(f"ai-orch: {exc}", file=sys.stderr)
-        if getattr(args, "json", False):  # a script reading --json output gets the error as JSON too
-            print(json.dumps({"error": str(exc), "exit_code": 2}))
-        return 2
+        return _fail(args, str(exc), 2)
+    except OverflowError as exc:  # a number past what dates or the store hold ("spend --days 99999999")
+        return _fail(args, f"a number is out of range: {exc}", 2)
+    except Exception as exc:
+        message = _store_problem(exc)
+        if message is None:
+            raise
+        return _fail(args, message, 3)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"ai-orch: {message}", file=sys.stderr)
+    if getattr(args, "json", False):  # a script reading --json output gets the error as JSON too
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
+
+
+def _store_problem(exc: Exception) -> Optional[str]:
+    """What a failure to read or write the project's files says to a user (exit 3), or None for a bug (traceback)."""
+    import duckdb
+
+    from resources.duckdb_file import LedgerBusyError
+
+    if isinstance(exc, LedgerBusyError):
+        return f"{exc} (another program, such as a notebook or the duckdb CLI, may hold it open)"
+    if isinstance(exc, duckdb.ConversionException):
+        return f"a value is out of range for the store: {exc}"
+    if isinstance(exc, duckdb.Error):
+        return (f"could not use the project's DuckDB files under {os.environ.get('DAGSTER_HOME', '.dagster_home')}"
+                f"/ai_orchestration: {type(exc).__name__}: {exc} (is a file damaged, or written by another DuckDB version?)")
+    return None
 
 
 def run_fit_routing(args: argparse.Namespace) -> int:

@@ -113,13 +113,9 @@ def run_credits(args: argparse.Namespace) -> int:
         raise CliError(f"amount must be positive, got {args.amount}")
     try:
         if args.action == "buy":
-            balances, rate = store.credit_balances()
-            if balances and args.usd_per_credit is not None and not math.isclose(args.usd_per_credit, rate):
-                # Balances are kept in USD and shown in credits at one rate: a second rate would
-                # silently re-value every credit already bought.
-                raise CliError(f"credits here are worth ${rate:g} each (set by the first purchase); buy at that rate "
-                               f"or leave out --usd-per-credit, not ${args.usd_per_credit:g}")
-            rate = args.usd_per_credit or rate
+            # Balances are kept in USD and shown in credits at one rate: a second rate would silently
+            # re-value every credit already bought (refused by add_credits, in its transaction).
+            rate = args.usd_per_credit or store.credit_balances()[1]
             store.add_credits("purchase", ORG, args.amount * rate, usd_per_credit=rate, note="bought")
             print(f"bought {args.amount:g} credits (${args.amount * rate:.2f} at ${rate:g}/credit)")
             return 0
@@ -129,6 +125,8 @@ def run_credits(args: argparse.Namespace) -> int:
         if source != ORG and not (source.startswith("department:") and account.startswith("workflow:")):
             raise CliError("credits flow org → department → workflow: --from a department only into a workflow")
         _, rate = store.credit_balances()
+        if not math.isfinite(args.amount * rate):
+            raise CliError(f"{args.amount:g} credits at ${rate:g} is not a finite amount")
         store.add_credits(args.action, account, args.amount * rate, source=source, note=args.action)
     except ValueError as exc:
         raise CliError(str(exc)) from None

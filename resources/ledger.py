@@ -9,6 +9,7 @@ default, safe under Dagster's multiprocess executor (see ``duckdb_file``).
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -311,9 +312,22 @@ class DuckDBLedger:
 
     def add_credits(self, kind: str, account: str, amount_usd: float, *, source: Optional[str] = None,
                     usd_per_credit: Optional[float] = None, note: str = "") -> None:
-        """Append a credit entry: ``purchase`` (into the organisation), ``allocate`` or ``topup`` (from ``source``)."""
+        """Append a credit entry: ``purchase`` (into the organisation), ``allocate`` or ``topup`` (from ``source``).
+
+        A purchase at another rate than the first one's is refused (``ValueError``), in the same
+        transaction as the append: balances are kept in USD and shown at one rate, and two first
+        purchases at once must not both set it.
+        """
         with self._transaction() as conn:
+            if kind == "purchase" and usd_per_credit is not None:
+                (bought,) = conn.execute("SELECT COUNT(*) FROM credit_entries WHERE kind = 'purchase'").fetchone()
+                current = budget_store.usd_per_credit(conn)
+                if bought and not math.isclose(usd_per_credit, current):
+                    raise ValueError(f"credits here are worth ${current:g} each (set by the first purchase); buy at that "
+                                     f"rate or leave out --usd-per-credit, not ${usd_per_credit:g}")
             rate = usd_per_credit if usd_per_credit is not None else budget_store.usd_per_credit(conn)
+            if not math.isfinite(amount_usd):
+                raise ValueError(f"that many credits come to ${amount_usd} (not a finite amount): buy fewer at a time")
             budget_store.credit_entry(conn, kind, account, amount_usd, utc_now(), source=source, usd_per_credit=rate, note=note)
 
     def credit_balances(self) -> tuple[dict[str, dict[str, float]], float]:

@@ -98,3 +98,47 @@ def test_a_second_rate_cannot_revalue_credits_and_a_name_with_a_slash_can_be_bud
     assert _cli(home, "budgets", "set", "department:emea/finance/day", "--hard", "0").returncode == 0
     run = _json(_cli(home, "demo", "--count", "2", "--date", "2026-03-03", "--department", "emea/finance", "--json"))
     assert run["calls"] == 0 and run["budget_refusals"] == 2  # the cap covers the department its name says
+
+
+def test_store_failures_and_numbers_out_of_range_are_messages_not_tracebacks(tmp_path):
+    home = tmp_path / "home"
+    data = home / "ai_orchestration"
+    data.mkdir(parents=True)
+    (data / "ledger.duckdb").write_bytes(b"")  # a damaged (here: empty) ledger file
+    proc = _cli(home, "spend", "--json")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "damaged" in proc.stderr and json.loads(proc.stdout.strip().splitlines()[-1])["exit_code"] == 3
+    (data / "ledger.duckdb").unlink()
+    for args in (["spend", "--days", "99999999"], ["credits", "buy", "1e308", "--usd-per-credit", "10"]):
+        proc = _cli(home, *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+    assert "not a finite amount" in proc.stderr
+
+
+def test_two_first_purchases_at_once_cannot_both_set_the_rate(tmp_path):
+    import threading
+
+    from resources.budget_store import ORG
+    from resources.ledger import DuckDBLedger
+
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    ledger.credit_balances()
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def buy(rate: float) -> None:
+        start.wait()
+        try:
+            ledger.add_credits("purchase", ORG, 1000 * rate, usd_per_credit=rate, note="bought")
+            outcomes.append(f"bought at {rate:g}")
+        except ValueError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=buy, args=(rate,)) for rate in (1.0, 2.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(o.startswith("bought") for o in outcomes) == 1 and any("credits here are worth" in o for o in outcomes)
+    balances, rate = ledger.credit_balances()
+    assert balances[ORG]["received_usd"] / rate == pytest.approx(1000)  # 1000 credits bought, valued at one rate
