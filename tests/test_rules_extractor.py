@@ -260,6 +260,9 @@ _HEADER = "Acme Ltd\nInvoice No: 1001\nDate: 2026-03-14\n"
     ("上海星辰贸易有限公司\n发票号码：04412345\n日期：2026-03-14\n合计 ¥1,017.00", "invoice_number", "04412345"),
     ("Maple Ltd\nInvoice 1\nDate 2026-03-14\nHammer 19.99\nHST 13% 2.60\nTotal 22.59", "tax", 2.60),
     ("ACME GmbH\nRechnung Nr. 2026-0042\nDatum: 14.03.2026\nGesamtbetrag: 1.234,56 EUR", "line_items", []),
+    ("Padaria Pão Quente Ltda\nCNPJ 12.345.678/0001-90\nNota Fiscal Nº 000123\nData: 14/03/2026\n"
+     "Pão francês   10 x R$ 0,80    R$ 8,00\nCafé          2 x R$ 5,50     R$ 11,00\nTOTAL A PAGAR   R$ 19,00", "vendor",
+     "Padaria Pão Quente Ltda"),  # Brazilian legal suffix: the issuer, not an item row's word
 ])
 def test_documents_from_outside_the_generator(text: str, field: str, expected) -> None:
     got = getattr(extract_invoice(text), field)

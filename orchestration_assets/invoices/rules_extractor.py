@@ -574,7 +574,7 @@ def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dic
 _LEGAL_SUFFIX = re.compile(
     r"(?<![A-Z])(?:SDN\.?\s*B[HN]D\.?|BHD\.?|S/B|LTD\.?|LIMITED|GMBH|INC\.?|LLC|L\.L\.C\.|CORP\.?|CORPORATION|SARL|"
     r"S\.?A\.?R\.?L\.?|SAS|S\.A\.?|B\.?V\.?|N\.?V\.?|AG|PLC|LLP|K\.K\.|CO\.?,? LTD\.?|PTE\.?|PTY\.?|E\.K\.|KG|OY|AB|"
-    r"S\.P\.A\.?|S\.R\.L\.?|COMPANY|CO\.)(?![A-Z])(?!\s*\.?\s*(?:REG|NO\b|NUMBER|ID\b|:))"
+    r"S\.P\.A\.?|S\.R\.L\.?|LTDA\.?|S\.L\.|COMPANY|CO\.)(?![A-Z])(?!\s*\.?\s*(?:REG|NO\b|NUMBER|ID\b|:))"
 )
 _HEADER_END = re.compile(
     r"(?<![A-Z])(?:INVOICE|RECEIPT|CASH BILL|CASH SALES?|BILL TO|SOLD TO|SHIP TO|DELIVER|OWNED BY|CUSTOMER|"
