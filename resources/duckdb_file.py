@@ -18,13 +18,13 @@ touches the ledger once per call, so that instance build was most of what record
 
 A DETACH checkpoints (folds the write-ahead log into the file), except inside
 ``checkpoints_deferred``: the stores at the end of a batch or a step, which its caller waits
-for, leave their log to the file's next access. What a commit wrote is durable in the log
-already (DuckDB syncs it at COMMIT); the checkpoint only spares later opens its replay. Run
-together at a batch's end, the ledger's, audit log's and trace store's checkpoints took 20-35 ms
-(the ledger's key indexes rewritten), most of the time between the last reply and the return.
-Every other access still checkpoints: a log left in place is replayed by every open until a
-writer folds it in, and measured per budget reservation (an attach each) a log kept to a few
-hundred KB made each 3-5 times slower than its checkpoint.
+for, leave their log to a background thread that folds it in right after. What a commit wrote
+is durable in the log already (DuckDB syncs it at COMMIT); the checkpoint only spares later
+opens its replay. Run together at a batch's end, the ledger's, audit log's and trace store's
+checkpoints took 20-35 ms (the ledger's key indexes rewritten), most of the time between the
+last reply and the return. Every other access still checkpoints: a log left in place is
+replayed by every open until a writer folds it in, and measured per budget reservation (an
+attach each) a log kept to a few hundred KB made each 3-5 times slower than its checkpoint.
 """
 
 from __future__ import annotations
@@ -126,7 +126,10 @@ def checkpoints_deferred(*paths: "str | Path | None") -> Iterator[None]:
             thread = threading.Thread(target=_fold_logs, args=(pending,), name="duckdb-checkpoint")
             with _deferred_lock:
                 _folding[:] = [t for t in _folding if t.is_alive()] + [thread]
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # the interpreter is shutting down: no new threads, so fold them in here
+                _fold_logs(pending)
 
 
 def wait_for_checkpoints(timeout_s: Optional[float] = None) -> None:

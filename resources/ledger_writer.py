@@ -184,7 +184,7 @@ class LedgerWriter:
         """Store the rest and delete the journal; if the store still refuses, keep it for ``recover_journals``."""
         if self._stopped:
             return
-        # The last store is what the batch waits for: its checkpoint is left to the files' next access.
+        # The last store is what the batch waits for: its checkpoint is taken in the background after it.
         with checkpoints_deferred(getattr(self.ledger, "path", None), getattr(self.audit, "path", None)):
             self._stopped = True
             self._wake.set()

@@ -327,8 +327,8 @@ class TraceRecorder:
                 raise
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write every finished span now (the end of a step, a test, a benchmark), leaving the
-        store's checkpoint to its next access: the caller waits on this write (``duckdb_file``)."""
+        """Write every finished span now (the end of a step, a test, a benchmark); the caller waits on the
+        write, and the store's checkpoint is taken in the background after it (``duckdb_file``)."""
         with checkpoints_deferred(self.store_path):
             return self.provider.force_flush(timeout_millis)
 
