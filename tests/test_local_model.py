@@ -49,6 +49,47 @@ def test_gateway_stops_the_server_on_close():
     assert process.poll() is not None
 
 
+KILLED_PARENT = """
+import sys
+sys.path.insert(0, {repo!r})
+from resources.catalog import ModelCatalog
+from resources.model_gateway import ModelGateway
+gateway = ModelGateway(ModelCatalog.load())
+gateway.client("local-gemma3-270m")
+print("SERVER", gateway._servers["local-gemma3-270m"]._process.pid, flush=True)
+import os, signal
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no atexit: as an OOM kill or kill -9 of a step
+"""
+
+
+def test_the_server_stops_when_the_process_that_started_it_is_killed():
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    catalog = ModelCatalog.load()
+    if not ModelGateway(catalog).availability(catalog.get("local-gemma3-270m")).available:
+        pytest.skip("local model unavailable")
+    parent = subprocess.run([sys.executable, "-c", KILLED_PARENT.format(repo=str(Path(__file__).resolve().parents[1]))],
+                            capture_output=True, text=True, timeout=300)
+    assert "SERVER" in parent.stdout, parent.stderr[-2000:]
+    pid = int(parent.stdout.split("SERVER")[1].split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            break  # exited, awaiting its new parent's reaping
+        time.sleep(0.2)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the llama.cpp server outlived the process that started it by 30 s")
+
+
 def test_a_model_that_cannot_start_is_reported_and_then_unavailable(tmp_path):
     path = tmp_path / "catalog.yaml"
     path.write_text(

@@ -60,6 +60,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# ``python -m llama_cpp.server``, stopped when the process that started it is gone. It runs in its own
+# session (a Ctrl-C in a terminal is for the step, which stops it), so nothing else would stop it when
+# that process is killed (SIGKILL, OOM): it would hold its port and ~600 MB for good. Its parent gone,
+# it is re-parented, and it stops itself as on a normal stop (SIGTERM: uvicorn shuts down cleanly).
+_SERVER_OUTLIVING_NO_PARENT = """
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv[1])
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+    os._exit(1)
+threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def _drain(stream, tail: "collections.deque[bytes]") -> None:
     """Read the server's output as it comes (a full pipe would stall it), keeping only the last lines."""
     for line in iter(stream.readline, b""):
@@ -88,7 +107,7 @@ class LocalLlamaServer:
         model_path = resolve_model_path(self.spec)
         port = _free_port()
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", _SERVER_OUTLIVING_NO_PARENT, str(os.getpid()),
             "--model", str(model_path),
             "--model_alias", self.model_alias,
             "--host", "127.0.0.1",
