@@ -249,8 +249,9 @@ _HEADER = "Acme Ltd\nInvoice No: 1001\nDate: 2026-03-14\n"
 @pytest.mark.parametrize("text,field,expected", [
     ("Alpenblick AG\nRechnung Nr. 7781\nDatum: 14.03.2026\nTotal   CHF 3\u2019200.00", "total", 3200.0),  # typographic apostrophe
     ("Atelier SAS\nFacture N° 12\nDate: 02/04/2026\nNet à payer    1 781,47 €", "total", 1781.47),  # accented label
-    ("ACME LTD\nDate: l4/03/2026\nTotal 10.00", "date", None),  # OCR read the 1 of 14 as l: not the 4th
-    ("ACME LTD\nDate: I4.03.2026\nTotal 10.00", "date", None),
+    ("ACME LTD\nDate: l4/03/2026\nTotal 10.00", "date", "2026-03-14"),  # OCR read the 1 of 14 as l: the 14th, not the 4th
+    ("ACME LTD\nDate: I4.03.2026\nTotal 10.00", "date", "2026-03-14"),
+    ("ACME LTD\nDate: x4/03/2026\nTotal 10.00", "date", None),  # a letter that is no digit: half a day, no date
     ("Acme Ltd\nOrder No: 5555\nInvoice No: 1234\nDate: 2026-03-14\nTotal 10.00", "invoice_number", "1234"),
     ("Acme Ltd\nOrder No: 5555\nDate: 2026-03-14\nTotal 10.00", "invoice_number", "5555"),  # no invoice number: the order's
     ("Acme Ltd\nInvoice No: 1234\nOrder Date: 01/03/2026    Invoice Date: 14/03/2026\nTotal 10.00", "date", "2026-03-14"),
@@ -291,3 +292,114 @@ def test_typographic_apostrophes_and_cjk_dates_from_a_model_are_normalised() -> 
     assert parse_amount("3\u2019200.00") == 3200.0 and parse_amount("CHF 1\u2019234\u2019567.50") == 1234567.5
     assert normalize_date("2026年03月14日") == "2026-03-14" and normalize_date("2026년 3월 4일") == "2026-03-04"
     assert InvoiceExtraction(date="2026年3月14日").date == "2026-03-14"
+
+
+_BAKERY = ("BÄCKEREI SCHMIDT\nBon-Nr. 4471\n14.03.2026 08:12\nBrötchen 2 x 0,45   0,90\nKaffee   2,40\nSUMME EUR 3,30\n"
+           "BAR 5,00\nRückgeld 1,70\n")
+_INDIAN_BILL = ("SARAVANA BHAVAN\nBill No: 2231\nDate: 14/03/2026\nMasala Dosa 1 120.00 120.00\nCoffee 2 40.00 80.00\n"
+                "Sub Total 200.00\nCGST 2.5% 5.00\nSGST 2.5% 5.00\nGrand Total Rs.210.00")
+_KOREAN = "GS25 역삼점\n2026-03-14 12:01\n[영수증번호] 0142-7733\n삼각김밥 1,500\n커피 2,800\n합계 4,300원"
+_JAPANESE = "ローソン 新宿店\n2026年3月14日\nおにぎり ¥150\nお茶 ¥130\n小　計 ¥280\n外税 ¥22\n合　計 ¥302"
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    # tax printed below the total: a VAT table (net + tax = gross) under its header, or on one line
+    (_BAKERY + "MwSt%   Netto   MwSt   Brutto\nA 7%    3,08    0,22   3,30\n", "tax", 0.22),
+    ("MARKT GMBH\nBeleg-Nr. 0815\nDatum 14.03.2026\nSUMME 11,90\nMwSt 19% Netto 10,00 MwSt 1,90 Brutto 11,90", "tax", 1.90),
+    ("WOOLWORTHS SA\nTAX INVOICE\n2026/03/14\nMILK 2L R31.99\nBREAD R18.99\nTOTAL R50.98\nVAT INCL R6.65", "tax", 6.65),
+    (_INDIAN_BILL, "tax", 10.0),  # CGST + SGST
+    ("BIEDRONKA\nParagon fiskalny nr 4412\n2026-03-14\nChleb 4,50\nMleko 3,20\nPTU A 23% 1,44\nSUMA PLN 7,70", "tax", 1.44),
+    (_JAPANESE, "tax", 22.0),
+    # amounts with a letter or CJK currency mark touching them; labels spaced out in a CJK column
+    (_INDIAN_BILL, "total", 210.0), (_INDIAN_BILL, "currency", "INR"),
+    ("WOOLWORTHS SA\nTAX INVOICE\n2026/03/14\nMILK 2L R31.99\nBREAD R18.99\nTOTAL R50.98", "total", 50.98),
+    ("WOOLWORTHS SA\nTAX INVOICE\n2026/03/14\nMILK 2L R31.99\nBREAD R18.99\nTOTAL R50.98", "currency", "ZAR"),
+    (_KOREAN, "total", 4300.0), (_KOREAN, "currency", "KRW"), (_JAPANESE, "total", 302.0),
+    # receipt numbers as receipts label them
+    (_BAKERY, "invoice_number", "4471"), (_KOREAN, "invoice_number", "0142-7733"),
+    ("CAFE DU PORT\nN° ticket : 000451\n14/03/2026\nCafé 2,00\nTOTAL TTC 2,00 €", "invoice_number", "000451"),
+    ("BAR PEPE\nFACTURA SIMPLIFICADA: T-2026-118\nFecha: 14/03/2026\nCaña 2,50\nTOTAL 2,50 €", "invoice_number", "T-2026-118"),
+    ("TRATTORIA ROMA\nDOCUMENTO N. 0042\nData 14/03/2026\nPizza 9,00\nTOTALE 9,00 EUR", "invoice_number", "0042"),
+    ("SHELL\nREC# 118822\n03/14/2026\nUNLEADED 10.500 GAL\nTOTAL $41.90", "invoice_number", "118822"),
+    ("QUICKMART\nTRANS#: 5521-009\n03/14/2026\nSODA 1.99\nTOTAL 1.99\nCARD REF # 998877", "invoice_number", "5521-009"),
+    ("DINER\nCheck: 5521\n03/14/2026\nTOTAL 12.00", "invoice_number", "5521"),
+    ("DINER\nTicket: 12.50\n03/14/2026\nTOTAL 12.50", "invoice_number", None),  # an amount is not a number
+    # the brand, not the branch; a name may start with a number
+    ("TARGET\nStore #1289\n1200 Main St\n03/14/2026\nSOAP 3.99\nTOTAL 3.99", "vendor", "TARGET"),
+    ("7-ELEVEN\n1200 Main St\n03/14/2026\nSLURPEE 1.99\nTOTAL 1.99", "vendor", "7-ELEVEN"),
+    # what was paid when no total is printed; coupons are not the total
+    ("CORNER CAFE\n03/14/2026\nLatte 4.50\nMuffin 3.00\nAmount Paid $7.50", "total", 7.50),
+    ("SAFEWAY\n03/14/2026\nAPPLES 4.00\nBREAD 3.00\nTotal Coupons 1.00\nBALANCE 6.00", "total", 6.00),
+])
+def test_receipts_as_shops_in_many_countries_print_them(text: str, field: str, expected) -> None:
+    got = getattr(extract_invoice(text), field)
+    if isinstance(expected, float):
+        assert got == pytest.approx(expected)
+    else:
+        assert got == expected
+
+
+def test_lines_priced_with_their_tax_add_up_to_the_total() -> None:
+    """A receipt whose prices include the tax states the tax beside a total its lines already reach."""
+    text = ("KEDAI MAJU SDN BHD\nINVOICE NO: 88\nDATE: 03/01/2019\nNASI LEMAK   2   5.30   10.60\nTEH TARIK   1   2.12   2.12\n"
+            "TOTAL INCL. GST   12.72\nGST 6% INCLUDED   0.72\n")
+    got = extract_invoice(text)
+    assert got.total == 12.72 and got.tax == 0.72
+    assert [i.amount for i in got.line_items] == [10.60, 2.12]
+
+
+@pytest.mark.parametrize("text,total,currency", [
+    ("ACME GmbH\nRechnung Nr. 12\nDatum 14.03.2026\nTotal EUR 100 (approx. $108)", 100.0, "EUR"),  # a conversion aside
+    ("ACME GmbH\nRechnung Nr. 12\nTotal: 250.00 EUR (USD 270.00)", 250.0, "EUR"),
+    ("ACME LLC\nInvoice 7\nTOTAL ($5.00)", -5.0, "USD"),  # alone in brackets: an accounting credit
+    ("Acme Ltd\nCREDIT NOTE CN-12\nDate: 2026-03-14\nOriginal invoice total: 500.00 EUR\nCredit total: -100.00 EUR",
+     -100.0, "EUR"),  # a credit note's total is its credit, not the invoice it quotes
+])
+def test_the_total_is_what_the_document_asks_for_not_what_it_quotes(text: str, total: float, currency: str) -> None:
+    got = extract_invoice(text)
+    assert (got.total, got.currency) == (total, currency)
+
+
+_VAT_TABLE = ("REWE Markt GmbH\nBon-Nr.:4521\n12.03.2024\nMILCH 1,19 B\nWASSER 3,54 A\nSUMME EUR 4,73\n"
+              "Steuer  %    Netto   Steuer  Brutto\nA=  19,0%     2,97     0,57    3,54\nB=   7,0%     1,11     0,08    1,19\n"
+              "Gesamtbetrag  4,08    0,65    4,73\n")
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    (_VAT_TABLE, "tax", 0.65),  # the table's sum row is not counted twice
+    ("Albert Heijn\nKassabon 0412\n14-03-2024\nTOTAAL 22,56\nBTW OVER EUR\n9%   9,82   0,88\n21%   10,74   2,26\n", "tax", 3.14),
+    ("FIRMA ABC SP. Z O.O.\nFaktura VAT nr FV/2024/03/015\nData: 2024-03-14\n"
+     "RAZEM   1 000,00   230,00   1 230,00\nDo zapłaty: 1 230,00 PLN", "tax", 230.0),  # a tax column of the total row
+    ("FIRMA ABC SP. Z O.O.\nFaktura VAT nr FV/2024/03/015\nData: 2024-03-14\nDo zapłaty: 1 230,00 PLN", "invoice_number",
+     "FV/2024/03/015"),
+    ("KEDAI ABC\nResit No: 0012873\n14/03/2024\nJUMLAH RM 12.00", "invoice_number", "0012873"),
+    ("Hotel Miramar\nFolio: 882107\n14/03/2024\nBalance Due EUR 412.00", "invoice_number", "882107"),
+    ("TESCO\n14/03/2024\nMILK 1.20\nTOTAL 1.20\nTrans 4471 Op 910052", "invoice_number", "4471"),
+    ("BAR LUNA\nTICKET 0023\n14/03/2024\nTOTAL 4,50 EUR", "invoice_number", "0023"),
+    ("ALDI\nDatum: O5.03.2024\nSUMME 12,00 EUR", "date", "2024-03-05"),
+    ("Atelier Lumière SARL\nFacture N° 12\nDate de facture : 2 avril 2024\nTotal TTC 120,00 €", "date", "2024-04-02"),
+    ("Tienda Sol\nFecha: 5 de marzo de 2024\nTOTAL 10,00 €", "date", "2024-03-05"),
+    # a bare "$" on a US receipt: its ambiguous dates are month first; elsewhere the dollar is the country's
+    ("JOE'S DELI\n12 Main St, New York, NY 10001\n03/08/2024 12:14\nTOTAL $12.50", "date", "2024-03-08"),
+    ("JOE'S DELI\n12 Main St, New York, NY 10001\n03/08/2024 12:14\nTOTAL $12.50", "currency", "USD"),
+    ("BUNNINGS\nABN 88 000 014 675\n03/08/2024\nTOTAL $41.70", "currency", "AUD"),
+    ("BUNNINGS\nABN 88 000 014 675\n03/08/2024\nTOTAL $41.70", "date", "2024-08-03"),
+    ("Studio Bianchi\nP.IVA 01234567890\nFattura n. 7\nData 14/03/2024\nTotale documento 122,00", "currency", "EUR"),
+    ("永辉超市\n2024-03-14\n苹果 ¥12.00\n合计 ¥12.00", "currency", "CNY"),
+    ("ローソン\n2024年3月14日\nおにぎり ¥150\n合計 ¥150", "currency", "JPY"),
+    # the seller named under its label; a document's CJK title or its customer is not the issuer
+    ("Faktura VAT nr 12\nSprzedawca:\nHurtownia Zbyszek\nNabywca:\nKlient XYZ\nDo zapłaty 10,00 PLN", "vendor",
+     "Hurtownia Zbyszek"),
+    ("請 求 書\n株式会社サンプル\n2024年3月14日\n合計 ¥1,100", "vendor", "株式会社サンプル"),
+    ("Studio Grafico Bianchi\nSpett.le\nTrattoria Da Nello S.r.l.\nFattura n. 7\nTotale 122,00 EUR", "vendor",
+     "Studio Grafico Bianchi"),
+    # an amount alone under its label may carry a letter currency mark; a CJK word makes a line of its own
+    ("SPAR\n14/03/2024\nAMOUNT\n   R850.00", "total", 850.0),
+    ("永辉超市\n合计件数: 15\n应收: ¥127.03\n实收: ¥124.00\n合计 ¥124.00", "total", 124.0),
+])
+def test_receipts_from_other_countries_and_scanners(text: str, field: str, expected) -> None:
+    got = getattr(extract_invoice(text), field)
+    if isinstance(expected, float):
+        assert got == pytest.approx(expected)
+    else:
+        assert got == expected

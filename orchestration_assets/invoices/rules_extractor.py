@@ -10,6 +10,8 @@ output included), not for any one dataset:
 * the total is the amount on the most specific total label (``GRAND TOTAL``, ``AMOUNT
   DUE``, ``ROUNDED`` … over plain ``TOTAL``, never ``SUBTOTAL``), cross-checked against
   ``CASH − CHANGE`` when a receipt prints both;
+* the tax is what the tax lines above the total add up to (CGST + SGST, two VAT rates), or
+  the tax column of a VAT table printed below it (net + tax = gross);
 * line items are reported only when they add up to the total (with or without the tax),
   so a partly read table never passes for a complete one.
 
@@ -58,9 +60,9 @@ def _fold_accent(ch: str) -> str:
 
 def _canon(text: str) -> str:
     """Upper-case, Latin accents folded (labels match "Net à payer" as "NET A PAYER"); a 0/1/5/8 touching a
-    letter and no digit reads as O/I/S/B; '_' reads as space."""
+    letter and no digit reads as O/I/S/B; '_' and the ideographic space ("合　計") read as a space."""
     if not text.isascii():
-        text = "".join(map(_fold_accent, text))
+        text = "".join(map(_fold_accent, text)).replace("\u3000", " ")
     upper = text.upper().replace("_", " ")
     if len(upper) != len(text):  # a few characters change length when upper-cased
         upper = "".join(ch if len(ch) == 1 else "?" for ch in (c.upper() for c in text)).replace("_", " ")
@@ -102,6 +104,10 @@ def _lines(text: str) -> list[Line]:
 _CODES = "(?:" + "|".join(sorted(ISO_CURRENCIES)) + "|RM)"
 
 
+def _is_cjk(ch: str) -> bool:
+    return "\u2e80" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7a3"
+
+
 def _fuzzy(phrase: str) -> str:
     """A label phrase as a regex tolerant of OCR: L/I swaps, m→rn, dropped or doubled spaces."""
     parts = []
@@ -118,7 +124,12 @@ def _fuzzy(phrase: str) -> str:
                 letters.append("[EC]")
             else:
                 letters.append(re.escape(ch))
-        parts.append("[.,'`:;]?".join(letters))
+        # Between two letters, OCR may read a stray mark; a CJK label is spaced out to fill its column ("合　計",
+        # "합      계")
+        joined = letters[0]
+        for previous, letter in zip(word, letters[1:]):
+            joined += (r"\s*" if _is_cjk(previous) else "[.,'`:;]?") + letter
+        parts.append(joined)
     return r"[\s.,'`:;]*".join(parts)
 
 
@@ -143,12 +154,14 @@ def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
                   r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+")
         decimals, bare = r"[.,]\d{1,2}", r"\.\d{2}"
     return re.compile(
-        # Not inside a word or number; after a currency mark, a label's colon, or a minus sign that is not a hyphen.
-        r"(?:(?<![\w/:.,'\u2019\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[\u3040-\u30ff\u4e00-\u9fff])"
+        # Not inside a word or number; after a currency mark (a letter one too: "R131.96", "Rs.210"), a label's colon,
+        # a CJK label, or a minus sign that is not a hyphen.
+        r"(?:(?<![\w/:.,'\u2019\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[₹₩₱฿₫₦₴₪])"
+        r"|(?<=[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7a3])|(?<=(?<![A-Za-z])R)|(?<=(?<![A-Za-z])R[sp])|(?<=(?<![A-Za-z])R[sp]\.)"
         r"|(?<=(?<![\w.,])[\-\u2212])|(?<=[:=\-]-))"
         rf"(?:(?P<int>{number})(?P<dec>{decimals})?|(?P<bare>{bare}))"
-        # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元").
-        r"(?!(?![円元圆])[\w%]|\s?%|[.,'\u2019/:-]\d)"
+        # Not part of a longer word or number; a CJK currency character may follow ("1,080円", "108元", "4,300원").
+        r"(?!(?![円元圆원])[\w%]|\s?%|[.,'\u2019/:-]\d)"
     )
 
 
@@ -216,8 +229,9 @@ def _uses_decimals(lines: list[Line]) -> bool:
 
 
 def _only_amount(line: Line) -> bool:
-    """A line that holds an amount and at most a currency mark: the value of the label above it."""
-    letters = re.sub(r"\b(?:RM|[A-Z]{3})\b|[^A-Z]", "", line.canon)
+    """A line that holds an amount and at most a currency mark ("RM 12.00", "R850.00", "1,080円"): the value of
+    the label above it. A word in any script ("应收: ¥127.03") makes it a line of its own."""
+    letters = re.sub(r"\b(?:RM|[A-Z]{3})\b|(?<![A-Z])R[SP]?\.?(?=\s?\d)|[円元圆원]|[\W\d_]", "", line.canon)
     return not letters and bool(_amounts(line.raw))
 
 
@@ -228,7 +242,7 @@ _TOTAL_STRONG = _label_re(
     "NET PAYABLE", "NETT TOTAL", "NETT AMOUNT", "TOTAL ROUNDED", "ROUNDED TOTAL", "TOTAL AMOUNT DUE",
     "AMOUNT TO PAY", "TOTAL TO PAY", "TOTAL INCL", "INCLUSIVE", "INCL. TAX", "INCL. VAT", "INCL. GST",
     "TOTAL TTC", "MONTANT TTC", "NET A PAYER", "GESAMTBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TE BETALEN",
-    "TOTAL A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE", "DO ZAPLATY", "K UHRADE", "ИТОГО К ОПЛАТЕ",
+    "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE", "DO ZAPLATY", "K UHRADE", "ИТОГО К ОПЛАТЕ",
     "К ОПЛАТЕ", "お会計", "ご請求金額", "應付金額", "应付金额", "TOTAL BAYAR",
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
@@ -240,10 +254,13 @@ _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMM
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
-    "EXCL", "EXCLUDING", "EXCLUSIVE", "BEFORE", "TOTAL TAX", "TOTAL GST", "TOTAL VAT", "TOTAL SST",
+    "EXCL", "EXCLUDING", "EXCLUDED", "EXCLUSIVE", "BEFORE", "TOTAL TAX", "TOTAL GST", "TOTAL VAT", "TOTAL SST",
     "DISCOUNT", "SAVING", "SAVINGS", "TOTAL HT", "NET AMOUNT", "NETTOBETRAG", "ZWISCHENSUMME", "CHANGE",
     "TENDERED", "ROUNDING ADJ", "ADJUSTMENT", "POINTS", "TAXABLE", "WEIGHT", "DEPOSIT", "DUE DATE",
+    "COUPON", "COUPONS", "VOUCHER", "VOUCHERS", "件数", "点数",
 )
+# What was paid, when a receipt prints no total ("Amount Paid $7.50"): a weak total, under any TOTAL line.
+_PAID_TOTAL = _label_re("AMOUNT PAID", "AMT PAID", "PAID AMOUNT")
 _ROUNDED = re.compile(r"ROUND")
 _TAX_INCLUDED = re.compile(r"(?:VAT|GST|SST|TAX)\b.*\bINCLUDED|\bINCLUDED\b.*(?:VAT|GST|SST|TAX)\b")
 _CASH = _label_re("CASH", "TENDERED", "CASH PAID", "PAID", "PAYMENT", "CASH TENDERED", "CREDIT", "CARD", "VISA", "PAY")
@@ -273,12 +290,23 @@ def _total_tier(canon: str) -> int:
         return 2
     if _TOTAL_WEAK.search(canon) and not re.search(r"TAX|VAT|GST|SST|PAID|TENDER", canon):
         return 1
+    if _PAID_TOTAL.search(canon) and not re.search(r"TAX|VAT|GST|SST", canon):
+        return 1
     return 0
 
 
+# A conversion quoted beside an amount ("Total EUR 100.00 (approx. USD 108.00)", "(≈ $108)"): not what is due.
+_CONVERSION = re.compile(r"\(\s*(?:APPROX|CA\.|CIRCA|≈|~|EQUIV|ENV\.|ENVIRON|ETWA|APROX|APPROSS|USD|EUR|US\$|\$)[^()]*\)",
+                         re.I)
+
+
 def _value_after_label(lines: list[Line], i: int, integers: bool) -> Optional[Amount]:
-    """The amount on the label's line, or on the next line when it holds only an amount."""
-    amount = _last_amount(lines[i].raw, integers)
+    """The amount on the label's line (a conversion quoted in brackets aside), or on the next line when it holds
+    only an amount."""
+    raw = lines[i].raw
+    if "(" in raw:  # blanked, only after an amount: "($5.00)" alone is an accounting credit
+        raw = _CONVERSION.sub(lambda m: " " * len(m.group(0)) if _amounts(raw[: m.start()]) else m.group(0), raw)
+    amount = _last_amount(raw, integers)
     if amount is not None:
         return amount
     if i + 1 < len(lines) and _only_amount(lines[i + 1]):
@@ -311,9 +339,15 @@ def _cash_minus_change(lines: list[Line], integers: bool) -> Optional[float]:
     return round(cash - change, 3)
 
 
-def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optional[Candidate]:
+# The title of a document that credits money back: its total is the credit, not the invoice it quotes.
+_CREDIT_TITLE = re.compile(r"(?<![A-Z])(?:CREDIT NOTE|CREDIT MEMO|GUTSCHRIFT|AVOIR|NOTA DE CREDITO|NOTA DI CREDITO|"
+                           r"CREDITNOTA|REFUND RECEIPT|RETURN RECEIPT)(?![A-Z])")
+
+
+def _choose_total(candidates: list[Candidate], paid: Optional[float], credit_note: bool = False) -> Optional[Candidate]:
     """The amount paid (cash − change) when a total label shows it; else the largest amount on the
-    most specific label; a paid amount a rounding step away from that wins (cash rounding)."""
+    most specific label (on a credit note, its largest credit, over the total it quotes from the
+    invoice it credits); a paid amount a rounding step away from that wins (cash rounding)."""
     if paid is not None:
         matching = [c for c in candidates if abs(c.value - paid) < 0.005]
         if matching:
@@ -323,6 +357,8 @@ def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optiona
     top = max(c.tier for c in candidates)
     best = [c for c in candidates if c.tier == top]
     positive = [c for c in best if c.value > 0]
+    if credit_note and len(positive) < len(best):
+        positive = []
     if positive:
         chosen = max(positive, key=lambda c: (c.value, c.index))
     else:  # a credit note: every total is negative (or nothing is due); the largest credit is its total
@@ -334,39 +370,135 @@ def _choose_total(candidates: list[Candidate], paid: Optional[float]) -> Optiona
 
 _TAX = _label_re(
     "VAT", "GST", "SST", "TAX", "SALES TAX", "MWST", "UST", "TVA", "BTW", "IVA", "CONSUMPTION TAX",
-    "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN", "НДС",
-    "消費税", "消费税", "税额", "税額", "稅額", "부가세",
+    "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "STEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN",
+    "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
-    "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "INCL",
-    "EXCLUDING", "INCLUDING", "INCLUSIVE", "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE",
+    "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "EXCLUDING", "EXCLUDED",
+    "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE", "対象", "SPRZED", "OPOD",
 )
+# "Total incl. VAT 119.00" states the total; "VAT incl. 6.65" states the tax: inclusion named before the tax label.
+_INCLUDING = _label_re("INCL", "INCLUDING", "INCLUSIVE")
 
 
-def _extract_tax(lines: list[Line], before: int, total: Optional[float], integers: bool) -> Optional[float]:
+def _tax_line(canon: str) -> bool:
+    label = _TAX.search(canon)
+    if not label or _TAX_EXCLUDE.search(canon):
+        return False
+    including = _INCLUDING.search(canon)
+    return not (including and including.start() < label.start())
+
+
+def _net_tax_gross(amounts: list[Amount]) -> Optional[float]:
+    """The tax of a VAT table row ("A 19%  10,00  1,90  11,90": net + tax = gross, in any column order): the
+    smaller of the two amounts that add up to a third."""
+    values = [a.value for a in amounts if a.value > 0][-4:]
+    for i, first in enumerate(values):
+        for second in values[i + 1 :]:
+            if any(_close(first + second, third, 0.011) for third in values if third not in (first, second)):
+                return min(first, second)
+    return None
+
+
+_RATE = re.compile(r"(?<![\d.,])(\d{1,2}(?:[.,]\d{1,2})?)\s?%")
+
+
+def _rated_tax(raw: str, amounts: list[Amount]) -> Optional[float]:
+    """The tax of a row that states its rate ("9%  9,82  0,88", "CGST 2.5% on 200.00  5.00"): the amount that
+    is the rate applied to another (on the net) or contained in it (in the gross)."""
+    rates = [float(m.group(1).replace(",", ".")) for m in _RATE.finditer(raw)]
+    values = [a.value for a in amounts if a.value >= 0]
+    for rate in rates:
+        for base in values:
+            for tax in values:
+                if tax < base and any(_close(tax, base * share, 0.011 + 0.0005 * base)
+                                      for share in (rate / 100, rate / (100 + rate))):
+                    return tax
+        if rate == 0 and values and len(values) >= 2 and min(values) == 0:  # a zero-rated row: no tax
+            return 0.0
+    return None
+
+
+def _row_tax(line: Line, integers: bool) -> Optional[float]:
+    amounts = [a for a in _amounts(line.raw) if a.decimal or integers]
+    found = _net_tax_gross(amounts) if len(amounts) >= 3 else None
+    return found if found is not None else _rated_tax(line.raw, amounts)
+
+
+def _table_tax(lines: list[Line], header: int, integers: bool) -> Optional[float]:
+    """The tax column of a VAT table under a header ("MwSt%  Netto  MwSt  Brutto"), summed over its rows (each
+    net + tax = gross, or its rate applied); a last row that is their sum ("Gesamt 13,12  1,63  14,75") is not
+    counted twice."""
+    taxes: list[float] = []
+    for line in lines[header + 1 : header + 8]:
+        tax = _row_tax(line, integers)
+        if tax is None or (len(taxes) > 1 and _close(tax, sum(taxes), 0.011)):
+            break
+        taxes.append(tax)
+    return round(sum(taxes), 3) if taxes else None
+
+
+def _tax_values(lines: list[Line], span: range, integers: bool) -> tuple[Optional[float], list[float]]:
+    """(a total-tax line's amount, the other tax lines' amounts) over ``span``."""
     total_line = None
     values = []
-    for i, line in enumerate(lines[:before]):
-        if not _TAX.search(line.canon) or _TAX_EXCLUDE.search(line.canon):
+    for i in span:
+        line = lines[i]
+        if not _tax_line(line.canon):
             continue
-        amount = _value_after_label(lines, i, integers)
+        on_line = [a for a in _amounts(line.raw) if a.decimal or integers]
+        if not on_line:  # a VAT table's header: its rows, else an amount alone on the next line
+            amount = _table_tax(lines, i, integers)
+            found = _value_after_label(lines, i, integers) if amount is None else None
+        else:
+            amount = _net_tax_gross(on_line) if len(on_line) >= 3 else None
+            found = _value_after_label(lines, i, integers) if amount is None else None
+        if found is not None:
+            amount = found.value
         if amount is None:
             continue
         if re.search(r"TOTAL", line.canon):
-            total_line = amount.value
+            total_line = amount
         else:
-            values.append(amount.value)
+            values.append(amount)
+    return total_line, values
+
+
+def _extract_tax(lines: list[Line], before: int, total: Optional[float], integers: bool) -> Optional[float]:
+    """The tax stated above the total (summed over its lines: CGST + SGST, two VAT rates), or, when none is, the
+    one a receipt prints below it (a VAT table after the total). A "total tax" line wins over its parts."""
+    total_line, values = _tax_values(lines, range(before), integers)
+    if total_line is None and not values:
+        total_line, values = _tax_values(lines, range(before + 1, len(lines)), integers)
     tax = total_line if total_line is not None else (round(sum(values), 3) if values else None)
+    if tax is None and total:
+        tax = _summary_row_tax(lines, total, integers)
     if tax is not None and total is not None and tax >= total > 0:
         return None
     return tax
 
 
+def _summary_row_tax(lines: list[Line], total: float, integers: bool) -> Optional[float]:
+    """A tax printed only as a column of a total row ("RAZEM  1 000,00  230,00  1 230,00", "合 计 ¥530.97 ¥69.03"
+    above "价税合计 ¥600.00"): the smaller of two amounts on a total line that add up to the total."""
+    for line in lines:
+        if not _total_tier(line.canon):
+            continue
+        values = [a.value for a in _amounts(line.raw) if (a.decimal or integers) and 0 < a.value < total]
+        for i, first in enumerate(values):
+            for second in values[i + 1 :]:
+                if _close(first + second, total, 0.011):
+                    return min(first, second)
+    return None
+
+
 # --------------------------------------------------------------------------- invoice number
 
-# A word ("No", "Number") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the number
-# ("Check #4411", "Facture N°2026-001").
-_NUMBER_WORD = rf"[\s.,'`:;]*(?:(?:{_fuzzy('NUMBER')}|NO|NR|NUM|ID|REF)(?![A-Z0-9])\.?|N°|Nº|#)"
+# A word ("No", "Number", Italian "N.") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the
+# number ("Check #4411", "Facture N°2026-001"); a hyphen may join it to the label ("Bon-Nr.", "Beleg-Nr.").
+_NUMBER_WORD = rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NO|NR|NUM|ID|REF)(?![A-Z0-9])\.?|N°|Nº|N\.|#)"
+# The document's type named directly before a colon and its number ("FACTURA SIMPLIFICADA: T-118", "TICKET: 0042")
+_TYPE_COLON = r"(?:\s+SIMPLIFICADA)?\s*[:：]"
 # The document's own number first; an order, transaction or ticket number only when it has none.
 _NUMBER_LABEL = re.compile(
     r"(?<![A-Z])(?:"
@@ -374,20 +506,26 @@ _NUMBER_LABEL = re.compile(
         [
             rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|FACTURE|FACTUUR"
             r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO"
-            rf"|PARAGON(?: FISKALNY)?){_NUMBER_WORD}",
-            r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号",
+            rf"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT){_NUMBER_WORD}",
+            rf"(?:{_fuzzy('INVOICE')}|{_fuzzy('RECEIPT')}|RCPT|FACTURA|FACTURE|RECIBO|BON|BELEG|RESIT|FOLIO){_TYPE_COLON}",
+            r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号|영수증\s?번호|小票号|票据号",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
+            # the number word first: "N° ticket : 000451", "Nº de factura 12", "Numéro de reçu"
+            r"(?:N°|Nº|NO\.?|NUM(?:ERO)?\.?)\s*(?:DE\s+|DU\s+)?(?:TICKET|FACTURE|FACTURA|RECU|RECIBO|BON|COMPROBANTE)(?![A-Z])",
         ]
     )
     + r")"
 )
 _OTHER_NUMBER_LABEL = re.compile(
-    rf"(?<![A-Z])(?:DOC(?:UMENT)?|{_fuzzy('ORDER')}|TRANS(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}"
-    rf"|CHEQUE|CHECK){_NUMBER_WORD}"
+    rf"(?<![A-Z])(?:(?:DOC(?:UMENT[O]?)?|{_fuzzy('ORDER')}|TRANS?(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}"
+    rf"|CHEQUE|CHECK|COMANDA){_NUMBER_WORD}|(?:{_fuzzy('TICKET')}|CHECK|{_fuzzy('ORDER')}|COMANDA|TRANS?|{_fuzzy('SLIP')})"
+    # a ticket, transaction or slip number printed right after its label ("TICKET 0023", "Trans 4471 Op 9100")
+    rf"(?:{_TYPE_COLON}|(?=\s+\d{{3,}}(?![\d.,/:]))))"
+    r"|取引番号|주문번호|거래번호|流水号|订单号|注文番号"
 )
 _BARE_NUMBER_LABEL = re.compile(rf"(?<![A-Z])(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|REF(?:ERENCE)?)(?![A-Z])\.?")
 _NO_LABEL = re.compile(r"^\s*N(?:O|R|°)\.?(?=[\s:#])")
-_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
+_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃\])]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
 _INV_PATTERN = re.compile(r"(?<![A-Z0-9])INV[-/]?\d{2,}[\w\-/]*", re.I)
 
 
@@ -396,6 +534,8 @@ def _number_value(raw: str, start: int) -> Optional[str]:
     if not match:
         return None
     value = match.group("value").strip(".-/")
+    if value.isdigit() and re.match(r"[.,]\d", raw[match.end():]):  # "1,234.50" cut at its comma: an amount
+        return None
     if not re.search(r"\d", _canon(value)) or _looks_like_date(value):
         return None
     if re.fullmatch(r"\d{1,3}(?:[.,]\d{2})", value):  # an amount, not a number
@@ -460,6 +600,35 @@ def _looks_like_date(value: str) -> bool:
     return any(p.fullmatch(value) for p in _DATE_PATTERNS)
 
 
+# A numeric date OCR read with letters for digits ("O5.03.2024", "l6/03/2024", "Dt: O6/O3/2O24"): O is 0, l and I are 1.
+_OCR_DATE = re.compile(r"(?<![\w])(?=[\dOIl./-]*[OIl])(?=(?:[^\d]*\d){3})[\dOIl]{1,4}([./-])[\dOIl]{1,2}\1[\dOIl]{2,4}(?![\w])")
+_OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "l": "1"})
+
+# Month names in the languages the labels cover (accents folded), read as the English month.
+_FOREIGN_MONTHS = {
+    name: month
+    for month, names in enumerate([
+        "janvier enero januar janner gennaio januari janeiro stycznia styczen",
+        "fevrier febrero februar febbraio februari fevereiro lutego luty",
+        "mars marzo marz maart marco marca marzec",
+        "avril abril aprile kwietnia kwiecien",
+        "mai mayo maggio mei maio maja maj",
+        "juin junio juni giugno junho czerwca czerwiec",
+        "juillet julio juli luglio julho lipca lipiec",
+        "aout agosto augustus sierpnia sierpien",
+        "septembre septiembre setiembre settembre setembro wrzesnia wrzesien",
+        "octobre octubre oktober ottobre outubro pazdziernika pazdziernik",
+        "novembre noviembre novembro listopada listopad",
+        "decembre diciembre dezember dicembre dezembro grudnia grudzien",
+    ], start=1)
+    for name in names.split()
+}
+_FOREIGN_DATE = re.compile(
+    r"(?<!\d)(\d{1,2})\.?\s*(?:de\s+)?(" + "|".join(sorted(_FOREIGN_MONTHS, key=len, reverse=True)) + r")\.?,?\s*(?:de\s+)?(\d{4})(?!\d)",
+    re.I,
+)
+
+
 def _ocr_cut_day(raw: str, match: re.Match[str]) -> bool:
     """A one-digit day right after a letter ("l4/03/2026", "I4.03.2026"): OCR read a 1 as a letter, so the
     digit is half the day; reading it as the 4th would give a wrong date with no warning."""
@@ -467,14 +636,22 @@ def _ocr_cut_day(raw: str, match: re.Match[str]) -> bool:
     return match.re is _DATE_PATTERNS[1] and len(match.group(1)) == 1 and start > 0 and raw[start - 1].isalpha()
 
 
-def _dates_in(line: Line) -> list[tuple[int, str]]:
+def _dates_in(line: Line, dayfirst: Optional[bool] = None) -> list[tuple[int, str]]:
+    raw = _OCR_DATE.sub(lambda m: m.group(0).translate(_OCR_DIGITS), line.raw)  # same length: positions hold
     found = []
     for pattern in _DATE_PATTERNS:
-        for match in pattern.finditer(line.raw):
-            if _ocr_cut_day(line.raw, match):
+        for match in pattern.finditer(raw):
+            if _ocr_cut_day(raw, match):
                 continue
-            iso = normalize_date(_date_text(match))
+            iso = normalize_date(_date_text(match), dayfirst=dayfirst if pattern is _DATE_PATTERNS[1] else None)
             if iso and 1990 <= int(iso[:4]) <= 2100:
+                found.append((match.start(), iso))
+    if not found and re.search(r"[^\W\d_]{3}", raw):  # "2 avril 2024", "14. März 2026", "5 de marzo de 2026"
+        folded = "".join(map(_fold_accent, raw))
+        for match in _FOREIGN_DATE.finditer(folded):
+            month = _FOREIGN_MONTHS[match.group(2).lower()]
+            iso = normalize_date(f"{match.group(3)}-{month:02d}-{int(match.group(1)):02d}")
+            if iso:
                 found.append((match.start(), iso))
     if _DATE_LABEL.search(line.canon):
         for match in _COMPACT_DATE.finditer(line.raw):
@@ -484,10 +661,26 @@ def _dates_in(line: Line) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def _extract_date(lines: list[Line]) -> Optional[str]:
+_NUMERIC_DATE = re.compile(r"(?<![\d/.-])(\d{1,2})[-/.](\d{1,2})[-/.](?:\d{4}|\d{2})(?![\d])")
+
+
+def _day_first(lines: list[Line], currency: Optional[str]) -> bool:
+    """How the document orders an ambiguous numeric date ("03/08/2024"): as its unambiguous dates do
+    ("14/03" day first, "03/14" month first), else month first in US dollars, day first anywhere else."""
+    for line in lines:
+        for match in _NUMERIC_DATE.finditer(line.raw):
+            first, second = int(match.group(1)), int(match.group(2))
+            if first > 12 >= second:
+                return True
+            if second > 12 >= first:
+                return False
+    return currency != "USD"
+
+
+def _extract_date(lines: list[Line], dayfirst: Optional[bool] = None) -> Optional[str]:
     best: Optional[tuple[int, int, str]] = None
     for line in lines:
-        dates = _dates_in(line)
+        dates = _dates_in(line, dayfirst)
         if not dates:
             continue
         others = [m.span() for m in _OTHER_DATE_LABEL.finditer(line.canon)]
@@ -512,10 +705,17 @@ def _extract_date(lines: list[Line]) -> Optional[str]:
 
 _SYMBOLS = [("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Mex$", "MXN"), ("NT$", "TWD"), ("R$", "BRL"),
             ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
-            ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
+            ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("원", "KRW"), ("₱", "PHP"), ("฿", "THB"),
+            ("₫", "VND"), ("₦", "NGN"), ("₪", "ILS"), ("₴", "UAH"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
             ("zł", "PLN"), ("Kč", "CZK"), ("$", "USD")]
 _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
+# Currency marks that are letters, counted only touching an amount written with its cents ("Rs.210.00", "R31.99",
+# "Rp 15.000,00"): a lone R or Rs elsewhere is a word or an initial.
+_LETTER_MARKS = [(re.compile(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))"), "INR"),
+                 (re.compile(r"(?<![A-Za-z])R(?=\d[\d,.\s]*[.,]\d{2}(?!\d))"), "ZAR"),
+                 (re.compile(r"(?<![A-Za-z])Rp\.?\s?(?=\d)"), "IDR"),
+                 (re.compile(r"(?<![A-Za-z])RMB(?![A-Za-z])"), "CNY")]
 
 
 # Codes that are also words or names: "TRY OUR APP", "PHP developer", "CAD drawings", "Sdn. Bhd." and
@@ -539,6 +739,7 @@ def _currencies_in(raw: str) -> list[str]:
              if m.group(1) not in _AMBIGUOUS_CODES
              or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end()))]
     found += ["MYR"] * len(_RM_RE.findall(upper))
+    found += [code for pattern, code in _LETTER_MARKS for _ in pattern.finditer(raw)]
     # Local dinar marks (KD, R.O., DT...) are short letter pairs: like the ambiguous codes, only beside an amount.
     found += [LOCAL_DINAR_MARKS[m.group(1).replace(".", "")] for m in LOCAL_DINAR_RE.finditer(raw)
               if _beside_amount(raw, m.start(), m.end())]
@@ -560,24 +761,78 @@ def _currency_counts(lines: list[Line]) -> dict[str, int]:
     return counts
 
 
+_US_STATES = ("AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
+              "OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC").split()
+# Where a document was issued, read from what only that country prints (tax and company ids, postcodes, the
+# country's name): the currency when no mark names one, and which dollar a bare "$" is.
+_COUNTRY_CUES = [
+    (re.compile(r"(?<![A-Z])(?:ABN[\s:.]*\d{2}\s?\d{3}|(?:NSW|VIC|QLD|TAS)\s+\d{4}(?!\d)|AUSTRALIA)"), "AUD"),
+    (re.compile(r"(?<![A-Z])(?:NEW ZEALAND|GST\s*(?:NO|#)[\s.:]*\d{2,3}-\d{3}-\d{3}(?!\d))"), "NZD"),
+    (re.compile(r"(?<![A-Z])(?:CANADA|TPS|TVQ|(?:ON|QC|BC|AB|MB|NS|NB|SK|NL|PE)\s+[A-Z]\d[A-Z]\s?\d[A-Z]\d)(?![A-Z])"), "CAD"),
+    (re.compile(r"(?<![A-Z])(?:SINGAPORE|UEN)(?![A-Z])"), "SGD"),
+    (re.compile(r"(?<![A-Z])(?:MEXICO|RFC[\s:]*[A-Z&]{3,4}\d{6}|CFDI)(?![A-Z])"), "MXN"),
+    (re.compile(r"(?<![A-Z])HONG KONG(?![A-Z])"), "HKD"),
+    (re.compile(r"(?<![A-Z])(?:USA|U\.S\.A\.|UNITED STATES|(?:" + "|".join(_US_STATES) + r")\s+\d{5}(?:-\d{4})?(?!\d))"), "USD"),
+    (re.compile(r"(?<![A-Z])(?:IBAN[\s:]*(?:DE|FR|IT|ES|NL|AT|BE|PT|IE|FI|LU|GR|SK|SI|EE|LV|LT|HR)\d{2}|P\.?\s?IVA|"
+                r"PARTITA IVA|UST-?ID|USTIDNR|TVA INTRA|BTW[- ]?(?:NR|NUMMER)|DEUTSCHLAND|FRANCE|ITALIA|ESPANA|NEDERLAND|"
+                r"OSTERREICH|BELGIQUE|BELGIE|PORTUGAL|IRELAND)(?![A-Z])"), "EUR"),
+    (re.compile(r"(?<![A-Z])(?:VAT\s*(?:REG(?:ISTRATION)?\.?\s*)?(?:NO\.?|NUMBER)?[\s:]*GB\s?\d{3}|UNITED KINGDOM)(?![A-Z])"), "GBP"),
+    (re.compile(r"(?<![A-Z])(?:GSTIN|INDIA)(?![A-Z])"), "INR"),
+    (re.compile(r"(?<![A-Z])(?:NIP[\s:]*\d{3}-?\d{3}-?\d{2}-?\d{2}|POLSKA)(?![A-Z])"), "PLN"),
+    (re.compile(r"(?<![A-Z])(?:SCHWEIZ|SUISSE|SVIZZERA|CHE-\d{3}\.\d{3}\.\d{3})(?![A-Z])"), "CHF"),
+    (re.compile(r"(?<![A-Z])(?:CNPJ|BRASIL|BRAZIL)(?![A-Z])"), "BRL"),
+    (re.compile(r"(?<![A-Z])SOUTH AFRICA(?![A-Z])"), "ZAR"),
+    (re.compile(r"(?<![A-Z])MALAYSIA(?![A-Z])"), "MYR"),
+]
+_DOLLARS = frozenset({"AUD", "NZD", "CAD", "SGD", "MXN", "HKD"})
+_KANA = re.compile(r"[\u3040-\u30ff円]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _country_currency(lines: list[Line]) -> Optional[str]:
+    counts: dict[str, int] = {}
+    for line in lines:
+        for pattern, code in _COUNTRY_CUES:
+            if pattern.search(line.canon):
+                counts[code] = counts.get(code, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    if not ranked or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
+        return None  # no cue, or two countries as often: no guess
+    return ranked[0][0]
+
+
 def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dict[str, int]) -> Optional[str]:
+    """The currency on the total's line, else the one the document names most; a bare "$" is the dollar of the
+    country the document comes from, "¥" on a Chinese document is the yuan; with no mark at all, the country's."""
+    found = None
     if total_index is not None and total_index >= 0:
         for line in lines[total_index : total_index + 2]:
             on_total = _currencies_in(line.raw)
             if on_total:
-                return on_total[0]
-    return max(counts, key=lambda c: counts[c]) if counts else None
+                found = on_total[0]
+                break
+    if found is None and counts:
+        found = max(counts, key=lambda c: counts[c])
+    text = "\n".join(line.raw for line in lines)
+    if found == "USD" and not re.search(r"USD|US\$", text):
+        cue = _country_currency(lines)
+        return cue if cue in _DOLLARS else found
+    if found == "JPY" and "¥" in text and not _KANA.search(text) and _HAN.search(text):
+        return "CNY"
+    return found if found is not None else _country_currency(lines)
 
 
 # --------------------------------------------------------------------------- vendor
 
 _LEGAL_SUFFIX = re.compile(
     r"(?<![A-Z])(?:SDN\.?\s*B[HN]D\.?|BHD\.?|S/B|LTD\.?|LIMITED|GMBH|INC\.?|LLC|L\.L\.C\.|CORP\.?|CORPORATION|SARL|"
-    r"S\.?A\.?R\.?L\.?|SAS|S\.A\.?|B\.?V\.?|N\.?V\.?|AG|PLC|LLP|K\.K\.|CO\.?,? LTD\.?|PTE\.?|PTY\.?|E\.K\.|KG|OY|AB|"
+    r"S\.?A\.?R\.?L\.?|SAS|S\.A\.?|B\.?V\.?|N\.?V\.?|AG|PLC|LLP|K\.K\.|CO\.?,? LTD\.?|PTE\.?|PTY\.?|E\.K\.|(?<=[A-Z.] )KG|OY|AB|"
     r"S\.P\.A\.?|S\.R\.L\.?|LTDA\.?|S\.L\.|COMPANY|CO\.)(?![A-Z])(?!\s*\.?\s*(?:REG|NO\b|NUMBER|ID\b|:))"
 )
 _HEADER_END = re.compile(
     r"(?<![A-Z])(?:INVOICE|RECEIPT|CASH BILL|CASH SALES?|BILL TO|SOLD TO|SHIP TO|DELIVER|OWNED BY|CUSTOMER|"
+    # the addressee in other languages: below it is the customer, not the issuer
+    r"SPETT\.?LE|SPETTABILE|DESTINATARIO|CLIENTE|KUNDE|NABYWCA|ACHETEUR|AFNEMER|购买方|购方|"
     r"DIMILIKI|DATE)(?![A-Z])"
 )
 _BUSINESS_WORD = re.compile(
@@ -588,8 +843,11 @@ _BUSINESS_WORD = re.compile(
     r"(?![A-Z])"
 )
 _VENDOR_LABEL = re.compile(
-    r"^\s*(?:VENDOR|SUPPLIER|SELLER|MERCHANT|COMPANY|ISSUED BY|BILLED BY|SOLD BY|FROM|STORE|SHOP)"
-    r"(?:\s*NAME)?\s*[:\-]+\s*(?=\S)"
+    r"^\s*(?:VENDOR|SUPPLIER|SELLER|MERCHANT|COMPANY|ISSUED BY|BILLED BY|SOLD BY|FROM|STORE|SHOP|"
+    # the seller in other languages: German, French, Spanish (and Mexican CFDI), Italian, Dutch, Polish, Chinese
+    r"VERKAUFER|LIEFERANT|FOURNISSEUR|VENDEUR|PROVEEDOR|EMISOR|VENDEDOR|FORNITORE|CEDENTE|LEVERANCIER|VERKOPER|"
+    r"SPRZEDAWCA|销售方|销方|卖方)"
+    r"(?:\s*NAME)?\s*[:\-：]+\s*"
 )
 _NOT_VENDOR = re.compile(
     r"(?<![A-Z])(?:TAX INVOICE|INVOICE|RECEIPT|CASH BILL|BILL|WELCOME|THANK|TEL|PHONE|FAX|EMAIL|E-MAIL|WWW|HTTP|"
@@ -598,12 +856,16 @@ _NOT_VENDOR = re.compile(
     # the document's type in other languages: a title, not who issued it
     r"CREDIT NOTE|FACTURE|FACTURA|FATTURA|FATURA|FAKTURA|RECHNUNG|GUTSCHRIFT|FACTUUR|NOTA FISCAL|BELEG|QUITTUNG|"
     r"KVITTO|PARAGON|RECIBO|RICEVUTA)(?![A-Z])"
+    r"|請\s*求\s*書|領\s*収\s*書|领\s*收\s*书|发\s*票|發\s*票|收\s*据|收\s*據|영\s*수\s*증|견\s*적\s*서|レシート"
 )
 _ADDRESS_HINT = re.compile(
     r"(?<![A-Z])(?:JALAN|JLN|LORONG|TAMAN|LOT|BLOK|BLOCK|FLOOR|SUITE|STREET|ST\.|ROAD|RD\.?|AVENUE|AVE\.?|LANE|"
     r"BOULEVARD|DRIVE|STRASSE|STRAßE|STR\.|WEG|ALLEE|PLATZ|RUE|PLACE|STRAAT|LAAN|GRACHT|PLEIN|VIA|P\.?O\.? BOX|"
     r"NO\.?\s*\d|KAWASAN|BANDAR|PERSIARAN|SELANGOR|JOHOR|KUALA LUMPUR|MALAYSIA)(?![A-Z])"
 )
+# A name that starts with a number glued to a word ("7-Eleven"); "12 Main St" is an address.
+_NUMBER_NAME = re.compile(r"\d{1,2}-[A-Za-z]{3,}(?![\w])")
+_BRANCH_ID = re.compile(r"\s*(?:STORE|SHOP|BRANCH|OUTLET|UNIT|STATION|LOCATION)\s*(?:NO\.?|NR\.?|#|:)?\s*\d+\s*$")
 _REGISTRATION = re.compile(r"\s*[\(\[][^()\[\]]*\d[^()\[\]]*[\)\]]\s*$")
 _TRAILING_REG_NO = re.compile(r"\s+[A-Z]{0,3}\d{5,}[-\s.]?[A-Z]?(?:\s*\([A-Z]{1,5}\))?$")
 
@@ -643,10 +905,12 @@ def _vendor_score(raw: str, canon: str) -> int:
         return 0
     if _ADDRESS_HINT.search(canon) and not suffix:
         return 0
-    if re.match(r"^\d", raw.strip()) and not suffix:
+    if re.match(r"^\d", raw.strip()) and not suffix and not _NUMBER_NAME.match(raw.strip()):
         return 0
-    if suffix:
-        return 3
+    if _BRANCH_ID.match(canon):  # "Store #1289", "Shop 1012": which branch, not whose
+        return 0
+    if suffix:  # "... KG" may be a weight ("POMMES GALA KG"): worth a business word, not a legal form
+        return 2 if suffix.group(0) == "KG" else 3
     return 2 if _BUSINESS_WORD.search(canon) else 1
 
 
@@ -682,9 +946,15 @@ def _joined_name(lines: list[Line], index: int, raw: str, canon: str) -> str:
 def _extract_vendor(lines: list[Line]) -> Optional[str]:
     for line in lines[:40]:
         match = _VENDOR_LABEL.match(line.canon)
-        if match and not re.match(r"\s*(?:ADDRESS|REG|NO|ID|TAX|VAT|GST)\b", line.canon[match.end() :]):
-            value = _strip_registration(line.raw[match.end() :].strip())
-            if _vendor_score(value, line.canon[match.end() :].strip()[: len(value)]):
+        if match and not line.raw[match.end() :].strip() and line.index + 1 < len(lines):
+            line, start = lines[line.index + 1], 0  # "Sprzedawca:" above the name
+        elif match:
+            start = match.end()
+        else:
+            continue
+        if not re.match(r"\s*(?:ADDRESS|REG|NO|ID|TAX|VAT|GST)\b", line.canon[start:]):
+            value = _strip_registration(line.raw[start:].strip())
+            if _vendor_score(value, line.canon[start:].strip()[: len(value)]):
                 return _clean_vendor(value)
     header_end = next((i for i, line in enumerate(lines[:12]) if _HEADER_END.search(line.canon)), 12)
     header = lines[:header_end] if any(_vendor_cells(l) and _vendor_score(*_vendor_cells(l)[0]) for l in lines[:header_end]) else lines[:12]
@@ -804,7 +1074,8 @@ def _reconciled(items: list[LineItem], total: Optional[float], tax: Optional[flo
     if not items or total is None:
         return []
     lines_sum = sum(item.amount or 0.0 for item in items)
-    if _close(lines_sum + (tax or 0.0), total, 0.02) or (tax is None and _close(lines_sum, total, 0.02)):
+    # Lines priced with the tax add up to the total; lines priced without it, to the total less the tax.
+    if _close(lines_sum, total, 0.02) or (tax is not None and _close(lines_sum + tax, total, 0.02)):
         return items
     return []
 
@@ -836,7 +1107,8 @@ def _three_decimal_currency(counts: dict[str, int]) -> Optional[str]:
 def _extract_lines(lines: list[Line], part: bool, counts: dict[str, int]) -> InvoiceExtraction:
     integers = not _uses_decimals(lines)
     candidates = _total_candidates(lines, integers)
-    chosen = _choose_total(candidates, _cash_minus_change(lines, integers))
+    credit_note = any(_CREDIT_TITLE.search(line.canon) for line in lines[:15])
+    chosen = _choose_total(candidates, _cash_minus_change(lines, integers), credit_note)
     total = chosen.value if chosen else None
     tax_limit = chosen.index if chosen and chosen.index >= 0 else len(lines)
     tax = _extract_tax(lines, tax_limit, total, integers)
@@ -845,11 +1117,12 @@ def _extract_lines(lines: list[Line], part: bool, counts: dict[str, int]) -> Inv
         items = _reconciled(items, total, tax)
     elif integers:  # no total confirms a part's items: a bare whole number ("within 7 days") is not one
         items = [item for item in items if item.quantity is not None]
+    currency = _extract_currency(lines, chosen.index if chosen else None, counts)
     return InvoiceExtraction(
         vendor=_extract_vendor(lines),
         invoice_number=_extract_number(lines),
-        date=_extract_date(lines),
-        currency=_extract_currency(lines, chosen.index if chosen else None, counts),
+        date=_extract_date(lines, _day_first(lines, currency)),
+        currency=currency,
         total=total,
         tax=tax,
         line_items=items,
