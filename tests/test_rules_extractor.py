@@ -403,3 +403,32 @@ def test_receipts_from_other_countries_and_scanners(text: str, field: str, expec
         assert got == pytest.approx(expected)
     else:
         assert got == expected
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    # the tax's own sum line after its parts, a table under a title and a line of column names, another label after it
+    ("Thon Hotel\nFaktura nr 7719203\n11.10.2024\nTotalt 4 973,00 NOK\nMVA-spesifikasjon\nSats  Grunnlag  MVA\n"
+     "12 %  3 375,00  405,00\n25 %  954,40  238,60\nSum MVA  643,60", "tax", 643.60),
+    ("TAVERNA\n17/06/2024\nSUM 41,50 EUR\nVAT 13%  NET 29,65  VAT 3,85\nVAT 24%  NET 6,45  VAT 1,55\nSUM VAT: 5,40", "tax", 5.40),
+    ("CGST-SGST CAFE\nBill No: 7\n14/03/2024\nCGST 2.5% 5.00\nSGST 2.5% 5.00\nGrand Total 210.00", "tax", 10.0),
+    ("INDOMARET\n31.07.24\nTOTAL : 51.600\nPPN : 5.ll4   DPP : 46.486", "tax", 5114.0),  # OCR l for 1; the base is no tax
+    ("NARVESEN\n14.03.2024\nTOTALT NOK 12O,3O", "total", 120.30),
+    ("SPAR\n14.03.2024\nVANN 1.5l  2,00\nTOTAL 2,00", "total", 2.0),
+    ("SHOP\n14/03/2024\nVAT: 2.00  NET: 10.00\nTOTAL 12.00", "tax", 2.0),
+    ("ACME INC\nInvoice 9\n03/14/2026\nTax (Sales Tax :8.875%): 8.88\nTotal 108.88", "tax", 8.88),
+    # "$" alone is not only the US dollar: a Chilean date stays day first, a Chilean or Colombian id names the peso
+    ("JUMBO\nRUT 81.201.000-K\nFecha: 02-08-2024\nTOTAL $ 13.646", "date", "2024-08-02"),
+    ("JUMBO\nRUT 81.201.000-K\nFecha: 02-08-2024\nTOTAL $ 13.646", "currency", "CLP"),
+    ("JUMBO\nFecha: 02-08-2024\nTOTAL $ 13.646", "date", "2024-08-02"),
+    # a dispatch note prices nothing: no currency to name; a Romanian tax id is no Omani rial
+    ("GUIA DE DESPACHO\nRUT 81.201.000-K\nFecha: 02-08-2024\n3 cajas", "currency", None),
+    ("KAUFLAND ROMANIA\nCUI: RO14506181\n14.03.2024\nTOTAL 195,58 lei", "currency", "RON"),
+    ("KAUFLAND ROMANIA\nCUI: RO14506181\n14.03.2024\nTOTAL 195,58 lei", "total", 195.58),
+    ("ACME\nRETURNS WITH RECEIPT THRU 01/13/2025\n10/15/2024\nTOTAL $5.00", "invoice_number", None),
+])
+def test_tax_and_currency_as_other_countries_state_them(text: str, field: str, expected) -> None:
+    got = getattr(extract_invoice(text), field)
+    if isinstance(expected, float):
+        assert got == pytest.approx(expected)
+    else:
+        assert got == expected

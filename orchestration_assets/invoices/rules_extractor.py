@@ -165,6 +165,7 @@ def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
     )
 
 
+_OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "l": "1"})
 _AMOUNT = _amount_pattern(three_decimals=False)
 _AMOUNT_THREE_DECIMALS = _amount_pattern(three_decimals=True)
 # The document's currency when it has three minor digits (set by ``_extract`` for the document it reads).
@@ -192,7 +193,23 @@ class Amount:
     end: int
 
 
+# An amount OCR read with letters for digits ("5.ll4", "12O,3O", "RM 5.OO"): O is 0, l and I are 1. Only where
+# digits lead and outnumber the letters, and a trailing letter is an O ("1.5l" is a volume).
+_OCR_AMOUNT = re.compile(r"(?<![A-Za-z\d])\d[\dOlI]*(?:[.,][\dOlI]{3})*[.,][\dOlI]{2,3}(?![A-Za-z\d])")
+_OCR_SUSPECT = re.compile(r"\d[OlI]|[OlI]\d|[.,][OlI]")
+
+
+def _ocr_amount(match: re.Match[str]) -> str:
+    token = match.group(0)
+    letters = sum(ch in "OlI" for ch in token)
+    if not letters or letters > sum(ch.isdigit() for ch in token) or token[-1] in "lI":
+        return token
+    return token.translate(_OCR_DIGITS)
+
+
 def _amounts(text: str, allow_integers: bool = True) -> list[Amount]:
+    if _OCR_SUSPECT.search(text):  # same length: positions hold
+        text = _OCR_AMOUNT.sub(_ocr_amount, text)
     found = []
     currency = _THREE_DECIMAL_CURRENCY.get()
     for match in (_AMOUNT_THREE_DECIMALS if currency else _AMOUNT).finditer(text):
@@ -242,7 +259,8 @@ _TOTAL_STRONG = _label_re(
     "NET PAYABLE", "NETT TOTAL", "NETT AMOUNT", "TOTAL ROUNDED", "ROUNDED TOTAL", "TOTAL AMOUNT DUE",
     "AMOUNT TO PAY", "TOTAL TO PAY", "TOTAL INCL", "INCLUSIVE", "INCL. TAX", "INCL. VAT", "INCL. GST",
     "TOTAL TTC", "MONTANT TTC", "NET A PAYER", "GESAMTBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TE BETALEN",
-    "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE", "DO ZAPLATY", "K UHRADE", "ИТОГО К ОПЛАТЕ",
+    "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "ATT BETALA", "A BETALE", "AT BETALE",
+    "MAKSETTAVA", "TOTAL DE PLATA", "VEGOSSZEG", "FIZETENDO", "PAYABLEAMOUNT", "PAYABLE AMOUNT", "ΠΛΗΡΩΤΕΟ", "IMPORTE TOTAL", "TOTALE DA PAGARE", "DO ZAPLATY", "K UHRADE", "ИТОГО К ОПЛАТЕ",
     "К ОПЛАТЕ", "お会計", "ご請求金額", "應付金額", "应付金额", "TOTAL BAYAR",
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
@@ -250,14 +268,16 @@ _TOTAL_STRONG = _label_re(
 # Russian, Japanese, Chinese and Korean.
 _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
                          "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
-                         "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계")
+                         "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계",
+                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ', "JUMLAH")
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
     "EXCL", "EXCLUDING", "EXCLUDED", "EXCLUSIVE", "BEFORE", "TOTAL TAX", "TOTAL GST", "TOTAL VAT", "TOTAL SST",
     "DISCOUNT", "SAVING", "SAVINGS", "TOTAL HT", "NET AMOUNT", "NETTOBETRAG", "ZWISCHENSUMME", "CHANGE",
     "TENDERED", "ROUNDING ADJ", "ADJUSTMENT", "POINTS", "TAXABLE", "WEIGHT", "DEPOSIT", "DUE DATE",
-    "COUPON", "COUPONS", "VOUCHER", "VOUCHERS", "件数", "点数",
+    "COUPON", "COUPONS", "VOUCHER", "VOUCHERS", "件数", "点数", "TOTAL TVA", "TOTAL IVA", "TOTAL MWST", "TOTAL BTW",
+    "TOTAL MOMS", "TOTAL MVA", "TOTAL TAXES", "FARA", "SIN IVA", "OHNE", "SANS TVA", "HORS TAXES",
 )
 # What was paid, when a receipt prints no total ("Amount Paid $7.50"): a weak total, under any TOTAL line.
 _PAID_TOTAL = _label_re("AMOUNT PAID", "AMT PAID", "PAID AMOUNT")
@@ -371,11 +391,11 @@ def _choose_total(candidates: list[Candidate], paid: Optional[float], credit_not
 _TAX = _label_re(
     "VAT", "GST", "SST", "TAX", "SALES TAX", "MWST", "UST", "TVA", "BTW", "IVA", "CONSUMPTION TAX",
     "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "STEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN",
-    "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
+    "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "MVA", "AFA", "IGV", "I.G.V.", "PPN", "GTGT", "ΦΠΑ", 'מע"מ', "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
     "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "EXCLUDING", "EXCLUDED",
-    "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE", "対象", "SPRZED", "OPOD",
+    "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE", "対象", "SPRZED", "OPOD", "FARA", "SIN", "OHNE", "SANS", "HORS",
 )
 # "Total incl. VAT 119.00" states the total; "VAT incl. 6.65" states the tax: inclusion named before the tax label.
 _INCLUDING = _label_re("INCL", "INCLUDING", "INCLUSIVE")
@@ -425,42 +445,80 @@ def _row_tax(line: Line, integers: bool) -> Optional[float]:
     return found if found is not None else _rated_tax(line.raw, amounts)
 
 
-def _table_tax(lines: list[Line], header: int, integers: bool) -> Optional[float]:
-    """The tax column of a VAT table under a header ("MwSt%  Netto  MwSt  Brutto"), summed over its rows (each
-    net + tax = gross, or its rate applied); a last row that is their sum ("Gesamt 13,12  1,63  14,75") is not
-    counted twice."""
+@dataclass(frozen=True)
+class _Table:
+    tax: float
+    rows: int
+    last: int  # index of its last row
+
+
+def _table_tax(lines: list[Line], header: int, integers: bool) -> Optional[_Table]:
+    """The tax column of a VAT table under its title or header ("MwSt%  Netto  MwSt  Brutto"; one line of column
+    names may come between), summed over its rows (each net + tax = gross, or its rate applied); a last row that
+    is their sum ("Gesamt 13,12  1,63  14,75") is not counted twice."""
     taxes: list[float] = []
-    for line in lines[header + 1 : header + 8]:
+    last = header
+    for position, line in enumerate(lines[header + 1 : header + 9], start=header + 1):
+        if position == header + 1 and not _amounts(line.raw):  # the column names under a title
+            continue
         tax = _row_tax(line, integers)
-        if tax is None or (len(taxes) > 1 and _close(tax, sum(taxes), 0.011)):
+        if tax is None or (taxes and _close(tax, sum(taxes), 0.011)):
             break
         taxes.append(tax)
-    return round(sum(taxes), 3) if taxes else None
+        last = position
+    return _Table(round(sum(taxes), 3), len(taxes), last) if taxes else None
+
+
+# Another field's label on the tax line ("PPN : 5.114  DPP : 46.486", "TAX: 0.72  TOTAL: 12.72"): the tax is before it.
+_NEXT_LABEL = re.compile(r"\s[^\W\d_]{2,}\.?\s*:")
+
+
+def _tax_on_line(lines: list[Line], i: int, integers: bool) -> Optional[float]:
+    line = lines[i]
+    label = _TAX.search(line.canon)
+    following = next((m for m in _NEXT_LABEL.finditer(line.raw, label.end() if label else 0)
+                      if not _TAX.search(line.canon[m.start() : m.end()])), None)  # "(Sales Tax: 8.875%)" is the same
+    # (cut only where a figure comes before it: "GST PAYABLE: 1.76" is one label)
+    if following and _amounts(line.raw[following.end() :]) and re.search(r"\d", line.raw[label.end() if label else 0 : following.start()]):
+        found = _last_amount(line.raw[: following.start()], integers)
+        return found.value if found is not None else None
+    on_line = [a for a in _amounts(line.raw) if a.decimal or integers]
+    amount = _net_tax_gross(on_line) if len(on_line) >= 3 else None
+    if amount is None:
+        found = _value_after_label(lines, i, integers)
+        amount = found.value if found is not None else None
+    return amount
 
 
 def _tax_values(lines: list[Line], span: range, integers: bool) -> tuple[Optional[float], list[float]]:
-    """(a total-tax line's amount, the other tax lines' amounts) over ``span``."""
+    """(a total-tax line's amount, the other tax lines' amounts) over ``span``. A line that states the sum of
+    two or more parts read above it ("ΣΥΝΟΛΟ ΦΠΑ 5,40", "Sum MVA 643,60") is their total, not one more part."""
     total_line = None
-    values = []
+    values: list[float] = []
+    parts = 0
+    consumed = -1  # the last row of a VAT table already read
     for i in span:
         line = lines[i]
-        if not _tax_line(line.canon):
+        if i <= consumed or not _tax_line(line.canon):
             continue
-        on_line = [a for a in _amounts(line.raw) if a.decimal or integers]
-        if not on_line:  # a VAT table's header: its rows, else an amount alone on the next line
-            amount = _table_tax(lines, i, integers)
-            found = _value_after_label(lines, i, integers) if amount is None else None
+        rows = 1
+        if not any(a.decimal or integers for a in _amounts(line.raw)):  # a VAT table's title or header
+            # (an items table's header with a Tax column, "DESCRIPTION  QTY  TOTAL  TAX", heads no VAT table)
+            table = None if _ITEMS_HEADER.search(line.canon) else _table_tax(lines, i, integers)
+            if table is not None:
+                amount, rows, consumed = table.tax, table.rows, table.last
+            else:  # or a label whose amount is alone on the next line
+                found = _value_after_label(lines, i, integers)
+                amount = found.value if found is not None else None
         else:
-            amount = _net_tax_gross(on_line) if len(on_line) >= 3 else None
-            found = _value_after_label(lines, i, integers) if amount is None else None
-        if found is not None:
-            amount = found.value
+            amount = _tax_on_line(lines, i, integers)
         if amount is None:
             continue
-        if re.search(r"TOTAL", line.canon):
+        if re.search(r"TOTAL", line.canon) or (parts >= 2 and _close(amount, sum(values), 0.011)):
             total_line = amount
         else:
             values.append(amount)
+            parts += rows
     return total_line, values
 
 
@@ -496,7 +554,7 @@ def _summary_row_tax(lines: list[Line], total: float, integers: bool) -> Optiona
 
 # A word ("No", "Number", Italian "N.") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the
 # number ("Check #4411", "Facture N°2026-001"); a hyphen may join it to the label ("Bon-Nr.", "Beleg-Nr.").
-_NUMBER_WORD = rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NO|NR|NUM|ID|REF)(?![A-Z0-9])\.?|N°|Nº|N\.|#)"
+_NUMBER_WORD = rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF)(?![A-Z0-9])\.?|N°|Nº|N\.|#)"
 # The document's type named directly before a colon and its number ("FACTURA SIMPLIFICADA: T-118", "TICKET: 0042")
 _TYPE_COLON = r"(?:\s+SIMPLIFICADA)?\s*[:：]"
 # The document's own number first; an order, transaction or ticket number only when it has none.
@@ -506,7 +564,8 @@ _NUMBER_LABEL = re.compile(
         [
             rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|FACTURE|FACTUUR"
             r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO"
-            rf"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT){_NUMBER_WORD}",
+            rf"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT|REGNING|KVITTERING|LASKU|KUITTI|BOLETA"
+            rf"|TIQUETE|COMPROBANTE|DOKLAD|UCTENKA|NYUGTA|SZAMLA|CHITANTA|BON FISCAL|FIS|OR){_NUMBER_WORD}",
             rf"(?:{_fuzzy('INVOICE')}|{_fuzzy('RECEIPT')}|RCPT|FACTURA|FACTURE|RECIBO|BON|BELEG|RESIT|FOLIO){_TYPE_COLON}",
             r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号|영수증\s?번호|小票号|票据号",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
@@ -542,6 +601,8 @@ def _number_value(raw: str, start: int) -> Optional[str]:
         return None
     if " " in value and not re.fullmatch(r"[A-Z]{1,4} \d{3,}", value):
         value = value.split()[0] if re.search(r"\d", value.split()[0]) else value.split()[-1]
+        if _looks_like_date(value):  # "RECEIPT THRU 01/13/2025": a deadline, not a number
+            return None
     return value
 
 
@@ -602,7 +663,6 @@ def _looks_like_date(value: str) -> bool:
 
 # A numeric date OCR read with letters for digits ("O5.03.2024", "l6/03/2024", "Dt: O6/O3/2O24"): O is 0, l and I are 1.
 _OCR_DATE = re.compile(r"(?<![\w])(?=[\dOIl./-]*[OIl])(?=(?:[^\d]*\d){3})[\dOIl]{1,4}([./-])[\dOIl]{1,2}\1[\dOIl]{2,4}(?![\w])")
-_OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "l": "1"})
 
 # Month names in the languages the labels cover (accents folded), read as the English month.
 _FOREIGN_MONTHS = {
@@ -670,11 +730,16 @@ def _day_first(lines: list[Line], currency: Optional[str]) -> bool:
     for line in lines:
         for match in _NUMERIC_DATE.finditer(line.raw):
             first, second = int(match.group(1)), int(match.group(2))
+            if not (first and second) or max(first, second) > 31:  # not a date ("12.45.30" is a time)
+                continue
             if first > 12 >= second:
                 return True
             if second > 12 >= first:
                 return False
-    return currency != "USD"
+    if currency != "USD":
+        return True
+    text = "\n".join(line.canon for line in lines)  # "$" alone is many countries' peso or dollar: US evidence first
+    return not (re.search(r"USD|US\$", text) or _COUNTRY_CUES_USD.search(text))
 
 
 def _extract_date(lines: list[Line], dayfirst: Optional[bool] = None) -> Optional[str]:
@@ -708,14 +773,20 @@ _SYMBOLS = [("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Me
             ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("원", "KRW"), ("₱", "PHP"), ("฿", "THB"),
             ("₫", "VND"), ("₦", "NGN"), ("₪", "ILS"), ("₴", "UAH"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
             ("zł", "PLN"), ("Kč", "CZK"), ("$", "USD")]
-_ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
-_RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
+# A code is a word of its own, in any script ("YİRMİBİN" holds no RM)
+_ISO_RE = re.compile(r"(?<![^\W\d_])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![^\W\d_])")
+_RM_RE = re.compile(r"(?<![^\W\d_])RM(?![^\W\d_])")
 # Currency marks that are letters, counted only touching an amount written with its cents ("Rs.210.00", "R31.99",
 # "Rp 15.000,00"): a lone R or Rs elsewhere is a word or an initial.
 _LETTER_MARKS = [(re.compile(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))"), "INR"),
                  (re.compile(r"(?<![A-Za-z])R(?=\d[\d,.\s]*[.,]\d{2}(?!\d))"), "ZAR"),
                  (re.compile(r"(?<![A-Za-z])Rp\.?\s?(?=\d)"), "IDR"),
-                 (re.compile(r"(?<![A-Za-z])RMB(?![A-Za-z])"), "CNY")]
+                 (re.compile(r"(?<![A-Za-z])RMB(?![A-Za-z])"), "CNY"),
+                 (re.compile(r"(?<=\d)\s?Ft\b|(?<![A-Za-z])Ft\s?(?=\d)"), "HUF"),
+                 (re.compile(r"(?<![A-Za-z])K[Ss]h\.?\s?(?=\d)|(?<=\d)\s?KSh\b"), "KES"),
+                 (re.compile(r"(?<=\d)\s?(?:lei|LEI|RON)\b"), "RON"),
+                 (re.compile(r"(?<=\d)\s?TL\b|(?<![A-Za-z])TL\s?(?=\d)|₺"), "TRY"),
+                 (re.compile(r"(?<![A-Za-z])S/\.?\s?(?=\d)"), "PEN")]
 
 
 # Codes that are also words or names: "TRY OUR APP", "PHP developer", "CAD drawings", "Sdn. Bhd." and
@@ -728,8 +799,9 @@ _CURRENCY_LABEL = re.compile(r"(?:CURRENCY|W[AÄ]HRUNG|DEVISE|MONNAIE|MONEDA|VAL
 
 
 def _beside_amount(raw: str, start: int, end: int) -> bool:
-    """Written where a currency is stated: beside an amount, or after a currency label ("Currency: CAD")."""
-    return bool(re.match(r"\s*-?\d", raw[end:]) or re.search(r"\d\s*$", raw[:start])
+    """Written where a currency is stated: beside an amount, or after a currency label ("Currency: CAD"); not
+    glued to an id's digits ("CUI: RO14506181" is a Romanian tax id, not Omani rials)."""
+    return bool(re.match(r"\s*-?\d{1,7}(?:[,.\s]\d{3})*(?:[.,]\d+)?(?!\d)", raw[end:]) or re.search(r"\d\s*$", raw[:start])
                 or _CURRENCY_LABEL.search(raw[max(0, start - 24):start]))
 
 
@@ -782,9 +854,17 @@ _COUNTRY_CUES = [
     (re.compile(r"(?<![A-Z])(?:SCHWEIZ|SUISSE|SVIZZERA|CHE-\d{3}\.\d{3}\.\d{3})(?![A-Z])"), "CHF"),
     (re.compile(r"(?<![A-Z])(?:CNPJ|BRASIL|BRAZIL)(?![A-Z])"), "BRL"),
     (re.compile(r"(?<![A-Z])SOUTH AFRICA(?![A-Z])"), "ZAR"),
+    (re.compile(r"(?<![A-Z])(?:R\.?U\.?T\.?[\s:]*\d{1,2}\.?\d{3}\.?\d{3}-[\dK]|CHILE)(?![A-Z])"), "CLP"),
+    (re.compile(r"(?<![A-Z])(?:NIT[\s:.]*\d{3}\.?\d{3}\.?\d{3}-\d|COLOMBIA)(?![A-Z])"), "COP"),
+    (re.compile(r"(?<![A-Z])(?:CUIT[\s:]*\d{2}-?\d{8}-?\d|ARGENTINA)(?![A-Z])"), "ARS"),
+    (re.compile(r"(?<![A-Z])(?:RUC[\s:]*(?:10|20)\d{9}|PERU)(?![A-Z])"), "PEN"),
+    (re.compile(r"統一編號|统一编号|TAIWAN|台北市|臺北市"), "TWD"),
+    (re.compile(r"(?<![A-Z])(?:SVERIGE|SWEDEN|ORG\.?\s?NR[\s:.]*\d{6}-\d{4})(?![A-Z])"), "SEK"),
+    (re.compile(r"(?<![A-Z])(?:NORGE|NORWAY|FORETAKSREGISTERET|\d{3}\s?\d{3}\s?\d{3}\s?MVA)(?![A-Z])"), "NOK"),
+    (re.compile(r"(?<![A-Z])(?:DANMARK|DENMARK|CVR[\s\-.:NR]*\d{8})(?![A-Z])"), "DKK"),
     (re.compile(r"(?<![A-Z])MALAYSIA(?![A-Z])"), "MYR"),
 ]
-_DOLLARS = frozenset({"AUD", "NZD", "CAD", "SGD", "MXN", "HKD"})
+_DOLLARS = frozenset({"AUD", "NZD", "CAD", "SGD", "MXN", "HKD", "CLP", "COP", "ARS", "TWD"})  # countries writing "$"
 _KANA = re.compile(r"[\u3040-\u30ff円]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
@@ -799,6 +879,9 @@ def _country_currency(lines: list[Line]) -> Optional[str]:
     if not ranked or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
         return None  # no cue, or two countries as often: no guess
     return ranked[0][0]
+
+
+_COUNTRY_CUES_USD = next(pattern for pattern, code in _COUNTRY_CUES if code == "USD")
 
 
 def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dict[str, int]) -> Optional[str]:
@@ -819,7 +902,9 @@ def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dic
         return cue if cue in _DOLLARS else found
     if found == "JPY" and "¥" in text and not _KANA.search(text) and _HAN.search(text):
         return "CNY"
-    return found if found is not None else _country_currency(lines)
+    if found is None and total_index is not None:  # nothing priced (a delivery note): no currency to name
+        return _country_currency(lines)
+    return found
 
 
 # --------------------------------------------------------------------------- vendor
