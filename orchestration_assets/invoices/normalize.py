@@ -44,7 +44,7 @@ ISO_CURRENCIES = {
     "USD", "EUR", "GBP", "JPY", "CHF", "MYR", "SGD", "AUD", "CAD", "INR", "SEK", "NOK", "DKK",
     "PLN", "CZK", "CNY", "HKD", "NZD", "ZAR", "BRL", "MXN", "RUB", "KRW", "IDR", "THB", "PHP", "VND", "AED",
     "SAR", "QAR", "KWD", "ILS", "HUF", "RON", "TWD", "BHD", "OMR", "JOD", "TND", "LYD", "IQD", "TRY", "NGN", "UAH",
-    "EGP", "PKR", "KES",
+    "EGP", "PKR", "KES", "CLP", "COP", "ARS", "PEN",
 }
 # ISO 4217 currencies with three minor digits (fils, baisa): "KWD 12.500" is twelve and a half dinars.
 # (ISO gives the Iraqi dinar three too, but Iraqi amounts are written in whole dinars: "25.000 IQD" is 25,000.)

@@ -787,6 +787,9 @@ _LETTER_MARKS = [(re.compile(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{
                  (re.compile(r"(?<=\d)\s?(?:lei|LEI|RON)\b"), "RON"),
                  (re.compile(r"(?<=\d)\s?TL\b|(?<![A-Za-z])TL\s?(?=\d)|₺"), "TRY"),
                  (re.compile(r"(?<![A-Za-z])S/\.?\s?(?=\d)"), "PEN")]
+# One pass for all of them (a group per mark; they never start at the same place)
+_LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern.pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
+_LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
 
 
 # Codes that are also words or names: "TRY OUR APP", "PHP developer", "CAD drawings", "Sdn. Bhd." and
@@ -811,7 +814,7 @@ def _currencies_in(raw: str) -> list[str]:
              if m.group(1) not in _AMBIGUOUS_CODES
              or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end()))]
     found += ["MYR"] * len(_RM_RE.findall(upper))
-    found += [code for pattern, code in _LETTER_MARKS for _ in pattern.finditer(raw)]
+    found += [_LETTER_MARK_CODES[m.lastgroup] for m in _LETTER_MARK_RE.finditer(raw)]
     # Local dinar marks (KD, R.O., DT...) are short letter pairs: like the ambiguous codes, only beside an amount.
     found += [LOCAL_DINAR_MARKS[m.group(1).replace(".", "")] for m in LOCAL_DINAR_RE.finditer(raw)
               if _beside_amount(raw, m.start(), m.end())]
