@@ -154,6 +154,7 @@ def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
                   r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+")
         decimals, bare = r"[.,]\d{1,2}", r"\.\d{2}"
     return re.compile(
+        r"(?=[\d.])"  # where an amount can start: the checks behind it run only there (most of a line is words)
         # Not inside a word or number; after a currency mark (a letter one too: "R131.96", "Rs.210"), a label's colon,
         # a CJK label, or a minus sign that is not a hyphen.
         r"(?:(?<![\w/:.,'\u2019\-\u2212])|(?<=[^\d]:)|(?<=RM)|(?<=\$)|(?<=€)|(?<=£)|(?<=¥)|(?<=[₹₩₱฿₫₦₴₪])"
@@ -662,6 +663,7 @@ def _looks_like_date(value: str) -> bool:
 
 
 # A numeric date OCR read with letters for digits ("O5.03.2024", "l6/03/2024", "Dt: O6/O3/2O24"): O is 0, l and I are 1.
+_OCR_DATE_SUSPECT = re.compile(r"[OIl][\d./-]|[\d./-][OIl]")
 _OCR_DATE = re.compile(r"(?<![\w])(?=[\dOIl./-]*[OIl])(?=(?:[^\d]*\d){3})[\dOIl]{1,4}([./-])[\dOIl]{1,2}\1[\dOIl]{2,4}(?![\w])")
 
 # Month names in the languages the labels cover (accents folded), read as the English month.
@@ -683,6 +685,7 @@ _FOREIGN_MONTHS = {
     ], start=1)
     for name in names.split()
 }
+_YEAR_AND_WORD = re.compile(r"[^\W\d_]{3}.*(?<!\d)\d{4}(?!\d)")
 _FOREIGN_DATE = re.compile(
     r"(?<!\d)(\d{1,2})\.?\s*(?:de\s+)?(" + "|".join(sorted(_FOREIGN_MONTHS, key=len, reverse=True)) + r")\.?,?\s*(?:de\s+)?(\d{4})(?!\d)",
     re.I,
@@ -697,7 +700,9 @@ def _ocr_cut_day(raw: str, match: re.Match[str]) -> bool:
 
 
 def _dates_in(line: Line, dayfirst: Optional[bool] = None) -> list[tuple[int, str]]:
-    raw = _OCR_DATE.sub(lambda m: m.group(0).translate(_OCR_DIGITS), line.raw)  # same length: positions hold
+    raw = line.raw
+    if _OCR_DATE_SUSPECT.search(raw):  # same length: positions hold
+        raw = _OCR_DATE.sub(lambda m: m.group(0).translate(_OCR_DIGITS), raw)
     found = []
     for pattern in _DATE_PATTERNS:
         for match in pattern.finditer(raw):
@@ -706,7 +711,7 @@ def _dates_in(line: Line, dayfirst: Optional[bool] = None) -> list[tuple[int, st
             iso = normalize_date(_date_text(match), dayfirst=dayfirst if pattern is _DATE_PATTERNS[1] else None)
             if iso and 1990 <= int(iso[:4]) <= 2100:
                 found.append((match.start(), iso))
-    if not found and re.search(r"[^\W\d_]{3}", raw):  # "2 avril 2024", "14. März 2026", "5 de marzo de 2026"
+    if not found and _YEAR_AND_WORD.search(raw):  # "2 avril 2024", "14. März 2026", "5 de marzo de 2026"
         folded = "".join(map(_fold_accent, raw))
         for match in _FOREIGN_DATE.finditer(folded):
             month = _FOREIGN_MONTHS[match.group(2).lower()]
@@ -773,9 +778,14 @@ _SYMBOLS = [("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Me
             ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("원", "KRW"), ("₱", "PHP"), ("฿", "THB"),
             ("₫", "VND"), ("₦", "NGN"), ("₪", "ILS"), ("₴", "UAH"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
             ("zł", "PLN"), ("Kč", "CZK"), ("$", "USD")]
-# A code is a word of its own, in any script ("YİRMİBİN" holds no RM)
-_ISO_RE = re.compile(r"(?<![^\W\d_])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![^\W\d_])")
-_RM_RE = re.compile(r"(?<![^\W\d_])RM(?![^\W\d_])")
+_ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
+_RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
+
+
+def _own_word(text: str, match: re.Match[str]) -> bool:
+    """A code is a word of its own in any script: "YİRMİBİN" holds no RM."""
+    start, end = match.span()
+    return not ((start and text[start - 1].isalpha()) or (end < len(text) and text[end].isalpha()))
 # Currency marks that are letters, counted only touching an amount written with its cents ("Rs.210.00", "R31.99",
 # "Rp 15.000,00"): a lone R or Rs elsewhere is a word or an initial.
 _LETTER_MARKS = [(re.compile(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))"), "INR"),
@@ -789,6 +799,8 @@ _LETTER_MARKS = [(re.compile(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{
                  (re.compile(r"(?<![A-Za-z])S/\.?\s?(?=\d)"), "PEN")]
 # One pass for all of them (a group per mark; they never start at the same place)
 _LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern.pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
+# Any of them beside a digit, loosely: the exact patterns above run only on the few lines where one may be
+_LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺")
 _LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
 
 
@@ -811,10 +823,11 @@ def _beside_amount(raw: str, start: int, end: int) -> bool:
 def _currencies_in(raw: str) -> list[str]:
     upper = raw.upper()
     found = [m.group(1) for m in _ISO_RE.finditer(upper)
-             if m.group(1) not in _AMBIGUOUS_CODES
-             or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end()))]
-    found += ["MYR"] * len(_RM_RE.findall(upper))
-    found += [_LETTER_MARK_CODES[m.lastgroup] for m in _LETTER_MARK_RE.finditer(raw)]
+             if _own_word(upper, m) and (m.group(1) not in _AMBIGUOUS_CODES
+                                         or (raw[m.start():m.end()] == m.group(1) and _beside_amount(raw, m.start(), m.end())))]
+    found += ["MYR" for m in _RM_RE.finditer(upper) if _own_word(upper, m)]
+    if _LETTER_MARK_HINT.search(raw):
+        found += [_LETTER_MARK_CODES[m.lastgroup] for m in _LETTER_MARK_RE.finditer(raw)]
     # Local dinar marks (KD, R.O., DT...) are short letter pairs: like the ambiguous codes, only beside an amount.
     found += [LOCAL_DINAR_MARKS[m.group(1).replace(".", "")] for m in LOCAL_DINAR_RE.finditer(raw)
               if _beside_amount(raw, m.start(), m.end())]
