@@ -260,9 +260,10 @@ _TOTAL_STRONG = _label_re(
     "NET PAYABLE", "NETT TOTAL", "NETT AMOUNT", "TOTAL ROUNDED", "ROUNDED TOTAL", "TOTAL AMOUNT DUE",
     "AMOUNT TO PAY", "TOTAL TO PAY", "TOTAL INCL", "INCLUSIVE", "INCL. TAX", "INCL. VAT", "INCL. GST",
     "TOTAL TTC", "MONTANT TTC", "NET A PAYER", "GESAMTBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TE BETALEN",
-    "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "ATT BETALA", "A BETALE", "AT BETALE",
-    "MAKSETTAVA", "TOTAL DE PLATA", "VEGOSSZEG", "FIZETENDO", "PAYABLEAMOUNT", "PAYABLE AMOUNT", "ΠΛΗΡΩΤΕΟ", "IMPORTE TOTAL", "TOTALE DA PAGARE", "DO ZAPLATY", "K UHRADE", "ИТОГО К ОПЛАТЕ",
-    "К ОПЛАТЕ", "お会計", "ご請求金額", "應付金額", "应付金额", "TOTAL BAYAR",
+    "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE",
+    "DO ZAPLATY", "K UHRADE", "ATT BETALA", "A BETALE", "AT BETALE", "MAKSETTAVA", "TOTAL DE PLATA", "VEGOSSZEG",
+    "FIZETENDO", "PAYABLEAMOUNT", "PAYABLE AMOUNT", "ΠΛΗΡΩΤΕΟ", "ИТОГО К ОПЛАТЕ", "К ОПЛАТЕ", "お会計", "ご請求金額",
+    "應付金額", "应付金额", "TOTAL BAYAR",
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
 # Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech, Turkish,
@@ -270,7 +271,7 @@ _TOTAL_STRONG = _label_re(
 _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
                          "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
                          "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계",
-                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ', "JUMLAH")
+                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ')
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
@@ -392,11 +393,13 @@ def _choose_total(candidates: list[Candidate], paid: Optional[float], credit_not
 _TAX = _label_re(
     "VAT", "GST", "SST", "TAX", "SALES TAX", "MWST", "UST", "TVA", "BTW", "IVA", "CONSUMPTION TAX",
     "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "STEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN",
-    "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "MVA", "AFA", "IGV", "I.G.V.", "PPN", "GTGT", "ΦΠΑ", 'מע"מ', "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
+    "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "MVA", "AFA", "IGV", "I.G.V.", "PPN", "GTGT", "ΦΠΑ", 'מע"מ',
+    "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
-    "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "EXCLUDING", "EXCLUDED",
-    "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE", "対象", "SPRZED", "OPOD", "FARA", "SIN", "OHNE", "SANS", "HORS",
+    "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "EXCLUDING",
+    "EXCLUDED", "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE", "対象", "SPRZED", "OPOD",
+    "FARA", "SIN", "OHNE", "SANS", "HORS",  # the amount without the tax (Romanian, Spanish, German, French)
 )
 # "Total incl. VAT 119.00" states the total; "VAT incl. 6.65" states the tax: inclusion named before the tax label.
 _INCLUDING = _label_re("INCL", "INCLUDING", "INCLUSIVE")
@@ -470,17 +473,19 @@ def _table_tax(lines: list[Line], header: int, integers: bool) -> Optional[_Tabl
     return _Table(round(sum(taxes), 3), len(taxes), last) if taxes else None
 
 
-# Another field's label on the tax line ("PPN : 5.114  DPP : 46.486", "TAX: 0.72  TOTAL: 12.72"): the tax is before it.
+# Another field's label on the tax line ("PPN : 5.114  DPP : 46.486", "VAT: 2.00  NET: 10.00"): the tax is before it.
 _NEXT_LABEL = re.compile(r"\s[^\W\d_]{2,}\.?\s*:")
 
 
 def _tax_on_line(lines: list[Line], i: int, integers: bool) -> Optional[float]:
     line = lines[i]
     label = _TAX.search(line.canon)
-    following = next((m for m in _NEXT_LABEL.finditer(line.raw, label.end() if label else 0)
-                      if not _TAX.search(line.canon[m.start() : m.end()])), None)  # "(Sales Tax: 8.875%)" is the same
-    # (cut only where a figure comes before it: "GST PAYABLE: 1.76" is one label)
-    if following and _amounts(line.raw[following.end() :]) and re.search(r"\d", line.raw[label.end() if label else 0 : following.start()]):
+    after_label = label.end() if label else 0
+    # another tax word is the same label ("Tax (Sales Tax: 8.875%)"); a label with no figure before it is part of
+    # the tax's own ("GST PAYABLE: 1.76")
+    following = next((m for m in _NEXT_LABEL.finditer(line.raw, after_label)
+                      if not _TAX.search(line.canon[m.start() : m.end()])), None)
+    if following and _amounts(line.raw[following.end() :]) and re.search(r"\d", line.raw[after_label : following.start()]):
         found = _last_amount(line.raw[: following.start()], integers)
         return found.value if found is not None else None
     on_line = [a for a in _amounts(line.raw) if a.decimal or integers]
