@@ -438,7 +438,7 @@ def _rated_tax(raw: str, amounts: list[Amount]) -> Optional[float]:
                 if tax < base and any(_close(tax, base * share, 0.011 + 0.0005 * base)
                                       for share in (rate / 100, rate / (100 + rate))):
                     return tax
-        if rate == 0 and values and len(values) >= 2 and min(values) == 0:  # a zero-rated row: no tax
+        if rate == 0 and len(values) >= 2 and min(values) == 0:  # a zero-rated row: no tax
             return 0.0
     return None
 
@@ -749,7 +749,7 @@ def _day_first(lines: list[Line], currency: Optional[str]) -> bool:
     if currency != "USD":
         return True
     text = "\n".join(line.canon for line in lines)  # "$" alone is many countries' peso or dollar: US evidence first
-    return not (re.search(r"USD|US\$", text) or _COUNTRY_CUES_USD.search(text))
+    return not (_EXPLICIT_USD.search(text) or _COUNTRY_CUES_USD.search(text))
 
 
 def _extract_date(lines: list[Line], dayfirst: Optional[bool] = None) -> Optional[str]:
@@ -791,19 +791,21 @@ def _own_word(text: str, match: re.Match[str]) -> bool:
     """A code is a word of its own in any script: "YİRMİBİN" holds no RM."""
     start, end = match.span()
     return not ((start and text[start - 1].isalpha()) or (end < len(text) and text[end].isalpha()))
+
+
 # Currency marks that are letters, counted only touching an amount written with its cents ("Rs.210.00", "R31.99",
 # "Rp 15.000,00"): a lone R or Rs elsewhere is a word or an initial.
-_LETTER_MARKS = [(re.compile(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))"), "INR"),
-                 (re.compile(r"(?<![A-Za-z])R(?=\d[\d,.\s]*[.,]\d{2}(?!\d))"), "ZAR"),
-                 (re.compile(r"(?<![A-Za-z])Rp\.?\s?(?=\d)"), "IDR"),
-                 (re.compile(r"(?<![A-Za-z])RMB(?![A-Za-z])"), "CNY"),
-                 (re.compile(r"(?<=\d)\s?Ft\b|(?<![A-Za-z])Ft\s?(?=\d)"), "HUF"),
-                 (re.compile(r"(?<![A-Za-z])K[Ss]h\.?\s?(?=\d)|(?<=\d)\s?KSh\b"), "KES"),
-                 (re.compile(r"(?<=\d)\s?(?:lei|LEI|RON)\b"), "RON"),
-                 (re.compile(r"(?<=\d)\s?TL\b|(?<![A-Za-z])TL\s?(?=\d)|₺"), "TRY"),
-                 (re.compile(r"(?<![A-Za-z])S/\.?\s?(?=\d)"), "PEN")]
+_LETTER_MARKS = [(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))", "INR"),
+                 (r"(?<![A-Za-z])R(?=\d[\d,.\s]*[.,]\d{2}(?!\d))", "ZAR"),
+                 (r"(?<![A-Za-z])Rp\.?\s?(?=\d)", "IDR"),
+                 (r"(?<![A-Za-z])RMB(?![A-Za-z])", "CNY"),
+                 (r"(?<=\d)\s?Ft\b|(?<![A-Za-z])Ft\s?(?=\d)", "HUF"),
+                 (r"(?<![A-Za-z])K[Ss]h\.?\s?(?=\d)|(?<=\d)\s?KSh\b", "KES"),
+                 (r"(?<=\d)\s?(?:lei|LEI|RON)\b", "RON"),
+                 (r"(?<=\d)\s?TL\b|(?<![A-Za-z])TL\s?(?=\d)|₺", "TRY"),
+                 (r"(?<![A-Za-z])S/\.?\s?(?=\d)", "PEN")]
 # One pass for all of them (a group per mark; they never start at the same place)
-_LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern.pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
+_LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
 # Any of them beside a digit, loosely: the exact patterns above run only on the few lines where one may be
 _LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺")
 _LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
@@ -903,6 +905,7 @@ def _country_currency(lines: list[Line]) -> Optional[str]:
 
 
 _COUNTRY_CUES_USD = next(pattern for pattern, code in _COUNTRY_CUES if code == "USD")
+_EXPLICIT_USD = re.compile(r"USD|US\$")  # the US dollar named, not a bare "$"
 
 
 def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dict[str, int]) -> Optional[str]:
@@ -917,12 +920,13 @@ def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dic
                 break
     if found is None and counts:
         found = max(counts, key=lambda c: counts[c])
-    text = "\n".join(line.raw for line in lines)
-    if found == "USD" and not re.search(r"USD|US\$", text):
-        cue = _country_currency(lines)
-        return cue if cue in _DOLLARS else found
-    if found == "JPY" and "¥" in text and not _KANA.search(text) and _HAN.search(text):
-        return "CNY"
+    if found in ("USD", "JPY"):  # "$" and "¥" are written by more than one country
+        text = "\n".join(line.raw for line in lines)
+        if found == "USD" and not _EXPLICIT_USD.search(text):
+            cue = _country_currency(lines)
+            return cue if cue in _DOLLARS else found
+        if found == "JPY" and "¥" in text and not _KANA.search(text) and _HAN.search(text):
+            return "CNY"
     if found is None and total_index is not None:  # nothing priced (a delivery note): no currency to name
         return _country_currency(lines)
     return found
@@ -1052,15 +1056,14 @@ def _joined_name(lines: list[Line], index: int, raw: str, canon: str) -> str:
 def _extract_vendor(lines: list[Line]) -> Optional[str]:
     for line in lines[:40]:
         match = _VENDOR_LABEL.match(line.canon)
-        if match and not line.raw[match.end() :].strip() and line.index + 1 < len(lines):
-            line, start = lines[line.index + 1], 0  # "Sprzedawca:" above the name
-        elif match:
-            start = match.end()
-        else:
+        if not match:
             continue
-        if not re.match(r"\s*(?:ADDRESS|REG|NO|ID|TAX|VAT|GST)\b", line.canon[start:]):
-            value = _strip_registration(line.raw[start:].strip())
-            if _vendor_score(value, line.canon[start:].strip()[: len(value)]):
+        named, start = line, match.end()
+        if not line.raw[start:].strip() and line.index + 1 < len(lines):  # "Sprzedawca:" above the name
+            named, start = lines[line.index + 1], 0
+        if not re.match(r"\s*(?:ADDRESS|REG|NO|ID|TAX|VAT|GST)\b", named.canon[start:]):
+            value = _strip_registration(named.raw[start:].strip())
+            if _vendor_score(value, named.canon[start:].strip()[: len(value)]):
                 return _clean_vendor(value)
     header_end = next((i for i, line in enumerate(lines[:12]) if _HEADER_END.search(line.canon)), 12)
     header = lines[:header_end] if any(_vendor_cells(l) and _vendor_score(*_vendor_cells(l)[0]) for l in lines[:header_end]) else lines[:12]
