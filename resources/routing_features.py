@@ -67,24 +67,32 @@ class FeatureSpace:
         policy computed them); otherwise the cheap ones are derived here.
         """
         text = text[: self.max_chars]
-        tokens = _TOKEN.findall(text.lower())
-        size = self.size
+        lowered = text.lower()
         # Count words and word pairs (Counter), hash each distinct one (crc32 over UTF-8), weight and
-        # normalise, every per-key step a C iteration (map over C callables): the same vector as
-        # a token-by-token loop at a fraction of its cost. It runs once per item inside a batch,
-        # and most of an invoice's keys (numbers, names, word pairs) are new, so no cache helps.
-        words = Counter(tokens)
-        pairs = Counter(zip(tokens, tokens[1:]))
+        # normalise, every per-key step a C iteration (map, numpy): the same vector as a
+        # token-by-token loop (``tests/test_learned_routing.py`` checks it against one) at a
+        # fraction of its cost. It runs once per item inside a batch, and most of an invoice's keys
+        # (numbers, names, word pairs) are new, so no cache helps. ASCII text is tokenized as
+        # bytes, which spares encoding each key.
+        if lowered.isascii():
+            tokens = _ASCII_TOKEN.findall(lowered.encode("ascii"))
+            words, pairs = Counter(tokens), Counter(zip(tokens, tokens[1:]))
+            keys = itertools.chain(words, map(b" ".join, pairs))
+        else:
+            tokens = _TOKEN.findall(lowered)
+            words, pairs = Counter(tokens), Counter(zip(tokens, tokens[1:]))
+            keys = map(_UTF8, itertools.chain(words, map(" ".join, pairs)))
         reserved = len(_NUMERIC_SIGNALS)
-        hashes = map(zlib.crc32, map(_UTF8, itertools.chain(words, map(" ".join, pairs))))
-        slots = list(map(int.__add__, map(int.__mod__, hashes, itertools.repeat(size - reserved)), itertools.repeat(reserved)))
+        distinct = len(words) + len(pairs)
+        hashes = np.fromiter(map(zlib.crc32, keys), dtype=np.int64, count=distinct)
+        slots = (hashes % (self.size - reserved) + reserved).tolist()
         counts = list(itertools.chain(words.values(), pairs.values()))
         vector = dict(zip(slots, counts))
-        if len(vector) < len(slots):  # keys sharing a slot: their counts add up
+        if len(vector) < distinct:  # keys sharing a slot: their counts add up
             vector = dict.fromkeys(slots, 0)
             for slot, count in zip(slots, counts):
                 vector[slot] += count
-        vector = dict(zip(vector, map(float.__add__, map(math.log, vector.values()), itertools.repeat(1.0))))
+        vector = dict(zip(vector, _sublinear(np.fromiter(vector.values(), dtype=np.int64, count=len(vector)))))
         for name, value in (attributes or {}).items():
             if value is None or value == "":
                 continue
@@ -93,14 +101,14 @@ class FeatureSpace:
         for index, value in enumerate(self._numeric(text, signals or {})):
             if value:  # reserved slots: no word or attribute lands there
                 vector[index] = value * self.numeric_weight
-        weights = list(vector.values())
-        norm = math.sqrt(math.fsum(map(operator.mul, weights, weights))) or 1.0
-        return dict(zip(vector, map(float.__truediv__, weights, itertools.repeat(norm))))
+        weights = np.fromiter(vector.values(), dtype=np.float64, count=len(vector))
+        norm = math.sqrt(math.fsum((weights * weights).tolist())) or 1.0
+        return dict(zip(vector, (weights / norm).tolist()))
 
     @staticmethod
     def _numeric(text: str, signals: Mapping[str, float]) -> list[float]:
         chars = len(text)
-        digits = sum(map(str.isdigit, text))
+        digits = sum(map(text.count, "0123456789")) if text.isascii() else sum(map(str.isdigit, text))
         return [
             signals.get("length", 0.0), signals.get("noise", 0.0), signals.get("unstructured", 0.0),
             signals.get("non_latin", 0.0),
@@ -133,6 +141,17 @@ class FeatureSpace:
 
 
 _UTF8 = operator.methodcaller("encode", "utf-8", "replace")
+# ``_TOKEN`` for lower-cased ASCII text, as bytes: its letters and digits are [a-z0-9] there, and a
+# str pattern's \s also takes the information separators \x1c-\x1f, which a bytes pattern's does not.
+_ASCII_TOKEN = re.compile(rb"[a-z0-9]+(?:['.][a-z0-9]+)*|[^\w\s\x1c-\x1f]")
+# 1 + ln(count), the sublinear weight of a key seen ``count`` times, for the counts a document has.
+_SUBLINEAR = np.array([0.0] + [1.0 + math.log(count) for count in range(1, 4096)])
+
+
+def _sublinear(counts: np.ndarray) -> list[float]:
+    if counts.size and counts.max() >= _SUBLINEAR.size:
+        return [1.0 + math.log(count) for count in counts.tolist()]
+    return _SUBLINEAR[counts].tolist()
 
 
 def _hashed_slot(key: str, size: int) -> int:
