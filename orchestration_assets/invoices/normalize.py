@@ -139,6 +139,7 @@ def _three_minor_digits(digits: str, last_sep: int, text: str, currency: Optiona
 
 
 _DEFAULT_A, _DEFAULT_B = datetime(2001, 1, 1), datetime(2002, 2, 2)
+_PLAIN_ISO = re.compile(r"([0-9]{4})([-/.])([0-9]{1,2})\2([0-9]{1,2})")
 _CJK_DATE = re.compile(r"(\d{4})\s*[年년]\s*(\d{1,2})\s*[月월]\s*(\d{1,2})\s*[日일]?")
 
 
@@ -163,6 +164,12 @@ def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[s
         text = "-".join(cjk.groups())
     iso = re.fullmatch(r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2})(?:[T ]\d{1,2}:\d{2}.*)?", text)  # a time may follow
     if iso:
+        plain = _PLAIN_ISO.fullmatch(iso.group(1))
+        if plain:  # one separator throughout, what models answer: read as is, the same as dateutil reads it, faster
+            try:
+                return date(int(plain.group(1)), int(plain.group(3)), int(plain.group(4))).isoformat()
+            except ValueError:
+                return None
         try:
             return date_parser.parse(iso.group(1), yearfirst=True, dayfirst=False).date().isoformat()
         except (ValueError, OverflowError):
