@@ -244,13 +244,16 @@ class TraceRecorder:
     """Owns a TracerProvider that exports to one DuckDB span store (and OTLP / console when asked)."""
 
     def __init__(self, store_path: "str | Path | None" = None, *, otlp: Optional[bool] = None,
-                 console: Optional[bool] = None, schedule_delay_ms: int = 1000):
+                 console: Optional[bool] = None, schedule_delay_ms: int = 5000):
         self.store_path = Path(store_path).expanduser() if store_path else default_trace_path()
         attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "ai-orchestration"}
         self.provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
         self.provider.add_span_processor(_InheritRunAttributes())
         self.exporter = DuckDBSpanExporter(self.store_path)
         # A large queue: the SDK drops spans when it is full, and a burst of cached calls can outrun one batch.
+        # Exported every 5 s (and at 4,096 spans, and when a batch drains or a step ends): an export
+        # holds the interpreter lock while it turns spans into rows, and replies wait on it; a
+        # batch shorter than that exports as its last calls are in flight, when the loop is idle.
         self.provider.add_span_processor(BatchSpanProcessor(
             self.exporter, max_queue_size=65536, max_export_batch_size=4096, schedule_delay_millis=schedule_delay_ms))
         if otlp if otlp is not None else bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):

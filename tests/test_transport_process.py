@@ -183,8 +183,62 @@ def test_a_gzip_compressed_reply_is_read_on_both_paths(tmp_path, via_child):
 
 @pytest.mark.parametrize("executable", [None, "", "/nonexistent/python"])
 def test_a_child_that_cannot_start_leaves_every_call_in_process(tmp_path, monkeypatch, executable):
+    """Neither way starts one: no fork (refused here), and no interpreter to spawn."""
+    def refused():
+        raise OSError("fork refused")
+
+    monkeypatch.setattr("os.fork", refused)
     monkeypatch.setattr("sys.executable", executable)
     batch = invoices(3, seed="no-child")
     run = run_plans(tmp_path, "openai", {i: [answer(invoice)] for i, invoice in enumerate(batch)}, name="no-child",
                     batch=batch, transport_process=True)
     assert [o.error for o in run.outcomes] == [None] * 3 and run.gateway.transport_calls == 0
+
+
+def test_without_fork_the_child_is_a_new_interpreter_and_carries_the_calls(tmp_path, monkeypatch):
+    monkeypatch.delattr("os.fork")
+    batch = invoices(3, seed="spawned")
+    run = run_plans(tmp_path, "openai", {i: [answer(invoice)] for i, invoice in enumerate(batch)}, name="spawned",
+                    batch=batch, transport_process=True)
+    assert [o.error for o in run.outcomes] == [None] * 3 and run.gateway.transport_calls == 3
+    assert [o.output.model_dump(mode="json") for o in run.outcomes] == [i.truth.model_dump(mode="json") for i in batch]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open descriptors through /proc (Linux)")
+def test_a_forked_child_holds_no_descriptor_of_its_parent_but_its_socket(tmp_path):
+    """The parent's journal (and its lock), database files and connections stay the parent's alone."""
+    batch = invoices(4, seed="forked-fds")
+    docs = documents(batch)
+    model, server_class = PROTOCOLS["openai"]
+    schedule = PerDocument({i.text: [Slow(0.3, then=answer(i))] for i in batch})
+    with server_class(api_key=KEY, default=schedule) as server:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(catalog_text({model: server.url}))
+        gateway = gateway_resource(catalog, transport_process=True).gateway()
+        gateway.transport_process_wait_s = 30.0
+        seen: dict[int, str] = {}
+
+        def descriptors() -> bool:  # read while the child carries the batch's calls
+            pid = gateway.transport.pid
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    seen[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+                except OSError:
+                    pass
+            return True
+
+        watcher = _ChildWatcher(gateway, when=descriptors)
+        watcher.start()
+        try:
+            outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
+                                   ledger=DuckDBLedger(tmp_path / "ledger.duckdb"), where=CallContext(run_id="fds"))
+        finally:
+            watcher.stop.set()
+            gateway.close()
+    assert all(o.error is None for o in outcomes) and gateway.transport_calls == 4
+    assert watcher.pid is not None and seen
+    assert not [target for target in seen.values() if str(tmp_path) in target], seen  # no journal, no database file
+    assert seen[0] == seen[1] == os.devnull
+    others = {fd: target for fd, target in seen.items() if fd > 2}
+    # Its own socket, the connections it opened to the server, its event loop's selector and wake-up pair.
+    assert all(target.startswith(("socket:", "anon_inode:")) for target in others.values()), others
