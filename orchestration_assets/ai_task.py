@@ -37,7 +37,7 @@ from resources.data_policy import active_policy
 from resources.reliability import error_type, is_transport_failure
 from resources.routing import (
     CascadePolicy, LearnedRoutingPolicy, RoutingDecision, RoutingItem, RulesPolicy, candidate_pool, estimated_cost,
-    item_features,
+    feature_inputs,
 )
 from resources.providers.transport_process import TransportProcess
 from resources.routing_features import FeatureSpace, encode_sketch
@@ -345,9 +345,10 @@ class _Batch:
         return outcome
 
 
-def encoded_item_features(item: RoutingItem, complexity: ComplexityEstimate, space: FeatureSpace) -> str:
-    """An item's routing features as the ledger stores them (here, or in the transport child)."""
-    return encode_sketch(item_features(item, complexity, space))
+def encoded_features(space: FeatureSpace, text: str, attributes: dict, signals: dict) -> str:
+    """An item's routing features as the ledger stores them, from ``routing.feature_inputs`` (here, or in the
+    transport child)."""
+    return encode_sketch(space.sketch(text, attributes, signals))
 
 
 def _append_audit(writer: LedgerWriter, outcome: "ItemOutcome", where: CallContext, catalog: ModelCatalog) -> None:
@@ -378,8 +379,9 @@ class _Features:
     def offload(self, transport: Optional[TransportProcess]) -> None:
         """Have the batch's transport child compute them while the item's call is in flight (``TransportProcess.submit``)."""
         if self.sketch is None and self._encoded is None and transport is not None:
-            self._offloaded = transport.submit(functools.partial(encoded_item_features, self.item, self.complexity,
-                                                                 self.space))
+            # Plain values cross to the child: pickling the pydantic models cost as much again.
+            self._offloaded = transport.submit(functools.partial(
+                encoded_features, self.space, *feature_inputs(self.item, self.complexity)))
 
     @property
     def encoded(self) -> str:
@@ -389,7 +391,7 @@ class _Features:
                 self._encoded = answer[2]
         if self._encoded is None:  # not offloaded, not back yet, or the child failed: the same function, here
             self._encoded = (encode_sketch(self.sketch) if self.sketch is not None
-                             else encoded_item_features(self.item, self.complexity, self.space))
+                             else encoded_features(self.space, *feature_inputs(self.item, self.complexity)))
         return self._encoded
 
     def prepare(self) -> None:
@@ -408,14 +410,15 @@ def _mark_item_span(span, outcome: ItemOutcome, document: Document) -> None:
     crash) as an ERROR span with its error, so ``ai-orch trace`` marks and counts it."""
     if span is None:
         return
-    span.set_attribute("ai_orch.route.policy", outcome.decision.policy)
-    span.set_attribute("ai_orch.route.model", outcome.decision.model_id or "none")
+    attributes = {"ai_orch.route.policy": outcome.decision.policy, "ai_orch.route.model": outcome.decision.model_id or "none"}
     if outcome.budget_refusal:
-        span.set_attribute("ai_orch.budget_refusal", True)
+        attributes["ai_orch.budget_refusal"] = True
     if outcome.error:
-        span.set_attribute("ai_orch.item.failed", True)
-        span.set_attribute("error.type", "crash" if outcome.crash else
-                           "input" if document.input_error else "budget" if outcome.budget_refusal else "item_failed")
+        attributes["ai_orch.item.failed"] = True
+        attributes["error.type"] = ("crash" if outcome.crash else "input" if document.input_error else
+                                    "budget" if outcome.budget_refusal else "item_failed")
+    span.set_attributes(attributes)
+    if outcome.error:
         span.set_status(Status(StatusCode.ERROR, (_storable_error(outcome.error, document) or "")[:300]))
 
 

@@ -335,7 +335,12 @@ class RulesPolicy:
 
 def item_features(item: RoutingItem, complexity: ComplexityEstimate, space: Optional[FeatureSpace] = None) -> dict[int, float]:
     """The one way an item becomes learned-routing features, at decision time and when recorded."""
-    return (space or FeatureSpace()).sketch(item.text, {"task": item.task, **item.attributes}, complexity.signals)
+    return (space or FeatureSpace()).sketch(*feature_inputs(item, complexity))
+
+
+def feature_inputs(item: RoutingItem, complexity: ComplexityEstimate) -> tuple[str, dict[str, object], dict[str, float]]:
+    """What ``item_features`` sketches, as plain values: the text, the task and declared attributes, the signals."""
+    return item.text, {"task": item.task, **item.attributes}, complexity.signals
 
 
 class LearnedRoutingPolicy:

@@ -169,9 +169,8 @@ class _InheritRunAttributes(SpanProcessor):
         if not parent_attributes:
             return
         own = span.attributes or {}
-        for key in _INHERITED:
-            if key not in own and key in parent_attributes:
-                span.set_attribute(key, parent_attributes[key])
+        span.set_attributes({key: parent_attributes[key] for key in _INHERITED
+                             if key not in own and key in parent_attributes})
 
     def on_end(self, span: ReadableSpan) -> None:
         return None
@@ -203,23 +202,26 @@ class CallSpan:
         is taken from the raw error, but is only ever a code or a class name.
         """
         span = self.span
-        span.set_attribute("gen_ai.response.model", str(getattr(result, "model_id", None) or self.model_id))
-        span.set_attribute("gen_ai.usage.input_tokens", int(getattr(result, "input_tokens", 0) or 0))
-        span.set_attribute("gen_ai.usage.output_tokens", int(getattr(result, "output_tokens", 0) or 0))
-        span.set_attribute("ai_orch.cost_usd", float(getattr(result, "cost_usd", 0.0) or 0.0))
+        attempts = list(getattr(result, "attempt_log", None) or [])
+        attributes: dict[str, Any] = {
+            "gen_ai.response.model": str(getattr(result, "model_id", None) or self.model_id),
+            "gen_ai.usage.input_tokens": int(getattr(result, "input_tokens", 0) or 0),
+            "gen_ai.usage.output_tokens": int(getattr(result, "output_tokens", 0) or 0),
+            "ai_orch.cost_usd": float(getattr(result, "cost_usd", 0.0) or 0.0),
+        }
         finish_reason = getattr(result, "finish_reason", None)
         if finish_reason:
-            span.set_attribute("gen_ai.response.finish_reasons", [str(finish_reason)])
+            attributes["gen_ai.response.finish_reasons"] = [str(finish_reason)]
         if route_reason is not None:
-            span.set_attribute("ai_orch.route.reason", route_reason)
+            attributes["ai_orch.route.reason"] = route_reason
         if attempt is not None:
-            span.set_attribute("ai_orch.attempt", int(attempt))
+            attributes["ai_orch.attempt"] = int(attempt)
         if check_passed is not None:
-            self.check(check_passed)
-        attempts = list(getattr(result, "attempt_log", None) or [])
-        span.set_attribute("ai_orch.transport_attempts", int(getattr(result, "transport_attempts", len(attempts))))
+            attributes["ai_orch.check.passed"] = bool(check_passed)
+        attributes["ai_orch.transport_attempts"] = int(getattr(result, "transport_attempts", len(attempts)))
         if getattr(result, "replayed", False):
-            span.set_attribute("ai_orch.replayed", True)
+            attributes["ai_orch.replayed"] = True
+        span.set_attributes(attributes)  # one call (one lock) for all of them
         for entry in attempts:  # every HTTP attempt, retries included: codes and waits, never a message
             event = {"ai_orch.attempt_number": int(entry.get("attempt", 0)), "ai_orch.waited_s": float(entry.get("waited_s", 0.0))}
             if entry.get("status") is not None:
