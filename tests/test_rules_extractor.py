@@ -425,3 +425,30 @@ def test_receipts_from_other_countries_and_scanners(text: str, field: str, expec
 ])
 def test_tax_and_currency_as_other_countries_state_them(text: str, field: str, expected) -> None:
     _assert_reads(text, field, expected)
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    # a receipt's number as Cyrillic, Central European, Vietnamese, Indonesian and Portuguese receipts label it
+    ("ООО «Ромашка»\nКассовый чек № 0457\nДата: 12.03.2024\nИТОГО: 1 250,00 руб.", "invoice_number", "0457"),
+    ("Фискален бон № 000233\n12.03.2024\nОБЩО 12,50 лв", "invoice_number", "000233"),
+    ("Potraviny Novák s.r.o.\nÚčtenka č. 2024-0815\nDatum: 12.03.2024\nCelkem: 154,00 Kč", "invoice_number", "2024-0815"),
+    ("Číslo dokladu: 77120\n12.03.2024\nCelkem: 154,00 Kč", "invoice_number", "77120"),
+    ("Kovács Bt.\nNyugta sorszáma: NY-00123\nDátum: 2024.03.12\nÖsszesen: 1 250 Ft", "invoice_number", "NY-00123"),
+    ("CÔNG TY TNHH ABC\nSố hóa đơn: 0001234\nNgày: 12/03/2024\nTổng cộng: 145.000 VND", "invoice_number", "0001234"),
+    ("Sklep Żabka\nNr paragonu: 4521\nData: 12.03.2024\nSUMA PLN 12,50", "invoice_number", "4521"),
+    ("TOKO MAKMUR\nNo. Struk: 88123\nTanggal: 12/03/2024\nTotal Rp 45.000", "invoice_number", "88123"),
+    ("Padaria Pão Bom\nCUPOM FISCAL Nº 000123\nData: 12/03/2024\nTOTAL R$ 12,50", "invoice_number", "000123"),
+    ("Mercado Bom\nNº do talão: 55421\nData: 12/03/2024\nTOTAL 12,50 EUR", "invoice_number", "55421"),
+    ("Lojas ABC\nNFC-e nº 000.123.456 Série 1\nTotal R$ 12,50", "invoice_number", "000.123.456"),
+    # whole amounts grouped by single spaces before the mark of a currency written that way
+    ("Kovács Bt.\nNyugta sorszáma: NY-00123\nÖsszesen: 1 250 Ft", "total", 1250.0),
+    ("Potraviny\n12.03.2024\nCelkem 12 400 Kč", "total", 12400.0),
+    ("SHOP\n12.03.2024\nKENYER 2 250\nÖsszesen: 450 Ft", "total", 450.0),  # "2 250" with no mark: no thousands
+    # Bulgarian and Ukrainian totals and currencies
+    ("Кафе София\n12.03.2024\nКафе 2,50\nОБЩО 12,50 лв", "total", 12.5),
+    ("Кафе София\n12.03.2024\nКафе 2,50\nОБЩО 12,50 лв", "currency", "BGN"),
+    ("Магазин Сонце\nЧек № 7781\n12.03.2024\nХліб 25,00\nСУМА 125,00 грн", "total", 125.0),
+    ("Магазин Сонце\nЧек № 7781\n12.03.2024\nХліб 25,00\nСУМА 125,00 грн", "currency", "UAH"),
+])
+def test_numbers_totals_and_currencies_of_eastern_european_and_other_receipts(text: str, field: str, expected) -> None:
+    _assert_reads(text, field, expected)

@@ -140,6 +140,10 @@ def _label_re(*phrases: str) -> re.Pattern[str]:
 
 # --------------------------------------------------------------------------- amounts
 
+# Marks of currencies whose amounts are written with spaces between thousands, often without minor units.
+_SPACE_GROUPED_MARKS = "Ft|HUF|Kč|CZK|zł|PLN|руб|₽|RUB|грн|₴|UAH|лв|BGN|kr|SEK|NOK|DKK|ISK|₸|KZT|F?CFA|XOF|XAF|₫|đ|VND"
+
+
 def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
     """Amounts as invoices write them; ``three_decimals``: a document in KWD, BHD, OMR... ("1,250.500")."""
     # Grouped thousands: by ',', '.', an apostrophe (straight or typographic) or a typographic space (no-break, narrow, thin),
@@ -151,6 +155,9 @@ def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
         decimals, bare = r"\.\d{1,3}", r"\.\d{2,3}"
     else:
         number = (r"\d{1,3}(?:(?P<sep>[,.'\u2019\u00a0\u202f\u2009])\d{3})(?:(?P=sep)\d{3})*|\d{1,3}(?: \d{3})+(?=,\d{1,2}(?!\d))"
+                  # whole amounts grouped by single spaces, right before the mark of a currency written that way
+                  # ("1 250 Ft", "12 400 Kč"); elsewhere a space is too often a column break ("2 250": 2 at 250)
+                  rf"|\d{{1,3}}(?: \d{{3}})+(?=\s?(?:{_SPACE_GROUPED_MARKS})(?![^\W\d_]))"
                   r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+")
         decimals, bare = r"[.,]\d{1,2}", r"\.\d{2}"
     return re.compile(
@@ -262,16 +269,17 @@ _TOTAL_STRONG = _label_re(
     "TOTAL TTC", "MONTANT TTC", "NET A PAYER", "GESAMTBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TE BETALEN",
     "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE",
     "DO ZAPLATY", "K UHRADE", "ATT BETALA", "A BETALE", "AT BETALE", "MAKSETTAVA", "TOTAL DE PLATA", "VEGOSSZEG",
-    "FIZETENDO", "PAYABLEAMOUNT", "PAYABLE AMOUNT", "ΠΛΗΡΩΤΕΟ", "ИТОГО К ОПЛАТЕ", "К ОПЛАТЕ", "お会計", "ご請求金額",
+    "FIZETENDO", "PAYABLEAMOUNT", "PAYABLE AMOUNT", "ΠΛΗΡΩΤΕΟ", "ИТОГО К ОПЛАТЕ", "К ОПЛАТЕ", "ДО СПЛАТИ",
+    "ЗА ПЛАЩАНЕ", "お会計", "ご請求金額",
     "應付金額", "应付金额", "TOTAL BAYAR",
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
 # Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech, Turkish,
-# Russian, Japanese, Chinese and Korean.
+# Russian, Ukrainian, Bulgarian, Japanese, Chinese and Korean.
 _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
                          "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
                          "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계",
-                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ')
+                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ', "ОБЩО", "РАЗОМ", "ВСЬОГО", "СУМА")
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
@@ -560,23 +568,30 @@ def _summary_row_tax(lines: list[Line], total: float, integers: bool) -> Optiona
 
 # A word ("No", "Number", Italian "N.") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the
 # number ("Check #4411", "Facture N°2026-001"); a hyphen may join it to the label ("Bon-Nr.", "Beleg-Nr.").
-_NUMBER_WORD = rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF)(?![A-Z0-9])\.?|N°|Nº|N\.|#)"
+# Czech and Slovak write "č." (číslo), Hungarian "sorszáma" or "száma", Cyrillic scripts "№".
+_NUMBER_WORD = (rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF|SORSZAMA?|SZAMA)(?![A-Z0-9])\.?"
+                r"|N°|Nº|№|N\.|C\.(?=\s*[A-Z0-9])|#)")
 # The document's type named directly before a colon and its number ("FACTURA SIMPLIFICADA: T-118", "TICKET: 0042")
 _TYPE_COLON = r"(?:\s+SIMPLIFICADA)?\s*[:：]"
 # The document's own number first; an order, transaction or ticket number only when it has none.
 _NUMBER_LABEL = re.compile(
-    r"(?<![A-Z])(?:"
+    r"(?<![A-ZА-ЯЁ])(?:"
     + "|".join(
         [
             rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|FACTURE|FACTUUR"
             r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO"
             rf"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT|REGNING|KVITTERING|LASKU|KUITTI|BOLETA"
-            rf"|TIQUETE|COMPROBANTE|DOKLAD|UCTENKA|NYUGTA|SZAMLA|CHITANTA|BON FISCAL|FIS|OR){_NUMBER_WORD}",
+            rf"|TIQUETE|COMPROBANTE|DOKLAD|UCTENKA|NYUGTA|SZAMLA|CHITANTA|BON FISCAL|FIS|OR|NOTA|STRUK|CUPOM(?: FISCAL)?"
+            # NF-e and NFC-e (Brazil); Russian, Ukrainian and Bulgarian receipts, invoices and fiscal slips
+            rf"|NFC?-?E|ЧЕК|СЧЕТ|СЧЁТ|РАХУНОК|КВИТАНЦИЯ|КВИТАНЦІЯ|ФАКТУРА|БОН){_NUMBER_WORD}",
             rf"(?:{_fuzzy('INVOICE')}|{_fuzzy('RECEIPT')}|RCPT|FACTURA|FACTURE|RECIBO|BON|BELEG|RESIT|FOLIO){_TYPE_COLON}",
             r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号|영수증\s?번호|小票号|票据号",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
             # the number word first: "N° ticket : 000451", "Nº de factura 12", "Numéro de reçu"
-            r"(?:N°|Nº|NO\.?|NUM(?:ERO)?\.?)\s*(?:DE\s+|DU\s+)?(?:TICKET|FACTURE|FACTURA|RECU|RECIBO|BON|COMPROBANTE)(?![A-Z])",
+            # (Polish "Nr paragonu", Portuguese "Nº do talão", Czech "Číslo dokladu", Vietnamese "Số hóa đơn")
+            r"(?:N°|Nº|№|NO\.?|NR\.?|NUM(?:ERO)?\.?|CISLO|SO(?=\s+HOA))\s*(?:DE\s+|DU\s+|DO\s+|DA\s+)?"
+            r"(?:TICKET|FACTURE|FACTURA|RECU|RECIBO|BON|COMPROBANTE|PARAGONU|FAKTURY|RACHUNKU|DOKLADU|UCTENKY|TALAO"
+            r"|CUPOM|NOTA|STRUK|HOA [DĐ]ON)(?![A-Z])",
         ]
     )
     + r")"
@@ -803,11 +818,14 @@ _LETTER_MARKS = [(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))",
                  (r"(?<![A-Za-z])K[Ss]h\.?\s?(?=\d)|(?<=\d)\s?KSh\b", "KES"),
                  (r"(?<=\d)\s?(?:lei|LEI|RON)\b", "RON"),
                  (r"(?<=\d)\s?TL\b|(?<![A-Za-z])TL\s?(?=\d)|₺", "TRY"),
-                 (r"(?<![A-Za-z])S/\.?\s?(?=\d)", "PEN")]
+                 (r"(?<![A-Za-z])S/\.?\s?(?=\d)", "PEN"),
+                 (r"(?<=\d)\s?(?:лв|ЛВ)\.?(?![^\W\d_])", "BGN"),
+                 (r"(?<=\d)\s?(?:грн|ГРН)\.?(?![^\W\d_])", "UAH")]
 # One pass for all of them (a group per mark; they never start at the same place)
 _LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
 # Any of them beside a digit, loosely: the exact patterns above run only on the few lines where one may be
-_LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺")
+_LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺"
+                               r"|\d\s?(?:лв|ЛВ|грн|ГРН)")
 _LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
 
 
@@ -1092,7 +1110,8 @@ _STOP_ITEMS = _label_re(
     "AMOUNT PAYABLE", "TOTAL PAYABLE", "ZWISCHENSUMME", "CASH", "CHANGE", "ROUNDING", "TOTAAL", "SUBTOTAAL",
     "TE BETALEN", "GESAMT", "GESAMTBETRAG", "NETTOBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TOTAL HT", "TOTAL TTC",
     "MONTANT HT", "MONTANT TTC", "NET A PAYER", "BASE IMPONIBLE", "IMPORTE TOTAL", "IMPONIBILE", "TOTALE", "TOTALT",
-    "I ALT", "YHTEENSA", "RAZEM", "SUMA", "CELKEM", "TOPLAM", "ИТОГО", "ВСЕГО", "合計", "合计", "小計", "小计", "总计",
+    "I ALT", "YHTEENSA", "RAZEM", "SUMA", "CELKEM", "TOPLAM", "ИТОГО", "ВСЕГО", "ОБЩО", "РАЗОМ", "ВСЬОГО", "合計", "合计",
+    "小計", "小计", "总计",
     "總計", "합계",
 )
 _SKIP_ITEM = _label_re(
