@@ -8,6 +8,7 @@ item; no child is left behind; and batches that would not gain from one do not s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -52,6 +53,38 @@ class _ChildWatcher(threading.Thread):
             time.sleep(0.005)
 
 
+@contextlib.contextmanager
+def _slow_batch_server(tmp_path, batch, delay_s: float, **options):
+    """A server answering each invoice after ``delay_s``, and a gateway whose batches send every call from a child."""
+    model, server_class = PROTOCOLS["openai"]
+    schedule = PerDocument({i.text: [Slow(delay_s, then=answer(i))] for i in batch}, default=Success(output="not planned"))
+    with server_class(api_key=KEY, default=schedule) as server:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(catalog_text({model: server.url}))
+        gateway = gateway_resource(catalog, transport_process=True, **options).gateway()
+        gateway.transport_process_wait_s = 30.0  # every call through the child
+        try:
+            yield server, gateway
+        finally:
+            gateway.close()
+
+
+def _run_watched(watcher: _ChildWatcher, batch, ledger: DuckDBLedger, run_id: str):
+    watcher.start()
+    try:
+        return run_ai_task(INVOICE_EXTRACTION, documents(batch), policy=RulesPolicy([0.25, 0.6, 0.8]),
+                           gateway=watcher.gateway, ledger=ledger, where=CallContext(run_id=run_id))
+    finally:
+        watcher.stop.set()
+
+
+def _wait_gone(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
 def test_a_batch_sends_its_calls_from_a_child_process_with_the_same_answers_and_leaves_no_process(tmp_path):
     batch = invoices(BATCH, seed="transport-process")
     plans = {i: [answer(invoice)] for i, invoice in enumerate(batch)}
@@ -71,26 +104,13 @@ def test_a_batch_sends_its_calls_from_a_child_process_with_the_same_answers_and_
 def test_a_child_killed_mid_batch_costs_a_retry_in_process_not_an_item(tmp_path):
     """Calls the child carried when it died fail as dropped connections; the gateway retries them, in-process."""
     batch = invoices(BATCH, seed="transport-killed")
-    docs = documents(batch)
-    model, server_class = PROTOCOLS["openai"]
     # Every answer takes 0.3 s. The child dies once the server holds the first 4 requests (4 items in flight):
     # no reply has come back and no fifth item can start, so exactly those 4 calls are lost and retried.
-    schedule = PerDocument({i.text: [Slow(0.3, then=answer(i))] for i in batch}, default=Success(output="not planned"))
-    with server_class(api_key=KEY, default=schedule) as server:
-        catalog = tmp_path / "catalog.yaml"
-        catalog.write_text(catalog_text({model: server.url}))
-        gateway = gateway_resource(catalog, timeout_s=10.0, transport_process=True).gateway()
+    with _slow_batch_server(tmp_path, batch, 0.3, timeout_s=10.0) as (server, gateway):
         gateway.max_concurrency = 4
-        gateway.transport_process_wait_s = 30.0
         ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
         watcher = _ChildWatcher(gateway, kill=True, when=lambda: len(server.requests) >= gateway.max_concurrency)
-        watcher.start()
-        try:
-            outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
-                                   ledger=ledger, where=CallContext(run_id="killed"))
-        finally:
-            watcher.stop.set()
-            gateway.close()
+        outcomes = _run_watched(watcher, batch, ledger, "killed")
         requests = len(server.requests)
 
     assert watcher.pid is not None
@@ -104,36 +124,17 @@ def test_a_child_killed_mid_batch_costs_a_retry_in_process_not_an_item(tmp_path)
     assert requests == BATCH + 4
     calls = ledger.calls("killed")
     assert len(calls) == BATCH and not calls["item_id"].duplicated().any()
-    deadline = time.monotonic() + 10
-    while _alive(watcher.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(watcher.pid)
+    assert _wait_gone(watcher.pid)
 
 
 def test_the_child_exits_after_its_batch(tmp_path):
     batch = invoices(4, seed="transport-exit")
-    docs = documents(batch)
-    model, server_class = PROTOCOLS["openai"]
-    schedule = PerDocument({i.text: [Slow(0.2, then=answer(i))] for i in batch})
-    with server_class(api_key=KEY, default=schedule) as server:
-        catalog = tmp_path / "catalog.yaml"
-        catalog.write_text(catalog_text({model: server.url}))
-        gateway = gateway_resource(catalog, transport_process=True).gateway()
-        gateway.transport_process_wait_s = 30.0
+    with _slow_batch_server(tmp_path, batch, 0.2) as (_, gateway):
         watcher = _ChildWatcher(gateway)
-        watcher.start()
-        try:
-            outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
-                                   ledger=DuckDBLedger(tmp_path / "ledger.duckdb"), where=CallContext(run_id="exits"))
-        finally:
-            watcher.stop.set()
-            gateway.close()
+        outcomes = _run_watched(watcher, batch, DuckDBLedger(tmp_path / "ledger.duckdb"), "exits")
     assert all(o.error is None for o in outcomes) and gateway.transport_calls == 4
     assert watcher.pid is not None and watcher.pid != os.getpid()
-    deadline = time.monotonic() + 10
-    while _alive(watcher.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(watcher.pid), "the transport process outlived its batch"
+    assert _wait_gone(watcher.pid), "the transport process outlived its batch"
 
 
 @pytest.mark.parametrize("items,min_items,http_model,endpoint_limit,started", [
@@ -208,16 +209,8 @@ def test_without_fork_the_child_is_a_new_interpreter_and_carries_the_calls(tmp_p
 def test_a_forked_child_holds_no_descriptor_of_its_parent_but_its_socket(tmp_path):
     """The parent's journal (and its lock), database files and connections stay the parent's alone."""
     batch = invoices(4, seed="forked-fds")
-    docs = documents(batch)
-    model, server_class = PROTOCOLS["openai"]
-    schedule = PerDocument({i.text: [Slow(0.3, then=answer(i))] for i in batch})
-    with server_class(api_key=KEY, default=schedule) as server:
-        catalog = tmp_path / "catalog.yaml"
-        catalog.write_text(catalog_text({model: server.url}))
-        gateway = gateway_resource(catalog, transport_process=True).gateway()
-        gateway.transport_process_wait_s = 30.0
-        seen: dict[int, str] = {}
-
+    seen: dict[int, str] = {}
+    with _slow_batch_server(tmp_path, batch, 0.3) as (_, gateway):
         def descriptors() -> bool:  # read while the child carries the batch's calls
             pid = gateway.transport.pid
             for name in os.listdir(f"/proc/{pid}/fd"):
@@ -228,13 +221,7 @@ def test_a_forked_child_holds_no_descriptor_of_its_parent_but_its_socket(tmp_pat
             return True
 
         watcher = _ChildWatcher(gateway, when=descriptors)
-        watcher.start()
-        try:
-            outcomes = run_ai_task(INVOICE_EXTRACTION, docs, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
-                                   ledger=DuckDBLedger(tmp_path / "ledger.duckdb"), where=CallContext(run_id="fds"))
-        finally:
-            watcher.stop.set()
-            gateway.close()
+        outcomes = _run_watched(watcher, batch, DuckDBLedger(tmp_path / "ledger.duckdb"), "fds")
     assert all(o.error is None for o in outcomes) and gateway.transport_calls == 4
     assert watcher.pid is not None and seen
     assert not [target for target in seen.values() if str(tmp_path) in target], seen  # no journal, no database file
