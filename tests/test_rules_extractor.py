@@ -452,3 +452,44 @@ def test_tax_and_currency_as_other_countries_state_them(text: str, field: str, e
 ])
 def test_numbers_totals_and_currencies_of_eastern_european_and_other_receipts(text: str, field: str, expected) -> None:
     _assert_reads(text, field, expected)
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    # totals and taxes as Balkan, Baltic, Slovak, Slovenian, Icelandic and Thai receipts label them
+    ("KONOBA\nOIB: 45896321475\nRačun br.: 1258/POS1/1\nDatum: 15.07.2024.\nUKUPNO EUR:   67,80\nUkupno PDV:   9,67",
+     "total", 67.80),
+    ("KONOBA\nOIB: 45896321475\nRačun br.: 1258/POS1/1\nDatum: 15.07.2024.\nUKUPNO EUR:   67,80\nUkupno PDV:   9,67",
+     "invoice_number", "1258/POS1/1"),
+    ("KONOBA\nOIB: 45896321475\nDatum: 15.07.2024.\nUKUPNO:   67,80\nUkupno PDV:   9,67", "currency", "EUR"),
+    ("UAB PARDUOTUVE\nKvito Nr. 0078/123456\nDuona 1,85 A\nIŠ VISO EUR   15,80\nPVM 21%   2,74", "total", 15.80),
+    ("UAB PARDUOTUVE\nKvito Nr. 0078/123456\nDuona 1,85 A\nIŠ VISO EUR   15,80\nPVM 21%   2,74", "tax", 2.74),
+    ("KOHVIK OÜ\nKMKR EE101234567\nARVE nr 2024/3391\nKuupäev: 14.08.2024\nKäibemaks 22%   5,12\nKOKKU TASUDA   28,40",
+     "total", 28.40),
+    ("KOHVIK OÜ\nKMKR EE101234567\nARVE nr 2024/3391\nKuupäev: 14.08.2024\nKäibemaks 22%   5,12\nKOKKU TASUDA   28,40",
+     "currency", "EUR"),
+    ("PEKARNA d.o.o.\nRAČUN ŠT.: 2-1-4587\nDatum: 09.12.2023\nKruh  3,20\nSKUPAJ   15,90", "total", 15.90),
+    ("FRESH MARKET s.r.o.\n07.02.2025\nChlieb 1,79 A\nSPOLU EUR   8,81", "total", 8.81),
+    ("BAKARI\nKvittun nr. 5521\n08.11.2024\nSamtals   5.420 kr.\nÞar af VSK 11%   537", "invoice_number", "5521"),
+    ("ร้านกาแฟ\n05/01/2024\nลาเต้ 70.00\nรวมทั้งสิ้น   310.00 บาท", "total", 310.0),
+    ("ร้านกาแฟ\n05/01/2024\nลาเต้ 70.00\nรวมทั้งสิ้น   310.00 บาท", "currency", "THB"),
+    # weighed goods ("0,35 kg") are quantities: the document still prices in whole forints
+    ("KISBOLT KFT.\nNYUGTA\nSajt 0,35 kg   1 239\nPaprika 0,8 kg   1 192\nÖSSZESEN:   2 431 Ft", "total", 2431.0),
+    # a number after the document type and its qualifiers, and before a Greek type
+    ("JUMBO\nBOLETA ELECTRÓNICA N° 1547823\n02-08-2024\nTOTAL $ 13.646", "invoice_number", "1547823"),
+    ("ACME SAS\nFactura Electrónica de Venta No. LCP 18452\n02-08-2024\nTOTAL $ 13.646", "invoice_number", "LCP 18452"),
+    ("ACME SA\nFACTURA B  (Cód. 006)   Nº 0003-00012458\n02-08-2024\nTOTAL $ 13.646", "invoice_number", "0003-00012458"),
+    ("ΦΟΥΡΝΟΣ Ο.Ε.\nΑΡ. ΑΠΟΔ.: 4587\n22/06/2024\nΣΥΝΟΛΟ €   12,10", "invoice_number", "4587"),
+    ("Nordby Kiosk AS\nSalgskvittering nr. 208743\n14.03.2024\nTOTALT 120,30", "invoice_number", "208743"),
+    # currencies named by local marks, or by the country's ids and cities when no mark is printed
+    ("РЕСТОРАН\nПИБ: 100987654\n03.08.2024.\nУКУПНО:   3.420,00 din.", "currency", "RSD"),
+    ("ООО \"ПРОДМАРКЕТ\"\nИНН 7814563210\n14.03.2024\nИТОГ   =575,78", "currency", "RUB"),
+    ("CAFE\n12/03/2024\nTotal TTC   744,00 DH", "currency", "MAD"),
+    ("SHOP\nStationsplein 206, 6107 DH Rotterdam\nCurrency: EUR\nTotal 12,00", "currency", "EUR"),  # a postcode
+    ("KACCHI HOUSE\n12/03/2024\nNet Payable   Tk 1,050.00", "currency", "BDT"),
+    ("QUAN PHO\n15/10/2024\nTổng cộng   237.600 đ", "currency", "VND"),
+    ("BIRYANI CENTRE\nBurns Road, Karachi\n14-02-2024\nTotal Amount   Rs. 2,590.00", "currency", "PKR"),
+    ("BIRYANI HOUSE\nMG Road, Bengaluru\nGSTIN 29ABCDE1234F1Z5\n14-02-2024\nTotal Amount   Rs. 2,590.00", "currency", "INR"),
+    ("კაფე\n12.03.2024\nჯამი:   24,20 ₾", "currency", "GEL"),
+])
+def test_receipts_from_the_balkans_the_baltics_and_further(text: str, field: str, expected) -> None:
+    _assert_reads(text, field, expected)

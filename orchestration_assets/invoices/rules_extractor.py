@@ -250,7 +250,12 @@ def _last_amount(text: str, integers: bool) -> Optional[Amount]:
 
 
 def _uses_decimals(lines: list[Line]) -> bool:
-    return sum(1 for line in lines for a in _amounts(line.raw) if a.decimal) >= 2
+    """Whether the document prices in minor units: two decimal amounts that are not quantities ("0,35 kg")."""
+    return sum(1 for line in lines for a in _amounts(line.raw)
+               if a.decimal and not _QUANTITY_UNIT.match(line.raw, a.end)) >= 2
+
+
+_QUANTITY_UNIT = re.compile(r"\s?(?:kg|g|l|ml|cl|lb|lbs|oz|m|km|pcs|L)\b", re.I)
 
 
 def _only_amount(line: Line) -> bool:
@@ -270,16 +275,19 @@ _TOTAL_STRONG = _label_re(
     "TOTAL A PAGAR", "VALOR A PAGAR", "IMPORTE A PAGAR", "JUMLAH BESAR", "IMPORTE TOTAL", "TOTALE DA PAGARE",
     "DO ZAPLATY", "K UHRADE", "ATT BETALA", "A BETALE", "AT BETALE", "MAKSETTAVA", "TOTAL DE PLATA", "VEGOSSZEG",
     "FIZETENDO", "PAYABLEAMOUNT", "PAYABLE AMOUNT", "ΠΛΗΡΩΤΕΟ", "ИТОГО К ОПЛАТЕ", "К ОПЛАТЕ", "ДО СПЛАТИ",
-    "ЗА ПЛАЩАНЕ", "お会計", "ご請求金額",
+    "ЗА ПЛАЩАНЕ", "ZA NAPLATU", "ZA PLACILO", "KOKKU TASUDA", "SPOLU K UHRADE", "IS VISO", "KOPA APMAKSAI",
+    "รวมทั้งสิ้น", "お会計", "ご請求金額",
     "應付金額", "应付金额", "TOTAL BAYAR",
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
-# Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech, Turkish,
-# Russian, Ukrainian, Bulgarian, Japanese, Chinese and Korean.
+# Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech/Slovak, Turkish,
+# Russian, Ukrainian, Bulgarian, Balkan, Baltic, Georgian, Arabic, Japanese, Chinese and Korean.
 _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
                          "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
                          "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계",
-                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ', "ОБЩО", "РАЗОМ", "ВСЬОГО", "СУМА")
+                         "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ', "ОБЩО", "РАЗОМ", "ВСЬОГО", "СУМА",
+                         "UKUPNO", "УКУПНО", "SKUPAJ", "SPOLU", "CELKOM", "KOKKU", "KOPA", "SAMTALS", "სულ", "المجموع",
+                         "الإجمالي")
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
@@ -402,6 +410,8 @@ _TAX = _label_re(
     "VAT", "GST", "SST", "TAX", "SALES TAX", "MWST", "UST", "TVA", "BTW", "IVA", "CONSUMPTION TAX",
     "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "STEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN",
     "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "MVA", "AFA", "IGV", "I.G.V.", "PPN", "GTGT", "ΦΠΑ", 'מע"מ',
+    # Balkan, Baltic, Icelandic, Ukrainian, Bulgarian and Thai VAT
+    "PDV", "ПДВ", "DDV", "PVM", "KAIBEMAKS", "VSK", "ДДС", "ภาษีมูลค่าเพิ่ม",
     "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
@@ -569,8 +579,13 @@ def _summary_row_tax(lines: list[Line], total: float, integers: bool) -> Optiona
 # A word ("No", "Number", Italian "N.") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the
 # number ("Check #4411", "Facture N°2026-001"); a hyphen may join it to the label ("Bon-Nr.", "Beleg-Nr.").
 # Czech and Slovak write "č." (číslo), Hungarian "sorszáma" or "száma", Cyrillic scripts "№".
-_NUMBER_WORD = (rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF|SORSZAMA?|SZAMA)(?![A-Z0-9])\.?"
-                r"|N°|Nº|№|N\.|C\.(?=\s*[A-Z0-9])|#)")
+# Croatian and Serbian "br." (broj), Slovenian "št.", Hebrew "מס'".
+_NUMBER_WORD = (rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF|SORSZAMA?|SZAMA|BR|BROJ|ST)"
+                r"(?![A-Z0-9])\.?|N°|Nº|№|N\.|C\.(?=\s*[A-Z0-9])|#|מס'?)")
+# What may stand between a document's type and its number word: "BOLETA ELECTRÓNICA N°", "Factura Electrónica de
+# Venta No.", "FACTURA B (Cód. 006) Nº", "FATURA SIMPLIFICADA Nº"
+_TYPE_QUALIFIER = (r"(?:\s+(?:ELE[CK]TRONI[CK]AS?|ELECTRONIQUE|SIMPLIFICADA|FISCAL|DE VENTA|DE CONSUMO|[ABCE](?![A-Z])))*"
+                   r"(?:\s*\([^)\n]{0,24}\))?")
 # The document's type named directly before a colon and its number ("FACTURA SIMPLIFICADA: T-118", "TICKET: 0042")
 _TYPE_COLON = r"(?:\s+SIMPLIFICADA)?\s*[:：]"
 # The document's own number first; an order, transaction or ticket number only when it has none.
@@ -583,15 +598,18 @@ _NUMBER_LABEL = re.compile(
             rf"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT|REGNING|KVITTERING|LASKU|KUITTI|BOLETA"
             rf"|TIQUETE|COMPROBANTE|DOKLAD|UCTENKA|NYUGTA|SZAMLA|CHITANTA|BON FISCAL|FIS|OR|NOTA|STRUK|CUPOM(?: FISCAL)?"
             # NF-e and NFC-e (Brazil); Russian, Ukrainian and Bulgarian receipts, invoices and fiscal slips
-            rf"|NFC?-?E|ЧЕК|СЧЕТ|СЧЁТ|РАХУНОК|КВИТАНЦИЯ|КВИТАНЦІЯ|ФАКТУРА|БОН){_NUMBER_WORD}",
+            rf"|NFC?-?E|ЧЕК|СЧЕТ|СЧЁТ|РАХУНОК|КВИТАНЦИЯ|КВИТАНЦІЯ|ФАКТУРА|БОН"
+            # Balkan, Baltic, Nordic, Icelandic, Greek, Georgian and Hebrew receipts and invoices
+            rf"|RACUN|KVITAS|KVITO|ARVE|CEKS|KVITTUN|REIKNINGUR|SALGSKVITTERING|KASSEKVITTERING|KASSAKVITTO"
+            rf"|ΑΠΟΔΕΙΞΗ|ΑΠΟΔ|ქვითარი|ინვოისი|קבלה|חשבונית){_TYPE_QUALIFIER}{_NUMBER_WORD}",
             rf"(?:{_fuzzy('INVOICE')}|{_fuzzy('RECEIPT')}|RCPT|FACTURA|FACTURE|RECIBO|BON|BELEG|RESIT|FOLIO){_TYPE_COLON}",
             r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号|영수증\s?번호|小票号|票据号",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
             # the number word first: "N° ticket : 000451", "Nº de factura 12", "Numéro de reçu"
             # (Polish "Nr paragonu", Portuguese "Nº do talão", Czech "Číslo dokladu", Vietnamese "Số hóa đơn")
-            r"(?:N°|Nº|№|NO\.?|NR\.?|NUM(?:ERO)?\.?|CISLO|SO(?=\s+HOA))\s*(?:DE\s+|DU\s+|DO\s+|DA\s+)?"
+            r"(?:N°|Nº|№|NO\.?|NR\.?|NUM(?:ERO)?\.?|CISLO|SO(?=\s+HOA)|ΑΡ\.?|ΑΡΙΘΜΟΣ)\s*(?:DE\s+|DU\s+|DO\s+|DA\s+)?"
             r"(?:TICKET|FACTURE|FACTURA|RECU|RECIBO|BON|COMPROBANTE|PARAGONU|FAKTURY|RACHUNKU|DOKLADU|UCTENKY|TALAO"
-            r"|CUPOM|NOTA|STRUK|HOA [DĐ]ON)(?![A-Z])",
+            r"|CUPOM|NOTA|STRUK|HOA [DĐ]ON|ΑΠΟΔ(?:ΕΙΞΗΣ)?\.?)(?![A-Z])",
         ]
     )
     + r")"
@@ -793,11 +811,12 @@ def _extract_date(lines: list[Line], dayfirst: Optional[bool] = None) -> Optiona
 
 # --------------------------------------------------------------------------- currency
 
-_SYMBOLS = [("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Mex$", "MXN"), ("NT$", "TWD"), ("R$", "BRL"),
+_SYMBOLS = [("E£", "EGP"), ("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Mex$", "MXN"), ("NT$", "TWD"), ("R$", "BRL"),
             ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
             ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("원", "KRW"), ("₱", "PHP"), ("฿", "THB"),
             ("₫", "VND"), ("₦", "NGN"), ("₪", "ILS"), ("₴", "UAH"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
-            ("zł", "PLN"), ("Kč", "CZK"), ("$", "USD")]
+            ("zł", "PLN"), ("Kč", "CZK"), ("₾", "GEL"), ("ლარი", "GEL"), ("₸", "KZT"), ("৳", "BDT"), ("ج.م", "EGP"),
+            ("บาท", "THB"), ("$", "USD")]
 _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
 
@@ -820,12 +839,18 @@ _LETTER_MARKS = [(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))",
                  (r"(?<=\d)\s?TL\b|(?<![A-Za-z])TL\s?(?=\d)|₺", "TRY"),
                  (r"(?<![A-Za-z])S/\.?\s?(?=\d)", "PEN"),
                  (r"(?<=\d)\s?(?:лв|ЛВ)\.?(?![^\W\d_])", "BGN"),
-                 (r"(?<=\d)\s?(?:грн|ГРН)\.?(?![^\W\d_])", "UAH")]
+                 (r"(?<=\d)\s?(?:грн|ГРН)\.?(?![^\W\d_])", "UAH"),
+                 (r"(?<=\d)\s?(?:din|DIN|дин|ДИН)\.?(?![^\W\d_])", "RSD"),
+                 # after an amount's cents only: "6107 DH" is a Dutch postcode
+                 (r"(?<=\d[.,]\d\d)\s?(?:DH|Dh|DHS|Dhs)\.?(?![^\W\d_])", "MAD"),
+                 (r"(?<![A-Za-z])Tk\.?\s?(?=\d)|(?<=\d[.,]\d\d)\s?Tk\b", "BDT"),
+                 (r"(?<=\d)\s?(?:đ|Đ|VNĐ|VNđ)(?![^\W\d_])", "VND"),
+                 (r"(?<=\d)\s?(?:тг|ТГ|тенге)\.?(?![^\W\d_])", "KZT")]
 # One pass for all of them (a group per mark; they never start at the same place)
 _LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
 # Any of them beside a digit, loosely: the exact patterns above run only on the few lines where one may be
 _LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺"
-                               r"|\d\s?(?:лв|ЛВ|грн|ГРН)")
+                               r"|\d\s?(?:лв|ЛВ|грн|ГРН|din|DIN|дин|ДИН|DH|Dh|Tk|đ|Đ|VNĐ|тг|ТГ|тенге)|Tk\.?\s?\d")
 _LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
 
 
@@ -904,6 +929,27 @@ _COUNTRY_CUES = [
     (re.compile(r"(?<![A-Z])(?:NORGE|NORWAY|FORETAKSREGISTERET|\d{3}\s?\d{3}\s?\d{3}\s?MVA)(?![A-Z])"), "NOK"),
     (re.compile(r"(?<![A-Z])(?:DANMARK|DENMARK|CVR[\s\-.:NR]*\d{8})(?![A-Z])"), "DKK"),
     (re.compile(r"(?<![A-Z])MALAYSIA(?![A-Z])"), "MYR"),
+    # Tax ids, countries and capitals that only one currency's documents print
+    (re.compile(r"(?<![А-ЯЁ])(?:ИНН|РОССИЯ|МОСКВА|САНКТ-ПЕТЕРБУРГ)(?![А-ЯЁ])"), "RUB"),
+    (re.compile(r"(?<![А-ЯЁІЇЄ])(?:ЄДРПОУ|ІПН|УКРАЇНА|КИЇВ)(?![А-ЯЁІЇЄ])"), "UAH"),
+    (re.compile(r"(?<![А-ЯЁ])(?:БИН|ИИН|КАЗАХСТАН|АЛМАТЫ|АСТАНА)(?![А-ЯЁ])"), "KZT"),
+    (re.compile(r"(?<![A-ZА-Я])(?:PIB[\s:]*\d{9}(?!\d)|ПИБ|SRBIJA|СРБИЈА|BEOGRAD|БЕОГРАД)(?![A-ZА-Я])"), "RSD"),
+    (re.compile(r"(?<![A-Z])(?:OIB[\s:]*\d{11}(?!\d)|KMKR|EESTI|LIETUVA|LATVIJA|SLOVENIJA|ID ZA DDV|IC DPH|SLOVENSKO"
+                r"|Α\.?Φ\.?Μ\.?|ΕΛΛΑΔΑ|ΑΘΗΝΑ)(?![A-Z])"), "EUR"),
+    (re.compile(r"(?<![A-Z])(?:VKN|VERGI DAIRESI|TURKIYE|ISTANBUL|ANKARA)(?![A-Z])"), "TRY"),
+    (re.compile(r"(?<![A-Z])(?:CUI|CIF|ROMANIA|BUCURESTI)(?![A-Z])"), "RON"),
+    (re.compile(r"(?<![A-Z])(?:ISLAND|ICELAND|REYKJAVIK|KT\.?[\s:]*\d{6}-?\d{4})(?![A-Z])"), "ISK"),
+    (re.compile(r"(?<![A-Z])(?:MAROC|MOROCCO|CASABLANCA|RABAT|ICE[\s:]*\d{15})(?![A-Z])"), "MAD"),
+    (re.compile(r"(?<![A-Z])(?:EGYPT|CAIRO)(?![A-Z])|مصر|القاهرة"), "EGP"),
+    (re.compile(r"(?<![A-Z])(?:KENYA|NAIROBI|KRA PIN|M-PESA)(?![A-Z])"), "KES"),
+    (re.compile(r"(?<![A-Z])(?:NIGERIA|LAGOS|ABUJA)(?![A-Z])"), "NGN"),
+    (re.compile(r"(?<![A-Z])(?:PAKISTAN|KARACHI|LAHORE|ISLAMABAD|NTN)(?![A-Z])"), "PKR"),
+    (re.compile(r"(?<![A-Z])(?:SRI LANKA|COLOMBO)(?![A-Z])"), "LKR"),
+    (re.compile(r"(?<![A-Z])(?:NEPAL|KATHMANDU)(?![A-Z])"), "NPR"),
+    (re.compile(r"(?<![A-Z])(?:BANGLADESH|DHAKA)(?![A-Z])"), "BDT"),
+    (re.compile(r"(?<![A-Z])(?:VIET ?NAM|HA NOI|HANOI|HO CHI MINH|MST)(?![A-Z])"), "VND"),
+    (re.compile(r"(?<![A-Z])(?:THAILAND|BANGKOK)(?![A-Z])|ประเทศไทย|กรุงเทพ"), "THB"),
+    (re.compile(r"(?<![A-Z])(?:GEORGIA|TBILISI)(?![A-Z])|საქართველო|თბილისი"), "GEL"),
 ]
 _DOLLARS = frozenset({"AUD", "NZD", "CAD", "SGD", "MXN", "HKD", "CLP", "COP", "ARS", "TWD"})  # countries writing "$"
 _KANA = re.compile(r"[\u3040-\u30ff円]")
@@ -924,6 +970,8 @@ def _country_currency(lines: list[Line]) -> Optional[str]:
 
 _COUNTRY_CUES_USD = next(pattern for pattern, code in _COUNTRY_CUES if code == "USD")
 _EXPLICIT_USD = re.compile(r"USD|US\$")  # the US dollar named, not a bare "$"
+_EXPLICIT_INR = re.compile(r"INR|₹")  # the Indian rupee named, not a bare "Rs"
+_RUPEES = frozenset({"PKR", "LKR", "NPR"})  # countries writing "Rs" besides India
 
 
 def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dict[str, int]) -> Optional[str]:
@@ -938,13 +986,16 @@ def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dic
                 break
     if found is None and counts:
         found = max(counts, key=lambda c: counts[c])
-    if found in ("USD", "JPY"):  # "$" and "¥" are written by more than one country
+    if found in ("USD", "JPY"):  # "$" and "¥" are written by more than one country, and "Rs" (below)
         text = "\n".join(line.raw for line in lines)
         if found == "USD" and not _EXPLICIT_USD.search(text):
             cue = _country_currency(lines)
             return cue if cue in _DOLLARS else found
         if found == "JPY" and "¥" in text and not _KANA.search(text) and _HAN.search(text):
             return "CNY"
+    if found == "INR" and not _EXPLICIT_INR.search("\n".join(line.raw for line in lines)):  # "Rs" is more than India's
+        cue = _country_currency(lines)
+        return cue if cue in _RUPEES else found
     if found is None and total_index is not None:  # nothing priced (a delivery note): no currency to name
         return _country_currency(lines)
     return found
@@ -1110,7 +1161,8 @@ _STOP_ITEMS = _label_re(
     "AMOUNT PAYABLE", "TOTAL PAYABLE", "ZWISCHENSUMME", "CASH", "CHANGE", "ROUNDING", "TOTAAL", "SUBTOTAAL",
     "TE BETALEN", "GESAMT", "GESAMTBETRAG", "NETTOBETRAG", "ENDBETRAG", "RECHNUNGSBETRAG", "TOTAL HT", "TOTAL TTC",
     "MONTANT HT", "MONTANT TTC", "NET A PAYER", "BASE IMPONIBLE", "IMPORTE TOTAL", "IMPONIBILE", "TOTALE", "TOTALT",
-    "I ALT", "YHTEENSA", "RAZEM", "SUMA", "CELKEM", "TOPLAM", "ИТОГО", "ВСЕГО", "ОБЩО", "РАЗОМ", "ВСЬОГО", "合計", "合计",
+    "I ALT", "YHTEENSA", "RAZEM", "SUMA", "CELKEM", "TOPLAM", "ИТОГО", "ВСЕГО", "ОБЩО", "РАЗОМ", "ВСЬОГО", "UKUPNO",
+    "УКУПНО", "SKUPAJ", "SPOLU", "CELKOM", "KOKKU", "SAMTALS", "合計", "合计",
     "小計", "小计", "总计",
     "總計", "합계",
 )
