@@ -493,3 +493,29 @@ def test_numbers_totals_and_currencies_of_eastern_european_and_other_receipts(te
 ])
 def test_receipts_from_the_balkans_the_baltics_and_further(text: str, field: str, expected) -> None:
     _assert_reads(text, field, expected)
+
+
+@pytest.mark.parametrize("text,field,expected", [
+    # Latin look-alikes OCR mixes into a Cyrillic label are read as Cyrillic
+    ("МАГАЗИН\n12.03.2024\nХлеб 2,50\nИТOГO:   19,53 BYN", "total", 19.53),
+    ("МАГАЗИН\n12.03.2024\nХлеб 2,50\nИТOГO:   19,53 BYN", "currency", "BYN"),
+    ("ООО \"ПРОДМАРКЕТ\"\nИНН 7814563210\n14.03.2024\nИТ0Г   =575,78", "total", 575.78),
+    # more currencies' own signs and abbreviations
+    ("ДЭЛГҮҮР\n12.03.2024\nНийт дүн:   29,100.00₮", "currency", "MNT"),
+    ("ՍՈՒՊԵՐՄԱՐԿԵՏ\n12.03.2024\nԸնդամենը   4,000 ֏", "currency", "AMD"),
+    ("MARKET\n12.03.2024\nCəmi:   9.18 ₼", "currency", "AZN"),
+    ("SUPER\n12.03.2024\nTOTAL   RD$ 711.30", "currency", "DOP"),
+    ("AUTOMERCADO\n12.03.2024\nTOTAL   ₡ 12 500,00", "currency", "CRC"),
+    ("KIOSK\n12.03.2024\nTOTALI   1,610 Lek", "currency", "ALL"),
+    ("МАРКЕТ\n12.03.2024\nВКУПНО   565,00 ден.", "currency", "MKD"),
+    ("CAFE\n12/07/2024\nTotal   22,000 Riel", "currency", "KHR"),
+    # totals and VAT as Macedonian, Albanian, Uzbek, Azerbaijani, Mongolian and Armenian receipts label them
+    ("МАРКЕТ\n12.03.2024\nЛеб 45,00\nВКУПНО   565,00 ден.\nВКУПНО ДДВ   39,39", "total", 565.0),
+    ("МАРКЕТ\n12.03.2024\nЛеб 45,00\nВКУПНО   565,00 ден.\nВКУПНО ДДВ   39,39", "tax", 39.39),
+    ("KIOSK\n12.03.2024\nBuke 120\nT0TALI   1,610 Lek\nTVSH 20%   268.33", "total", 1610.0),
+    ("KORZINKA\n12.03.2024\nNon 4 000,00\nJami:   58 400,00\nShu jumladan QQS 12%:   6 257,14", "tax", 6257.14),
+    ("BAZAR\n12.03.2024\nÇörək 0.80\nCəmi:   9.18 AZN\nƏDV 18%:   1.40", "total", 9.18),
+    ("ДЭЛГҮҮР\n12.03.2024\nТалх 2,500.00\nНийт дүн:   29,100.00₮\nНӨАТ:   2,645.45", "tax", 2645.45),
+])
+def test_cyrillic_look_alikes_and_more_currency_signs(text: str, field: str, expected) -> None:
+    _assert_reads(text, field, expected)

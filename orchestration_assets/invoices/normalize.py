@@ -45,6 +45,10 @@ ISO_CURRENCIES = {
     "PLN", "CZK", "CNY", "HKD", "NZD", "ZAR", "BRL", "MXN", "RUB", "KRW", "IDR", "THB", "PHP", "VND", "AED",
     "SAR", "QAR", "KWD", "ILS", "HUF", "RON", "TWD", "BHD", "OMR", "JOD", "TND", "LYD", "IQD", "TRY", "NGN", "UAH",
     "EGP", "PKR", "KES", "CLP", "COP", "ARS", "PEN",
+    # more of ISO 4217, leaving out codes that are also words printed in capitals (ALL, GEL, MAD, AMD, MNT, BOB...)
+    "AZN", "BYN", "UZS", "KZT", "KGS", "TJS", "MKD", "MDL", "BGN", "RSD", "BAM", "ISK", "DZD", "GHS", "UGX", "TZS",
+    "ETB", "XOF", "XAF", "RWF", "MUR", "MZN", "ZMW", "BWP", "LKR", "NPR", "BDT", "KHR", "LAK", "MMK", "AFN", "IRR",
+    "LBP", "PYG", "UYU", "CRC", "GTQ", "DOP", "HNL", "NIO", "PAB", "JMD", "TTD",
 }
 # ISO 4217 currencies with three minor digits (fils, baisa): "KWD 12.500" is twelve and a half dinars.
 # (ISO gives the Iraqi dinar three too, but Iraqi amounts are written in whole dinars: "25.000 IQD" is 25,000.)

@@ -58,11 +58,19 @@ def _fold_accent(ch: str) -> str:
     return ch
 
 
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_AS_CYRILLIC = str.maketrans("AaBCcEeHKkMOoPpTXxYy0", "АаВСсЕеНКкМОоРрТХхУуО")
+# A run of Latin look-alikes (or a 0) touching a Cyrillic letter
+_LATIN_IN_CYRILLIC = re.compile(r"(?<=[\u0400-\u04ff])[AaBCcEeHKkMOoPpTXxYy0]+|[AaBCcEeHKkMOoPpTXxYy0]+(?=[\u0400-\u04ff])")
+
+
 def _canon(text: str) -> str:
     """Upper-case, Latin accents folded (labels match "Net à payer" as "NET A PAYER"); a 0/1/5/8 touching a
     letter and no digit reads as O/I/S/B; '_' and the ideographic space ("合　計") read as a space."""
     if not text.isascii():
         text = "".join(map(_fold_accent, text)).replace("\u3000", " ")
+        if _CYRILLIC.search(text):  # OCR mixes Latin look-alikes into Cyrillic words ("ИТOГO"): read them as Cyrillic
+            text = _LATIN_IN_CYRILLIC.sub(lambda m: m.group(0).translate(_AS_CYRILLIC), text)
     upper = text.upper().replace("_", " ")
     if len(upper) != len(text):  # a few characters change length when upper-cased
         upper = "".join(ch if len(ch) == 1 else "?" for ch in (c.upper() for c in text)).replace("_", " ")
@@ -281,13 +289,13 @@ _TOTAL_STRONG = _label_re(
 )
 # Plain totals in the languages invoices and receipts are most often written in: English, German,
 # Dutch, French, Malay/Indonesian, Italian, Spanish/Portuguese, Nordic, Polish/Czech/Slovak, Turkish,
-# Russian, Ukrainian, Bulgarian, Balkan, Baltic, Georgian, Arabic, Japanese, Chinese and Korean.
+# Russian, Ukrainian, Bulgarian, Balkan, Baltic, Caucasian, Central Asian, Arabic, Japanese, Chinese and Korean.
 _TOTAL_PLAIN = _label_re("TOTAL", "TOTAL AMOUNT", "TOTAL SALES", "GESAMT", "SUMME", "TOTAAL", "MONTANT", "JUMLAH",
                          "TOTALE", "IMPORTE", "TOTALT", "I ALT", "SUMMA", "YHTEENSA", "YHTEENSÄ", "RAZEM", "SUMA",
                          "CELKEM", "TOPLAM", "ИТОГО", "ИТОГ", "ВСЕГО", "合計", "合计", "总计", "總計", "小計合計", "합계",
                          "OSSZESEN", "TONG CONG", "ΣΥΝΟΛΟ", 'סה"כ', "ОБЩО", "РАЗОМ", "ВСЬОГО", "СУМА",
                          "UKUPNO", "УКУПНО", "SKUPAJ", "SPOLU", "CELKOM", "KOKKU", "KOPA", "SAMTALS", "სულ", "المجموع",
-                         "الإجمالي")
+                         "الإجمالي", "ВКУПНО", "TOTALI", "JAMI", "CƏMI", "НИЙТ ДҮН", "ԸՆԴԱՄԵՆԸ")
 _TOTAL_WEAK = _label_re("AMOUNT", "AMT", "BALANCE", "NET AMOUNT", "DUE")
 _TOTAL_EXCLUDE = _label_re(
     "SUBTOTAL", "SUB TOTAL", "SUB-TOTAL", "TOTAL QTY", "TOTAL QUANTITY", "QTY", "TOTAL ITEM", "ITEMS", "ITEM",
@@ -411,7 +419,8 @@ _TAX = _label_re(
     "SERVICE TAX", "MEHRWERTSTEUER", "UMSATZSTEUER", "STEUER", "HST", "PST", "QST", "MOMS", "ALV", "KDV", "DPH", "PVN",
     "НДС", "CGST", "SGST", "IGST", "UTGST", "PTU", "MVA", "AFA", "IGV", "I.G.V.", "PPN", "GTGT", "ΦΠΑ", 'מע"מ',
     # Balkan, Baltic, Icelandic, Ukrainian, Bulgarian and Thai VAT
-    "PDV", "ПДВ", "DDV", "PVM", "KAIBEMAKS", "VSK", "ДДС", "ภาษีมูลค่าเพิ่ม",
+    "PDV", "ПДВ", "DDV", "PVM", "KAIBEMAKS", "VSK", "ДДС", "ภาษีมูลค่าเพิ่ม", "ДДВ", "ƏDV", "QQS", "НӨАТ", "ԱԱՀ",
+    "TVSH", "ITBIS",
     "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
@@ -811,12 +820,13 @@ def _extract_date(lines: list[Line], dayfirst: Optional[bool] = None) -> Optiona
 
 # --------------------------------------------------------------------------- currency
 
-_SYMBOLS = [("E£", "EGP"), ("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Mex$", "MXN"), ("NT$", "TWD"), ("R$", "BRL"),
+_SYMBOLS = [("E£", "EGP"), ("RD$", "DOP"), ("US$", "USD"), ("HK$", "HKD"), ("NZ$", "NZD"), ("MX$", "MXN"), ("Mex$", "MXN"), ("NT$", "TWD"), ("R$", "BRL"),
             ("S$", "SGD"), ("A$", "AUD"), ("C$", "CAD"), ("€", "EUR"), ("£", "GBP"), ("¥", "JPY"),
             ("₹", "INR"), ("円", "JPY"), ("元", "CNY"), ("₩", "KRW"), ("원", "KRW"), ("₱", "PHP"), ("฿", "THB"),
             ("₫", "VND"), ("₦", "NGN"), ("₪", "ILS"), ("₴", "UAH"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
             ("zł", "PLN"), ("Kč", "CZK"), ("₾", "GEL"), ("ლარი", "GEL"), ("₸", "KZT"), ("৳", "BDT"), ("ج.م", "EGP"),
-            ("บาท", "THB"), ("$", "USD")]
+            ("บาท", "THB"), ("₮", "MNT"), ("₲", "PYG"), ("₡", "CRC"), ("₼", "AZN"), ("֏", "AMD"), ("៛", "KHR"),
+            ("GH₵", "GHS"), ("₵", "GHS"), ("د.أ", "JOD"), ("$", "USD")]
 _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
 
@@ -845,12 +855,16 @@ _LETTER_MARKS = [(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))",
                  (r"(?<=\d[.,]\d\d)\s?(?:DH|Dh|DHS|Dhs)\.?(?![^\W\d_])", "MAD"),
                  (r"(?<![A-Za-z])Tk\.?\s?(?=\d)|(?<=\d[.,]\d\d)\s?Tk\b", "BDT"),
                  (r"(?<=\d)\s?(?:đ|Đ|VNĐ|VNđ)(?![^\W\d_])", "VND"),
-                 (r"(?<=\d)\s?(?:тг|ТГ|тенге)\.?(?![^\W\d_])", "KZT")]
+                 (r"(?<=\d)\s?(?:тг|ТГ|тенге)\.?(?![^\W\d_])", "KZT"),
+                 (r"(?<=\d)\s?(?:Lek|LEK|Lekë|lekë)(?![^\W\d_])", "ALL"),
+                 (r"(?<=\d)\s?(?:ден|ДЕН)\.?(?![^\W\d_])", "MKD"),
+                 (r"(?<=\d)\s?(?:Riel|RIEL|riel)s?(?![^\W\d_])", "KHR")]
 # One pass for all of them (a group per mark; they never start at the same place)
 _LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
 # Any of them beside a digit, loosely: the exact patterns above run only on the few lines where one may be
 _LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺"
-                               r"|\d\s?(?:лв|ЛВ|грн|ГРН|din|DIN|дин|ДИН|DH|Dh|Tk|đ|Đ|VNĐ|тг|ТГ|тенге)|Tk\.?\s?\d")
+                               r"|\d\s?(?:лв|ЛВ|грн|ГРН|din|DIN|дин|ДИН|DH|Dh|Tk|đ|Đ|VNĐ|тг|ТГ|тенге|Lek|LEK|lek|ден|ДЕН|Riel|RIEL|riel)"
+                               r"|Tk\.?\s?\d")
 _LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
 
 
