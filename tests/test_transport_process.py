@@ -9,6 +9,7 @@ item; no child is left behind; and batches that would not gain from one do not s
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -229,3 +230,26 @@ def test_a_forked_child_holds_no_descriptor_of_its_parent_but_its_socket(tmp_pat
     others = {fd: target for fd, target in seen.items() if fd > 2}
     # Its own socket, the connections it opened to the server, its event loop's selector and wake-up pair.
     assert all(target.startswith(("socket:", "anon_inode:")) for target in others.values()), others
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="only a forked child takes jobs")
+def test_a_job_the_child_cannot_take_is_left_to_the_caller(tmp_path):
+    """An unpicklable job is refused (None: the caller computes it), and nothing waits for it."""
+    import asyncio
+
+    from resources.providers.transport_process import TransportProcess
+
+    async def scenario():
+        transport = await TransportProcess().start()
+        try:
+            assert await transport.wait_ready(30.0) and transport.forked
+            refused = transport.submit(lambda: 1)  # a lambda cannot be pickled
+            taken = transport.submit(functools.partial(sum, [1, 2, 3]))
+            return refused, await taken, len(transport._waiting)
+        finally:
+            await transport.aclose()
+
+    refused, answer, waiting = asyncio.run(scenario())
+    assert refused is None
+    assert answer == ("done", True, 6)
+    assert waiting == 0

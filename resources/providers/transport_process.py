@@ -125,7 +125,11 @@ class TransportProcess:
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        self._send(("job", request_id, job))
+        try:
+            self._send(("job", request_id, job))
+        except Exception:  # noqa: BLE001 - a job that cannot be pickled: the caller computes it itself
+            self._waiting.pop(request_id, None)
+            return None
         return future
 
     def _send(self, message: tuple) -> None:
