@@ -74,14 +74,11 @@ class FeatureSpace:
         # fraction of its cost. It runs once per item inside a batch, and most of an invoice's keys
         # (numbers, names, word pairs) are new, so no cache helps. ASCII text is tokenized as
         # bytes, which spares encoding each key.
-        if lowered.isascii():
-            tokens = _ASCII_TOKEN.findall(lowered.encode("ascii"))
-            words, pairs = Counter(tokens), Counter(zip(tokens, tokens[1:]))
-            keys = itertools.chain(words, map(b" ".join, pairs))
-        else:
-            tokens = _TOKEN.findall(lowered)
-            words, pairs = Counter(tokens), Counter(zip(tokens, tokens[1:]))
-            keys = map(_UTF8, itertools.chain(words, map(" ".join, pairs)))
+        ascii_only = lowered.isascii()
+        tokens = _ASCII_TOKEN.findall(lowered.encode("ascii")) if ascii_only else _TOKEN.findall(lowered)
+        words, pairs = Counter(tokens), Counter(zip(tokens, tokens[1:]))
+        keys = (itertools.chain(words, map(b" ".join, pairs)) if ascii_only
+                else map(_UTF8, itertools.chain(words, map(" ".join, pairs))))
         reserved = len(_NUMERIC_SIGNALS)
         distinct = len(words) + len(pairs)
         hashes = np.fromiter(map(zlib.crc32, keys), dtype=np.int64, count=distinct)

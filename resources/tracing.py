@@ -169,8 +169,9 @@ class _InheritRunAttributes(SpanProcessor):
         if not parent_attributes:
             return
         own = span.attributes or {}
-        span.set_attributes({key: parent_attributes[key] for key in _INHERITED
-                             if key not in own and key in parent_attributes})
+        inherited = {key: parent_attributes[key] for key in _INHERITED if key not in own and key in parent_attributes}
+        if inherited:
+            span.set_attributes(inherited)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None

@@ -519,3 +519,14 @@ def test_receipts_from_the_balkans_the_baltics_and_further(text: str, field: str
 ])
 def test_cyrillic_look_alikes_and_more_currency_signs(text: str, field: str, expected) -> None:
     _assert_reads(text, field, expected)
+
+
+@pytest.mark.parametrize("text", [
+    "ISLAND CAFE\nLong Island\n12/03/2024\nTOTAL 12.00",  # Iceland is Ísland, but island is English too
+    "BAR PEPE\nCIF: B12345678\n12/03/2024\nTOTAL 12,00",  # Spain's tax id, not only Romania's
+    "PEACH DINER\nAtlanta, Georgia\n12/03/2024\nTOTAL 12.00",  # a US state, not only a country
+    "TAPAS BAR\nLagos, Algarve\n12/03/2024\nTOTAL 12,00",  # a Portuguese town, not only Nigeria's city
+    "DINER\nOpen 6am-9pm MST\n12/03/2024\nTOTAL 12.00",  # US mountain time, not a Vietnamese tax code
+])
+def test_words_several_countries_print_name_no_currency(text: str) -> None:
+    _assert_reads(text, "currency", None)

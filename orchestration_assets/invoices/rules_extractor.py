@@ -263,7 +263,7 @@ def _uses_decimals(lines: list[Line]) -> bool:
                if a.decimal and not _QUANTITY_UNIT.match(line.raw, a.end)) >= 2
 
 
-_QUANTITY_UNIT = re.compile(r"\s?(?:kg|g|l|ml|cl|lb|lbs|oz|m|km|pcs|L)\b", re.I)
+_QUANTITY_UNIT = re.compile(r"\s?(?:kg|g|l|ml|cl|lb|lbs|oz|m|km|pcs)\b", re.I)
 
 
 def _only_amount(line: Line) -> bool:
@@ -956,19 +956,19 @@ _COUNTRY_CUES = [
     (re.compile(r"(?<![A-Z])(?:OIB[\s:]*\d{11}(?!\d)|KMKR|EESTI|LIETUVA|LATVIJA|SLOVENIJA|ID ZA DDV|IC DPH|SLOVENSKO"
                 r"|Α\.?Φ\.?Μ\.?|ΕΛΛΑΔΑ|ΑΘΗΝΑ)(?![A-Z])"), "EUR"),
     (_named(r"VKN|VERGI DAIRESI|TURKIYE|ISTANBUL|ANKARA"), "TRY"),
-    (_named(r"CUI|CIF|ROMANIA|BUCURESTI"), "RON"),
-    (_named(r"ISLAND|ICELAND|REYKJAVIK|KT\.?[\s:]*\d{6}-?\d{4}"), "ISK"),
+    (_named(r"CUI[\s:]*(?:RO)?\d{2,10}|ROMANIA|BUCURESTI"), "RON"),  # not CIF: Spain's tax id too
+    (_named(r"ICELAND|REYKJAVIK|KT\.?[\s:]*\d{6}-?\d{4}"), "ISK"),  # not ISLAND: Long Island, Rhode Island
     (_named(r"MAROC|MOROCCO|CASABLANCA|RABAT|ICE[\s:]*\d{15}"), "MAD"),
     (re.compile(r"(?<![A-Z])(?:EGYPT|CAIRO)(?![A-Z])|مصر|القاهرة"), "EGP"),
     (_named(r"KENYA|NAIROBI|KRA PIN|M-PESA"), "KES"),
-    (_named(r"NIGERIA|LAGOS|ABUJA"), "NGN"),
-    (_named(r"PAKISTAN|KARACHI|LAHORE|ISLAMABAD|NTN"), "PKR"),
+    (_named(r"NIGERIA|ABUJA"), "NGN"),  # not Lagos: a town in Portugal too
+    (_named(r"PAKISTAN|KARACHI|LAHORE|ISLAMABAD|NTN[\s:#]*\d"), "PKR"),
     (_named(r"SRI LANKA|COLOMBO"), "LKR"),
     (_named(r"NEPAL|KATHMANDU"), "NPR"),
     (_named(r"BANGLADESH|DHAKA"), "BDT"),
-    (_named(r"VIET ?NAM|HA NOI|HANOI|HO CHI MINH|MST"), "VND"),
+    (_named(r"VIET ?NAM|HA NOI|HANOI|HO CHI MINH|MST[\s:]*\d{10}"), "VND"),  # a bare MST is also US time
     (re.compile(r"(?<![A-Z])(?:THAILAND|BANGKOK)(?![A-Z])|ประเทศไทย|กรุงเทพ"), "THB"),
-    (re.compile(r"(?<![A-Z])(?:GEORGIA|TBILISI)(?![A-Z])|საქართველო|თბილისი"), "GEL"),
+    (re.compile(r"(?<![A-Z])TBILISI(?![A-Z])|საქართველო|თბილისი"), "GEL"),  # not GEORGIA: a US state too
 ]
 _DOLLARS = frozenset({"AUD", "NZD", "CAD", "SGD", "MXN", "HKD", "CLP", "COP", "ARS", "TWD"})  # countries writing "$"
 _KANA = re.compile(r"[\u3040-\u30ff円]")
