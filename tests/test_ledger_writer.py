@@ -251,3 +251,70 @@ def test_an_append_retried_after_an_unknown_outcome_stores_each_entry_once(tmp_p
     twin = AuditEntry(event="call", run_id="r", model_id="m", item_hash=f"{9:064x}")
     assert len(audit.append([twin, twin.model_copy()], skip_stored=True)) == 2  # two alike in one batch: both new, both kept
     assert len(audit.append([twin], skip_stored=True)) == 0 and audit.head().count == 6
+
+
+def _batch_detaches(tmp_path, monkeypatch, enforce: bool) -> tuple[list, list]:
+    """Run 5 invoices, 2 at a time, against an OpenAI-protocol server that answers each after 0.3 s (one worker runs
+    out of items while the last call is in flight, and the batch stores then); every DETACH of its files with whether its checkpoint was
+    deferred, and the files folded in after it."""
+    import resources.duckdb_file as duckdb_file
+    from orchestration_assets.ai_task import CallContext, run_ai_task
+    from orchestration_assets.invoices.assets import INVOICE_EXTRACTION
+    from resources.routing import RulesPolicy
+    from resources.spend_guard import SpendGuard
+    from resources.tracing import TraceRecorder
+    from tests.fault_harness import KEY, PROTOCOLS, answer, catalog_text, documents, gateway_resource, invoices
+    from tests.protocol_servers import PerDocument, Slow
+
+    detached: list[tuple[str, bool]] = []
+    deferred = duckdb_file._checkpoint_deferred
+
+    def noted(path):
+        answer_ = deferred(path)
+        detached.append((path, answer_))
+        return answer_
+
+    folded: list[list[str]] = []
+    batch = invoices(5, seed="checkpoints")
+    model, server_class = PROTOCOLS["openai"]
+    ledger, audit = DuckDBLedger(tmp_path / "ledger.duckdb"), DuckDBAuditLog(tmp_path / "audit.duckdb")
+    tracer = TraceRecorder(tmp_path / "traces.duckdb", otlp=False, console=False)
+    ledger.calls()  # the file and its schema exist before the batch, as in a project that ran before
+    with server_class(api_key=KEY, default=PerDocument({i.text: [Slow(0.3, then=answer(i))] for i in batch})) as server:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(catalog_text({model: server.url}))
+        gateway = gateway_resource(catalog).gateway()
+        try:
+            monkeypatch.setattr(duckdb_file, "_checkpoint_deferred", noted)
+            monkeypatch.setattr(duckdb_file, "_fold_logs", folded.append)  # held back, to look at what was left
+            outcomes = run_ai_task(INVOICE_EXTRACTION, documents(batch), policy=RulesPolicy([0.25, 0.6, 0.8]),
+                                   gateway=gateway, ledger=ledger, where=CallContext(run_id="checkpoints"), audit=audit,
+                                   tracer=tracer, guard=SpendGuard(ledger, enforce=enforce), max_concurrency=2)
+            duckdb_file.wait_for_checkpoints(60)
+        finally:
+            gateway.close()
+            tracer.shutdown()
+    assert [o.error for o in outcomes] == [None] * 5
+    monkeypatch.undo()
+    for paths in folded:
+        duckdb_file._fold_logs(paths)  # what the background thread does
+    assert len(ledger.calls("checkpoints")) == 5 and audit.verify().ok and audit.verify().head.count == 5
+    return [(Path(path).name, answer_) for path, answer_ in detached if path], sorted({Path(p).name for f in folded for p in f})
+
+
+def test_a_batch_without_budgets_leaves_its_checkpoints_to_one_pass_after_it(tmp_path, monkeypatch):
+    """Nothing reads the ledger per call: every store the batch makes (while its last calls are in flight, at its
+    end) skips its checkpoint, and the three files are folded in once, after the batch has returned."""
+    detached, folded = _batch_detaches(tmp_path, monkeypatch, enforce=False)
+    ledger_detaches = [deferred for name, deferred in detached if name == "ledger.duckdb"]
+    assert ledger_detaches and all(ledger_detaches)
+    assert folded == ["audit.duckdb", "ledger.duckdb", "traces.duckdb"]
+    assert not list(tmp_path.glob("*.wal"))
+
+
+def test_a_batch_with_budgets_checkpoints_as_it_goes(tmp_path, monkeypatch):
+    """Each call's reservation opens the ledger: a log left in place would be replayed by every one of them."""
+    detached, _ = _batch_detaches(tmp_path, monkeypatch, enforce=True)
+    ledger_detaches = [deferred for name, deferred in detached if name == "ledger.duckdb"]
+    assert ledger_detaches.count(False) >= 5  # a reservation per call, at least, folded its log at once
+    assert not list(tmp_path.glob("*.wal"))

@@ -430,3 +430,26 @@ def test_the_proxy_comes_from_the_environment_with_no_proxy_honoured(monkeypatch
     assert env_proxy("http://api.openai.com/v1") is None  # only an https proxy is named
     assert env_proxy("https://llm.internal/v1") is None
     assert env_proxy("http://127.0.0.1:8080/v1") is None
+
+
+@pytest.mark.parametrize("status,body", [
+    (200, b'{"id": "x", "choices": [], "usage": {"prompt_tokens": 3}}'),
+    (201, '{"note": "caf\u00e9 \u20ac"}'.encode("utf-16")),  # json.loads reads UTF-16 bytes, as httpx's .json() does
+    (200, b'\xef\xbb\xbf{"bom": true}'),
+    (200, b"[1, 2, 3]"),  # JSON, but not an object
+    (200, b"not json at all"),
+    (200, b"\xff\xfe\xfa broken bytes"),
+    (200, b""),
+    (429, b'{"error": {"message": "slow down", "type": "rate_limit_exceeded"}}'),
+    (503, b"<html>upstream unavailable</html>"),
+])
+def test_a_read_reply_is_judged_as_the_blocking_path_judges_it(status, body):
+    """``reply_from_read`` (the concurrent paths' shortcut, no ``httpx.Response`` for a JSON object) says what
+    ``reply_from_response`` says of the same status, headers and bytes."""
+    from resources.providers.http_call import decoded_response, reply_from_read, reply_from_response
+
+    headers = [(b"Content-Type", b"application/json"), (b"Retry-After", b"7"), (b"Content-Length", str(len(body)).encode())]
+    shortcut = reply_from_read(status, headers, body, 0.25, "gpt-4o-mini")
+    judged = reply_from_response(decoded_response(status, headers, body), 0.25, "gpt-4o-mini")
+    assert shortcut == judged
+    assert (shortcut.error is None) == (status < 400 and body.startswith((b"{", b"\xef\xbb\xbf{", b"\xff\xfe{")))

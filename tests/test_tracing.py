@@ -273,3 +273,73 @@ def test_export_soon_writes_the_finished_spans_while_the_run_goes_on(recorder):
         assert [s["name"] for s in stored] == ["ai_orch.item"]  # the run span has not ended yet
     recorder.force_flush()
     assert sorted(s["name"] for s in recorder.store().spans("run-soon")) == ["ai_orch.item", "dagster.step"]
+
+
+def test_recorded_spans_store_what_the_sdk_stored(recorder):
+    """The recorder's own spans end as the SDK's ReadableSpan: times, kind, events, status and cleaned attributes."""
+    from opentelemetry.trace import StatusCode
+
+    with recorder.run_span("run-fields", "extract"):
+        with recorder.item_span("inv-1", item_hash(DOCUMENT)) as item:
+            item.set_attributes({"ai_orch.list": ["a", "b"], "ai_orch.none": None, "ai_orch.n": 3})
+            item.add_event("ai_orch.note", {"ai_orch.k": 1})
+            item.set_status(StatusCode.OK)
+            item.set_status(StatusCode.ERROR, "ignored once OK")  # as the SDK: OK is final
+        with recorder.call_span("gpt-4o-mini", "openai") as call:
+            call.record(_failed("gpt-4o-mini"))
+    recorder.force_flush()
+    spans = {s["name"]: s for s in recorder.store().spans("run-fields")}
+    item, call, run = spans["ai_orch.item"], spans["chat gpt-4o-mini"], spans["dagster.step"]
+    assert item["attributes"]["ai_orch.list"] == ["a", "b"] and item["attributes"]["ai_orch.n"] == 3
+    assert "ai_orch.none" not in item["attributes"]  # None is dropped, as the SDK drops it
+    assert [e["name"] for e in item["events"]] == ["ai_orch.note"] and item["events"][0]["attributes"] == {"ai_orch.k": 1}
+    assert item["status"] == "OK"
+    assert call["status"] == "ERROR" and call["attributes"]["error.type"] == "429"
+    assert call["attributes"]["gen_ai.response.finish_reasons"] == ["error"]
+    for span in (item, call):
+        assert run["start_time"] <= span["start_time"] <= span["end_time"] <= run["end_time"]
+        assert span["duration_ms"] >= 0 and span["parent_span_id"] == run["span_id"]
+        assert span["run_id"] == "run-fields" and span["step_key"] == "extract"
+
+
+def test_spans_others_start_inside_a_recorded_span_nest_under_it_and_inherit_the_run(recorder):
+    """Code that starts spans with the recorder's SDK tracer (an op of a chain, a library) nests as before."""
+    with recorder.run_span("run-sdk", "extract"):
+        with recorder.item_span("inv-9") as item:
+            with recorder.tracer.start_as_current_span("library.work") as inner:
+                inner.set_attribute("ai_orch.k", "v")
+    recorder.force_flush()
+    spans = {s["name"]: s for s in recorder.store().spans("run-sdk")}
+    assert spans["library.work"]["parent_span_id"] == spans["ai_orch.item"]["span_id"] == format(
+        item.get_span_context().span_id, "016x")
+    assert spans["library.work"]["item_id"] == "inv-9" and spans["library.work"]["step_key"] == "extract"
+    assert {s["trace_id"] for s in spans.values()} == {spans["dagster.step"]["trace_id"]}
+
+
+def test_nothing_is_recorded_under_a_callers_unsampled_trace(recorder):
+    """A caller's context that was not sampled stays unsampled, as the SDK's parent-based sampler keeps it."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    unsampled = NonRecordingSpan(SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT)))
+    with trace.use_span(unsampled):
+        with recorder.run_span("run-unsampled", "extract") as run:
+            with recorder.item_span("inv-1") as item:
+                item.set_attribute("ai_orch.k", "v")
+    recorder.force_flush()
+    assert not run.is_recording() and run.get_span_context().trace_id == 0x1234
+    assert item.get_span_context().span_id != run.get_span_context().span_id
+    assert recorder.store().spans("run-unsampled") == []
+
+
+def test_attribute_values_are_cleaned_as_the_sdk_cleans_them(recorder, caplog):
+    with recorder.run_span("run-clean", "extract"):
+        with recorder.item_span("inv-1") as item:
+            item.set_attributes({"ai_orch.ok": ("a", None, "b"), "ai_orch.mixed": ["a", 1], "ai_orch.map": {"k": 1},
+                                 "ai_orch.bool": True, "ai_orch.float": 0.5})
+    recorder.force_flush()
+    (item,) = [s for s in recorder.store().spans("run-clean") if s["name"] == "ai_orch.item"]
+    assert item["attributes"]["ai_orch.ok"] == ["a", None, "b"]
+    assert item["attributes"]["ai_orch.bool"] is True and item["attributes"]["ai_orch.float"] == 0.5
+    assert "ai_orch.mixed" not in item["attributes"] and "ai_orch.map" not in item["attributes"]
+    assert "ai_orch.mixed dropped" in caplog.text and "ai_orch.map dropped" in caplog.text
