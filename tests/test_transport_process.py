@@ -253,3 +253,42 @@ def test_a_job_the_child_cannot_take_is_left_to_the_caller(tmp_path):
     assert refused is None
     assert answer == ("done", True, 6)
     assert waiting == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="only a forked child takes jobs")
+def test_a_job_rides_with_the_next_request_or_goes_alone_soon_after():
+    """One write (one wake-up of the child) per call, not two: a job's frame waits for the next request's."""
+    import asyncio
+    import socket
+
+    from resources.providers.transport_process import JOB_DELAY_S, TransportProcess
+
+    with socket.socket() as sock:  # a port nothing listens on: the request fails fast, as a refused connection
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/chat/completions"
+
+    async def scenario():
+        transport = await TransportProcess().start()
+        writes: list[bytes] = []
+        write = transport._write
+        transport._write = lambda data: (writes.append(data), write(data))[-1]
+        try:
+            assert await transport.wait_ready(30.0) and transport.forked
+            alone = transport.submit(functools.partial(sum, [1, 2]))
+            assert writes == []  # held back for a request to ride with
+            answered_alone = await asyncio.wait_for(alone, 10)
+            alone_writes = len(writes)
+            riding = transport.submit(functools.partial(sum, [3, 4]))
+            reply = await transport.post(url, b"{}", {"content-type": "application/json"}, proxy=None,
+                                         connect_s=5.0, read_s=5.0)
+            answered_riding = await asyncio.wait_for(riding, 10)
+            await asyncio.sleep(2 * JOB_DELAY_S)  # the timer that no longer has anything to send
+            return answered_alone, alone_writes, answered_riding, reply, len(writes)
+        finally:
+            await transport.aclose()
+
+    answered_alone, alone_writes, answered_riding, reply, writes = asyncio.run(scenario())
+    assert answered_alone == ("done", True, 3) and alone_writes == 1
+    assert answered_riding == ("done", True, 7)
+    assert reply[0] == "fault" and reply[1] == "ConnectError"
+    assert writes == 2  # the request and the job that rode with it: one write

@@ -45,9 +45,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 _FRAME = struct.Struct("<I")
+JOB_DELAY_S = 0.002  # the longest a job's frame waits for a request's to ride with (``TransportProcess.submit``)
 _ROOT = str(Path(__file__).resolve().parents[2])  # so the child finds ``resources`` however the parent was started
 _CHILD_EXITED = ("ReadError", "the HTTP transport process exited", False)
 _MAX_FD = 65536  # where the open descriptors cannot be listed, those below this are closed in a forked child
+
+
+def _framed(message: tuple) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
 
 
 class TransportProcess:
@@ -65,6 +71,8 @@ class TransportProcess:
         self._process: "subprocess.Popen | _ForkedChild | None" = None
         self._writer: Optional[asyncio.StreamWriter] = None
         self._pump: Optional[asyncio.Task] = None
+        self._jobs: list[bytes] = []  # job frames waiting to ride with the next request (``submit``)
+        self._jobs_flush: Optional[asyncio.TimerHandle] = None
 
     async def start(self) -> "TransportProcess":
         """Start the child and listen for its frames; returns at once (``ready`` turns True later)."""
@@ -119,23 +127,43 @@ class TransportProcess:
         needs only after its reply (its routing features) rides there while the call is in
         flight. Only a forked child takes jobs: it already has the code a job runs, where a
         spawned one would import it in the middle of the batch's calls.
+
+        A job is not sent on its own: its frame goes out with the next request's (one write, one
+        wake-up of the child, where there were two a call), or after ``JOB_DELAY_S`` if no
+        request follows. The child starts the requests it has read before it runs a job.
         """
         if not self.ready or self._gone or not self.forked:
             return None
         request_id = next(self._ids)
+        try:
+            frame = _framed(("job", request_id, job))
+        except Exception:  # noqa: BLE001 - a job that cannot be pickled: the caller computes it itself
+            return None
         future = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        try:
-            self._send(("job", request_id, job))
-        except Exception:  # noqa: BLE001 - a job that cannot be pickled: the caller computes it itself
-            self._waiting.pop(request_id, None)
-            return None
+        self._jobs.append(frame)
+        if self._jobs_flush is None:
+            self._jobs_flush = asyncio.get_running_loop().call_later(JOB_DELAY_S, self._send_jobs)
         return future
 
     def _send(self, message: tuple) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        """Write ``message`` now, followed by the job frames waiting (the request first: the child starts it first)."""
+        frame = _framed(message)
+        if self._jobs:
+            frame = b"".join([frame, *self._jobs])
+            self._jobs.clear()
+        self._write(frame)
+
+    def _send_jobs(self) -> None:
+        self._jobs_flush = None
+        if self._jobs:
+            frames = b"".join(self._jobs)
+            self._jobs.clear()
+            self._write(frames)
+
+    def _write(self, data: bytes) -> None:
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(_FRAME.pack(len(data)) + data)
+            self._writer.write(data)
 
     async def _read_frames(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -162,6 +190,8 @@ class TransportProcess:
     async def aclose(self) -> None:
         """Close the socket (the child then exits) and reap the child in the background, never waiting on it here."""
         self.ready = False
+        if self._jobs_flush is not None:
+            self._jobs_flush.cancel()
         if self._writer is not None:
             self._writer.close()
         if self._pump is not None:
@@ -312,8 +342,13 @@ async def _serve(fd: int) -> None:
     tasks: dict[int, asyncio.Task] = {}
 
     def send(message: tuple) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        writer.write(_FRAME.pack(len(data)) + data)
+        writer.write(_framed(message))
+
+    def run_job(request_id: int, job: Callable[[], Any]) -> None:
+        try:
+            send(("done", request_id, True, job()))
+        except Exception as exc:  # noqa: BLE001 - the parent computes it itself
+            send(("done", request_id, False, f"{type(exc).__name__}: {exc}"))
 
     async def post(request_id: int, url: str, body: bytes, headers: dict, proxy: Optional[str],
                    connect_s: Optional[float], read_s: Optional[float]) -> None:
@@ -338,11 +373,8 @@ async def _serve(fd: int) -> None:
             message: Any = pickle.loads(await reader.readexactly(size))
             if message[0] == "post":
                 tasks[message[1]] = asyncio.create_task(post(*message[1:]))
-            elif message[0] == "job":  # run between reads: the calls sent before it are already in flight
-                try:
-                    send(("done", message[1], True, message[2]()))
-                except Exception as exc:  # noqa: BLE001 - the parent computes it itself
-                    send(("done", message[1], False, f"{type(exc).__name__}: {exc}"))
+            elif message[0] == "job":  # after the requests read before it have been started (their tasks run first)
+                asyncio.get_running_loop().call_soon(run_job, message[1], message[2])
             elif message[0] == "cancel" and message[1] in tasks:
                 tasks[message[1]].cancel()
     except (asyncio.IncompleteReadError, ConnectionError):
