@@ -31,7 +31,7 @@ from resources.duckdb_file import checkpoints_deferred
 from resources.ledger import CallRecord, LedgerStore
 from resources.ledger_writer import LedgerWriter
 from resources.model_call import CallResult, StructuredRequest
-from resources.model_gateway import ModelGateway
+from resources.model_gateway import TURNS_TO_SEND, ModelGateway
 from resources.audit_log import AuditEntry, AuditStore, item_hash
 from resources.budgets import BudgetRefusal
 from resources.data_policy import active_policy
@@ -252,10 +252,12 @@ class _Batch:
     _deferred: deque = field(default_factory=deque)  # (bookkeeping, the item it belongs to), in order
     _drain_scheduled: bool = False
     _in_flight: set = field(default_factory=set)  # the features of items whose calls are in flight
-    _preparing: Optional[asyncio.Future] = None
+    _preparing: list = field(default_factory=list)  # the tasks computing in-flight items' features
 
-    async def _prepare_in_flight(self) -> None:
+    async def _prepare_in_flight(self, after_turns: int = 0) -> None:
         """The in-flight items' features, one per loop turn (a reply that arrives meanwhile waits one item's worth)."""
+        for _ in range(after_turns):
+            await asyncio.sleep(0)
         for features in list(self._in_flight):
             features.prepare()
             await asyncio.sleep(0)
@@ -318,16 +320,21 @@ class _Batch:
                     self.writer.flush_soon()
                 if self.tracer is not None:
                     self.tracer.export_soon()
-                self._preparing = asyncio.ensure_future(self._prepare_in_flight())
+                self._preparing.append(asyncio.ensure_future(self._prepare_in_flight()))
 
+        first_wave = min(concurrency, len(documents))
+        # The first wave's calls leave before the transport child exists (``batch_transport``): their
+        # features are computed here, once they are all in flight and nothing else waits.
+        self._preparing.append(asyncio.ensure_future(self._prepare_in_flight(after_turns=first_wave + TURNS_TO_SEND)))
         try:
-            async with self.gateway.batch_transport(len(documents)):
-                await asyncio.gather(*(worker(turn) for turn in range(min(concurrency, len(documents)))))
+            async with self.gateway.batch_transport(len(documents), first_wave=first_wave):
+                await asyncio.gather(*(worker(turn) for turn in range(first_wave)))
         finally:
-            if self._preparing is not None and not self._preparing.done():
-                self._preparing.cancel()  # every call returned: their records compute what is left
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._preparing
+            for preparing in self._preparing:
+                if not preparing.done():
+                    preparing.cancel()  # every call returned: their records compute what is left
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await preparing
             self.drain()
             await self.gateway.aclose_async()
         return [o for o in outcomes if o is not None]

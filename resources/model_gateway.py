@@ -30,6 +30,15 @@ class Availability(BaseModel):
     reason: str = ""
 
 
+TURNS_TO_SEND = 2  # loop turns a worker's first call takes from its routing to its request on the wire (connect, write)
+
+
+async def _start_after_turns(transport: TransportProcess, turns: int) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await transport.start()
+
+
 class ModelGateway:
     def __init__(self, catalog: ModelCatalog, api_keys: Optional[Mapping[str, str]] = None, *, timeout_s: float = 120.0,
                  retry: Optional[RetryPolicy] = None, max_concurrency: int = 16, endpoint_concurrency: int = 16,
@@ -138,13 +147,19 @@ class ModelGateway:
         return settled_result(outcome)
 
     @contextlib.asynccontextmanager
-    async def batch_transport(self, items: int) -> AsyncIterator[Optional[TransportProcess]]:
+    async def batch_transport(self, items: int, first_wave: int = 0) -> AsyncIterator[Optional[TransportProcess]]:
         """For a batch worth it, a ``TransportProcess`` carrying its HTTP calls; None for the others.
 
         Worth it: at least ``transport_process_min_items`` items and an available model reached
         over HTTP with more than one call in flight (a local llama.cpp server takes one at a time:
         nothing waits behind the batch's work there). A small batch would pay the child's start
         (a Python process, ~0.2 s of CPU) for calls that rarely wait on each other.
+
+        With no wait for the child (``transport_process_wait_s`` 0, the default), it is started
+        once the batch's ``first_wave`` calls have had their loop turns to leave, in-process:
+        forking a step's process takes about 10 ms, in which no request could leave, while
+        right after the first wave nothing is waiting (every call is in flight). By the first
+        replies the child is ready, and the calls after them go through it.
         """
         wanted = (self.transport_process_min_items is not None and items >= self.transport_process_min_items
                   and any(spec.protocol is not Protocol.PYTHON and (spec.max_concurrency or self.endpoint_concurrency) > 1
@@ -152,8 +167,14 @@ class ModelGateway:
         if not wanted:
             yield None
             return
-        transport = await TransportProcess().start()
-        await transport.wait_ready(self.transport_process_wait_s)
+        transport = TransportProcess()
+        starting: Optional[asyncio.Task] = None
+        if self.transport_process_wait_s > 0 or first_wave < 1:
+            await transport.start()
+            await transport.wait_ready(self.transport_process_wait_s)
+        else:
+            starting = asyncio.create_task(_start_after_turns(transport, first_wave + TURNS_TO_SEND),
+                                           name="transport-start")
         token = BATCH_TRANSPORT.set(transport)
         self.transport = transport
         try:
@@ -161,6 +182,9 @@ class ModelGateway:
         finally:
             BATCH_TRANSPORT.reset(token)
             self.transport = None
+            if starting is not None and not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
             self.transport_calls += transport.calls
             await transport.aclose()
 

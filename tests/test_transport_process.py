@@ -292,3 +292,60 @@ def test_a_job_rides_with_the_next_request_or_goes_alone_soon_after():
     assert answered_riding == ("done", True, 7)
     assert reply[0] == "fault" and reply[1] == "ConnectError"
     assert writes == 2  # the request and the job that rode with it: one write
+
+
+def test_without_a_wait_the_first_wave_leaves_in_process_and_the_child_carries_the_rest(tmp_path):
+    """The child is forked once the first wave's requests are out (nothing waits then), not before them."""
+    batch = invoices(BATCH, seed="transport-first-wave")
+    with _slow_batch_server(tmp_path, batch, 0.3) as (server, gateway):
+        gateway.max_concurrency = 4
+        gateway.transport_process_wait_s = 0.0  # the default: no call waits for the child
+        started = []
+        start = gateway.batch_transport
+
+        def noted(items, first_wave=0):  # what the batch asks for
+            started.append(first_wave)
+            return start(items, first_wave)
+
+        gateway.batch_transport = noted
+        ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+        outcomes = run_ai_task(INVOICE_EXTRACTION, documents(batch), policy=RulesPolicy([0.25, 0.6, 0.8]),
+                               gateway=gateway, ledger=ledger, where=CallContext(run_id="first-wave"))
+        requests = len(server.requests)
+    assert started == [4]
+    assert [o.output.model_dump(mode="json") for o in outcomes] == [i.truth.model_dump(mode="json") for i in batch]
+    assert requests == BATCH and gateway.transport_calls == BATCH - 4  # the first wave's 4 went in-process
+    calls = ledger.calls("first-wave")
+    assert len(calls) == BATCH and calls["features"].notna().all()  # the first wave's features computed here
+
+
+def test_a_batch_that_ends_before_its_child_starts_leaves_no_child(tmp_path):
+    """One fast call: the batch can end before the deferred start runs, or while the fork is being wired up."""
+    import glob
+
+    def children() -> set[int]:
+        found = set()
+        for status in glob.glob("/proc/[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in open(status).read().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == str(os.getpid()):
+                found.add(int(status.split("/")[2]))
+        return found
+
+    batch = invoices(1, seed="transport-early-end")
+    before = children() if os.path.isdir("/proc") else set()
+    for attempt in range(5):
+        (tmp_path / str(attempt)).mkdir()
+        with _slow_batch_server(tmp_path / str(attempt), batch, 0.0) as (_, gateway):
+            gateway.transport_process_wait_s = 0.0
+            outcomes = run_ai_task(INVOICE_EXTRACTION, documents(batch), policy=RulesPolicy([0.25, 0.6, 0.8]),
+                                   gateway=gateway, ledger=DuckDBLedger(tmp_path / f"ledger-{attempt}.duckdb"),
+                                   where=CallContext(run_id=f"early-{attempt}"))
+        assert outcomes[0].error is None
+    if os.path.isdir("/proc"):
+        deadline = time.monotonic() + 15
+        while children() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not children() - before, "a transport child outlived its batch"

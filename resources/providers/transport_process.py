@@ -87,7 +87,12 @@ class TransportProcess:
             return self
         self.pid = self._process.pid
         self.forked = isinstance(self._process, _ForkedChild)
-        reader, self._writer = await asyncio.open_connection(sock=ours)
+        try:
+            reader, self._writer = await asyncio.open_connection(sock=ours)
+        except BaseException:  # cancelled (its batch ended first): the child reads the socket's end and exits
+            ours.close()
+            self._gone = True
+            raise
         self._pump = asyncio.create_task(self._read_frames(reader), name="transport-frames")
         return self
 
