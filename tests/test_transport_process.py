@@ -349,3 +349,30 @@ def test_a_batch_that_ends_before_its_child_starts_leaves_no_child(tmp_path):
         while children() - before and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not children() - before, "a transport child outlived its batch"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="only a forked child takes jobs")
+def test_the_child_writes_nothing_to_stderr_when_its_batch_ends_first(tmp_path):
+    """Fast calls (the throughput benchmark's zero-latency endpoint, 500 items, 32 in flight) end the batch while
+    jobs are still queued in the child: it drops them silently, where asyncio had warned on the step's stderr.
+
+    In a process of its own: pytest's log capture would swallow what a plain step process prints.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = f"""
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {str(root / "benchmarks")!r})
+import throughput
+docs = throughput._documents(500)
+with throughput.latency_server(0) as url:
+    for attempt in range(3):
+        assert throughput.product(url, docs, 32, Path({str(tmp_path)!r}), f"quiet-{{attempt}}")[1] == 500
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "socket.send() raised exception" not in done.stderr

@@ -347,9 +347,12 @@ async def _serve(fd: int) -> None:
     tasks: dict[int, asyncio.Task] = {}
 
     def send(message: tuple) -> None:
-        writer.write(_framed(message))
+        if not writer.is_closing():  # the parent has gone (end of batch): asyncio would warn on stderr per write
+            writer.write(_framed(message))
 
     def run_job(request_id: int, job: Callable[[], Any]) -> None:
+        if writer.is_closing():  # the batch ended while the job waited its turn: nobody reads the answer
+            return
         try:
             send(("done", request_id, True, job()))
         except Exception as exc:  # noqa: BLE001 - the parent computes it itself
@@ -385,6 +388,7 @@ async def _serve(fd: int) -> None:
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # the parent closed the socket (end of batch) or died
     finally:
+        writer.close()  # what is still queued (a job, a late reply) has nobody to read it
         for task in list(tasks.values()):
             task.cancel()
         await session.close()
