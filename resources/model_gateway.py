@@ -182,7 +182,7 @@ class ModelGateway:
         finally:
             BATCH_TRANSPORT.reset(token)
             self.transport = None
-            if starting is not None and not starting.done():
+            if starting is not None:  # cut short if the batch ended first; its outcome read either way
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)
             self.transport_calls += transport.calls
