@@ -107,6 +107,23 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
         assert normalize_date(written) == "2018-03-05", written
 
 
+@pytest.mark.parametrize("written,expected", [
+    ("05/01/2567", "2024-01-05"), ("2567-01-05", "2024-01-05"), ("29/02/2567", "2024-02-29"),
+    ("05/01/2567 10:21", "2024-01-05"), ("5 Jan 2567", "2024-01-05"), ("05/01/2024", "2024-01-05"),
+])
+def test_a_buddhist_era_year_is_read_as_its_common_era_year(written: str, expected: str) -> None:
+    """Thai (and Lao) receipts print the Buddhist era: 2567 BE is 2024 CE, and its 29 February a leap day."""
+    from orchestration_assets.invoices.normalize import normalize_date
+
+    assert normalize_date(written) == expected
+
+
+def test_a_thai_receipt_dated_in_the_buddhist_era() -> None:
+    text = "ร้านกาแฟ ดีดี\nใบเสร็จรับเงิน\nวันที่ 05/01/2567  เวลา 10:21\nลาเต้ 1 65.00\nรวมทั้งสิ้น 65.00 บาท\n"
+    extracted = extract_invoice(text)
+    assert extracted.date == "2024-01-05" and extracted.total == 65.0 and extracted.currency == "THB"
+
+
 @pytest.mark.parametrize("written,currency,value", [
     ("(12.50)", None, -12.5), ("(RM 12.50)", None, -12.5), ("12.50-", None, -12.5), ("-12.50", None, -12.5),
     ("\u221212.50", None, -12.5), ("12.50-15.00", None, 12.5), ("Total (incl. tax) 12.50", None, 12.5),

@@ -145,6 +145,18 @@ def _three_minor_digits(digits: str, last_sep: int, text: str, currency: Optiona
 _DEFAULT_A, _DEFAULT_B = datetime(2001, 1, 1), datetime(2002, 2, 2)
 _PLAIN_ISO = re.compile(r"([0-9]{4})([-/.])([0-9]{1,2})\2([0-9]{1,2})")
 _CJK_DATE = re.compile(r"(\d{4})\s*[年년]\s*(\d{1,2})\s*[月월]\s*(\d{1,2})\s*[日일]?")
+# A year of the Buddhist era, as receipts in Thailand (and Laos) print it: 2567 BE is 2024 CE. No
+# receipt is dated 2400-2699 CE, so a four-digit year there can only be one.
+_BUDDHIST_YEAR = re.compile(r"(?<![0-9])(2[4-6][0-9]{2})(?![0-9])")
+BUDDHIST_ERA_OFFSET = 543
+
+
+def _common_era(text: str) -> str:
+    """``text`` with a Buddhist-era year written as its common-era year (before parsing: 29 Feb 2567 BE is
+    29 Feb 2024, a leap day, where 2567 itself would not be a leap year)."""
+    if not _BUDDHIST_YEAR.search(text):
+        return text
+    return _BUDDHIST_YEAR.sub(lambda m: str(int(m.group(1)) - BUDDHIST_ERA_OFFSET), text)
 
 
 def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[str]:
@@ -160,7 +172,7 @@ def normalize_date(value: object, dayfirst: Optional[bool] = None) -> Optional[s
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    text = str(value).strip()
+    text = _common_era(str(value).strip())
     if not text:
         return None
     cjk = _CJK_DATE.fullmatch(text)  # 2026年3月14日, 2026년 3월 14일: what models return for Chinese, Japanese, Korean invoices
