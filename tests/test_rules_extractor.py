@@ -108,6 +108,17 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
 
 
 @pytest.mark.parametrize("written,expected", [
+    ("2481-013-7765O2", "2481-013-776502"), ("034l", "0341"), ("001-023-0004587l2", "001-023-000458712"),
+    ("CS00O22885", "CS00022885"), ("4521I7", "452117"),
+    ("B0200045821", "B0200045821"), ("INV-2024-0042", "INV-2024-0042"), ("AB-12345678", "AB-12345678"),
+    ("12-OL7", "12-OL7"), ("SO-1234", "SO-1234"),
+])
+def test_a_letter_ocr_read_for_a_digit_inside_a_number_is_that_digit(written: str, expected: str) -> None:
+    """O for 0 and l, I or | for 1, after a digit and before another or at the end; a number's own letters stay."""
+    assert extract_invoice(f"Shop Ltd\nInvoice No: {written}\nTotal 10.00\n").invoice_number == expected
+
+
+@pytest.mark.parametrize("written,expected", [
     ("05/01/2567", "2024-01-05"), ("2567-01-05", "2024-01-05"), ("29/02/2567", "2024-02-29"),
     ("05/01/2567 10:21", "2024-01-05"), ("5 Jan 2567", "2024-01-05"), ("05/01/2024", "2024-01-05"),
 ])

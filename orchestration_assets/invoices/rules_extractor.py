@@ -665,6 +665,10 @@ def _labelled_number(lines: list[Line], pattern: re.Pattern[str]) -> Optional[st
 
 def _extract_number(lines: list[Line]) -> Optional[str]:
     """Labelled number first ('Invoice No: X', then 'Order No: X'), then an INV-… token, then 'Invoice X' / 'No. X'."""
+    return _ocr_digits(_found_number(lines))
+
+
+def _found_number(lines: list[Line]) -> Optional[str]:
     found = _labelled_number(lines, _NUMBER_LABEL) or _labelled_number(lines, _OTHER_NUMBER_LABEL)
     if found:
         return found
@@ -677,6 +681,19 @@ def _extract_number(lines: list[Line]) -> Optional[str]:
         return found
     found = _labelled_number(lines, _NO_LABEL)
     return found if found and len(found) >= 4 else None
+
+
+# A letter OCR reads for a digit (O for 0, l, I or | for 1) where only a digit can be: after a digit,
+# and before another one or at the number's end ('7765O2', '034l'). A letter that starts a run
+# ('B0200045821', 'INV-') or follows another letter is the number's own.
+_LOOKALIKE_DIGIT = re.compile(r"(?<=\d)[OolI|](?=\d|$)")
+_AS_DIGIT = {"O": "0", "o": "0", "l": "1", "I": "1", "|": "1"}
+
+
+def _ocr_digits(number: Optional[str]) -> Optional[str]:
+    if not number or not _LOOKALIKE_DIGIT.search(number):
+        return number
+    return _LOOKALIKE_DIGIT.sub(lambda m: _AS_DIGIT[m.group(0)], number)
 
 
 # --------------------------------------------------------------------------- date
