@@ -107,6 +107,39 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
         assert normalize_date(written) == "2018-03-05", written
 
 
+def test_the_issuer_is_named_above_the_first_priced_line() -> None:
+    """A payment line below the items ("Gegeben Bar": cash given) is never the shop, whatever its words."""
+    text = "Schmidt & Sohn\nBerliner Str. 22\n10115 Berlin\n2 x Brötchen     0,45   0,90\nSumme EUR   0,90\n" \
+           "Gegeben Bar   1,00\nRückgeld   0,10\n"
+    assert extract_invoice(text).vendor == "Schmidt & Sohn"
+
+
+@pytest.mark.parametrize("raw,canon", [
+    ("Café Britt 340g", "CAFE BRITT 340G"), ("Yerba Mate Pajarito 1kg", "YERBA MATE PAJARITO 1KG"),
+    ("Cerveza Imperial 6pk", "CERVEZA IMPERIAL 6PK"), ("Lait Candia 1L", "LAIT CANDIA 1L"),
+    ("1 Carne vacuna kg", "1 CARNE VACUNA KG"),
+])
+def test_a_weighed_or_counted_product_is_not_a_vendor(raw: str, canon: str) -> None:
+    from orchestration_assets.invoices.rules_extractor import _vendor_score
+
+    assert _vendor_score(raw, canon) == 0
+
+
+def test_a_legal_form_still_names_a_vendor_and_kg_after_a_name_is_one() -> None:
+    from orchestration_assets.invoices.rules_extractor import _vendor_score
+
+    assert _vendor_score("Autohaus Müller KG", "AUTOHAUS MULLER KG") == 2
+    assert _vendor_score("7-Eleven Sdn Bhd", "7-ELEVEN SDN BHD") == 3
+
+
+def test_a_first_line_with_a_street_word_and_no_number_is_the_shops_name() -> None:
+    text = ("Little Lane Espresso\nShop 3, 118 Flinders Lane\nMelbourne VIC 3000\nTAX INVOICE\n"
+            "1 x Flat White        $5.20\nTotal (inc GST)       $5.20\n")
+    assert extract_invoice(text).vendor == "Little Lane Espresso"
+    # Below the first line, a street without a number is still an address, never the name.
+    assert extract_invoice("Kopi Corner\nFlinders Lane\nTotal 5.20\n").vendor == "Kopi Corner"
+
+
 @pytest.mark.parametrize("written,expected", [
     ("2481-013-7765O2", "2481-013-776502"), ("034l", "0341"), ("001-023-0004587l2", "001-023-000458712"),
     ("CS00O22885", "CS00022885"), ("4521I7", "452117"),

@@ -1054,7 +1054,11 @@ _BUSINESS_WORD = re.compile(
     r"(?<![A-Z])(?:ENTERPRISE|ENTERPRISES|TRADING|RESTAURANT|RESTORAN|MART|MARKET|MINIMARKET|SUPERMARKET|STORE|"
     r"STORES|SHOP|CAFE|CAFÉ|KOPITIAM|HARDWARE|BAKERY|PHARMACY|STATIONERY|BOOKS?|HOTEL|SUPPLIES|SUPPLY|SERVICES?|"
     r"HOLDINGS|INDUSTRIES|ELECTRICAL|MACHINERY|GALLERY|KITCHEN|FOOD|FOODS|BISTRO|PERNIAGAAN|SYARIKAT|TRADERS?|"
-    r"STATION|CENTRE|CENTER|GROUP|INTERNATIONAL|CONSULTING|LOGISTICS|SOLUTIONS|WORKS|PRINT|GROCER|DELI|BAR|PUB)"
+    r"STATION|CENTRE|CENTER|GROUP|INTERNATIONAL|CONSULTING|LOGISTICS|SOLUTIONS|WORKS|PRINT|GROCER|DELI|BAR|PUB|"
+    # shops in other languages (the canonical form: capitals, accents folded)
+    r"SUPERMERCADO|HIPERMERCADO|MERCADO|SUPERMARCHE|HYPERMARCHE|HYPERMARKET|EPICERIE|BOULANGERIE|PATISSERIE|"
+    r"BACKEREI|KONDITOREI|METZGEREI|APOTHEKE|DROGERIE|PHARMACIE|FARMACIA|PANADERIA|TIENDA|PIZZERIA|TRATTORIA|"
+    r"RISTORANTE|CAFETERIA|COFFEE|ESPRESSO|ROASTERS?|KIOSK)"
     r"(?![A-Z])"
 )
 _VENDOR_LABEL = re.compile(
@@ -1080,6 +1084,8 @@ _ADDRESS_HINT = re.compile(
 )
 # A name that starts with a number glued to a word ("7-Eleven"); "12 Main St" is an address.
 _NUMBER_NAME = re.compile(r"\d{1,2}-[A-Za-z]{3,}(?![\w])")
+_WEIGHED = re.compile(r"\d\s?(?:kg|g|mg|l|ml|cl|lb|lbs|oz|pcs|pk)(?![A-Za-z])", re.I)  # "340g", "1 kg", "2L", "6pk"
+_PRICED = re.compile(r"\d[.,]\d{2}\s*$")  # a line that ends with an amount in cents: an item, a total
 _BRANCH_ID = re.compile(r"\s*(?:STORE|SHOP|BRANCH|OUTLET|UNIT|STATION|LOCATION)\s*(?:NO\.?|NR\.?|#|:)?\s*\d+\s*$")
 _REGISTRATION = re.compile(r"\s*[\(\[][^()\[\]]*\d[^()\[\]]*[\)\]]\s*$")
 _TRAILING_REG_NO = re.compile(r"\s+[A-Z]{0,3}\d{5,}[-\s.]?[A-Z]?(?:\s*\([A-Z]{1,5}\))?$")
@@ -1106,21 +1112,28 @@ def _vendor_cells(line: Line) -> list[tuple[str, str]]:
     return cells
 
 
-def _vendor_score(raw: str, canon: str) -> int:
-    """3: legal suffix; 2: business word; 1: a plausible name line; 0: not a vendor."""
+def _vendor_score(raw: str, canon: str, first_line: bool = False) -> int:
+    """3: legal suffix; 2: business word; 1: a plausible name line; 0: not a vendor.
+
+    ``first_line``: the document's first line, where a name with a street word in it and no
+    number ("Little Lane Espresso") is the issuer's name, not its address.
+    """
     letters = sum(ch.isalpha() for ch in raw)
     if letters < 2 or letters < 0.5 * len(raw.replace(" ", "")):
         return 0
     if "@" in raw or re.search(r"\d{3}[\s-]?\d{3,}", raw) or re.search(r":\s*\S", raw):
+        return 0
+    if _WEIGHED.search(raw):  # "Café Britt 340g", "Yerba Mate 1kg": a product, however its name reads
         return 0
     suffix = _LEGAL_SUFFIX.search(canon)
     if _NOT_VENDOR.search(canon) and not suffix:
         return 0
     if _total_tier(canon) and _amounts(raw):  # "Total PLN 300.00": the amount due, not who asks for it
         return 0
-    if _ADDRESS_HINT.search(canon) and not suffix:
+    if _ADDRESS_HINT.search(canon) and not suffix and not (first_line and not re.search(r"\d", raw)):
         return 0
-    if re.match(r"^\d", raw.strip()) and not suffix and not _NUMBER_NAME.match(raw.strip()):
+    # A leading number is a quantity ("1  Carne vacuna kg") unless a legal form follows ("KG" may be a weight).
+    if re.match(r"^\d", raw.strip()) and (not suffix or suffix.group(0) == "KG") and not _NUMBER_NAME.match(raw.strip()):
         return 0
     if _BRANCH_ID.match(canon):  # "Store #1289", "Shop 1012": which branch, not whose
         return 0
@@ -1170,12 +1183,14 @@ def _extract_vendor(lines: list[Line]) -> Optional[str]:
             value = _strip_registration(named.raw[start:].strip())
             if _vendor_score(value, named.canon[start:].strip()[: len(value)]):
                 return _clean_vendor(value)
-    header_end = next((i for i, line in enumerate(lines[:12]) if _HEADER_END.search(line.canon)), 12)
-    header = lines[:header_end] if any(_vendor_cells(l) and _vendor_score(*_vendor_cells(l)[0]) for l in lines[:header_end]) else lines[:12]
+    # The header ends at its closing label, or at the first priced line: an issuer is named above what it sells.
+    header_end = next((i for i, line in enumerate(lines[:12]) if _HEADER_END.search(line.canon) or _PRICED.search(line.raw)), 12)
+    header = lines[:header_end] if any(_vendor_cells(l) and _vendor_score(*_vendor_cells(l)[0], first_line=l.index == 0)
+                                       for l in lines[:header_end]) else lines[:12]
     scored: list[tuple[int, int, str, str]] = []
     for position, line in enumerate(header):
         for raw, canon in _vendor_cells(line)[:1]:
-            score = _vendor_score(raw, canon)
+            score = _vendor_score(raw, canon, first_line=position == 0)
             if score:
                 scored.append((score, position, raw, canon))
     if not scored:
