@@ -107,6 +107,23 @@ def test_full_dates_still_parse_in_every_spelling() -> None:
         assert normalize_date(written) == "2018-03-05", written
 
 
+@pytest.mark.parametrize("tax_line", ["GST 9% Inclusive              1.36", "VAT incl.   1.36", "TAX INCL 1.36"])
+def test_a_tax_line_saying_inclusive_states_the_tax_not_the_total(tax_line: str) -> None:
+    text = f"Shop Pte Ltd\nSubtotal       16.45\nTotal        S$16.45\nNETS         16.45\n{tax_line}\n"
+    extracted = extract_invoice(text)
+    assert (extracted.total, extracted.tax) == (16.45, 1.36)
+
+
+def test_a_total_label_inclusive_of_tax_is_still_the_total() -> None:
+    extracted = extract_invoice("Shop Ltd\nTotal (VAT inclusive)   20.00\nVAT incl.  3.33\n")
+    assert (extracted.total, extracted.tax) == (20.0, 3.33)
+
+
+def test_a_letter_spaced_label_reads_as_its_word() -> None:
+    text = "Shop Ltd\nSUBTOTAL        642.00\nITBIS 18%        69.30\nT O T A L       711.30\nEfectivo        800.00\n"
+    assert extract_invoice(text).total == 711.3
+
+
 def test_the_issuer_is_named_above_the_first_priced_line() -> None:
     """A payment line below the items ("Gegeben Bar": cash given) is never the shop, whatever its words."""
     text = "Schmidt & Sohn\nBerliner Str. 22\n10115 Berlin\n2 x Brötchen     0,45   0,90\nSumme EUR   0,90\n" \

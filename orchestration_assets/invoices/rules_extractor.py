@@ -81,7 +81,13 @@ def _canon(text: str) -> str:
             nxt = upper[i + 1] if i + 1 < len(upper) else " "
             if (prev.isalpha() or nxt.isalpha()) and not (prev.isdigit() or nxt.isdigit()):
                 chars[i] = _DIGIT_AS_LETTER[ch]
-    return "".join(chars)
+    canon = "".join(chars)
+    if _LETTER_SPACED.search(canon):  # "T O T A L" reads "TOTAL", its spaces after it: the same length, as raw
+        canon = _LETTER_SPACED.sub(lambda m: m.group(0).replace(" ", "").ljust(len(m.group(0))), canon)
+    return canon
+
+
+_LETTER_SPACED = re.compile(r"(?<![A-Z0-9.])[A-Z](?: [A-Z]){2,}(?![A-Z0-9])")
 
 
 def _strip_markup(line: str) -> str:
@@ -308,7 +314,9 @@ _TOTAL_EXCLUDE = _label_re(
 # What was paid, when a receipt prints no total ("Amount Paid $7.50"): a weak total, under any TOTAL line.
 _PAID_TOTAL = _label_re("AMOUNT PAID", "AMT PAID", "PAID AMOUNT")
 _ROUNDED = re.compile(r"ROUND")
-_TAX_INCLUDED = re.compile(r"(?:VAT|GST|SST|TAX)\b.*\bINCLUDED|\bINCLUDED\b.*(?:VAT|GST|SST|TAX)\b")
+_TAX_INCLUDED = re.compile(r"(?:VAT|GST|SST|TAX)\b.*\bINCLUDED|\bINCLUDED\b.*(?:VAT|GST|SST|TAX)\b|"
+                           # "GST 9% Inclusive 1.36", "VAT incl. 3.27": the tax a total includes, not the total
+                           r"^\s*(?:VAT|GST|SST|TAX|MWST|TVA|IVA|BTW)\b(?!.*TOTAL).*\bINCL(?:USIVE|\.|\b)")
 _CASH = _label_re("CASH", "TENDERED", "CASH PAID", "PAID", "PAYMENT", "CASH TENDERED", "CREDIT", "CARD", "VISA", "PAY")
 _CASH_EXCLUDE = _label_re("CASH BILL", "CASHIER", "CASH SALE", "CASH SALES", "CASH REGISTER")
 _CHANGE = _label_re("CHANGE", "CHANGE DUE", "KEMBALI")
