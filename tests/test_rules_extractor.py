@@ -157,6 +157,14 @@ def test_a_first_line_with_a_street_word_and_no_number_is_the_shops_name() -> No
     assert extract_invoice("Kopi Corner\nFlinders Lane\nTotal 5.20\n").vendor == "Kopi Corner"
 
 
+@pytest.mark.parametrize("line,expected", [
+    ("レジ2 責015  取引No.3318", "3318"), ("[영수증]  No. 20240412-0027", "20240412-0027"), ("No. 12345", "12345"),
+    ("Terminal No. 12345678", None), ("Table No. 4521", None),
+])
+def test_a_no_label_after_another_script_or_a_bracket_names_the_document_not_after_a_latin_word(line, expected) -> None:
+    assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").invoice_number == expected
+
+
 @pytest.mark.parametrize("written,expected", [
     ("2481-013-7765O2", "2481-013-776502"), ("034l", "0341"), ("001-023-0004587l2", "001-023-000458712"),
     ("CS00O22885", "CS00022885"), ("4521I7", "452117"),

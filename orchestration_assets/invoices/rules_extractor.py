@@ -639,7 +639,9 @@ _OTHER_NUMBER_LABEL = re.compile(
     r"|取引番号|주문번호|거래번호|流水号|订单号|注文番号"
 )
 _BARE_NUMBER_LABEL = re.compile(rf"(?<![A-Z])(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|REF(?:ERENCE)?)(?![A-Z])\.?")
-_NO_LABEL = re.compile(r"^\s*N(?:O|R|°)\.?(?=[\s:#])")
+# "No." opening a line, or after a word in another script or a bracket ("取引No.3318", "[영수증]  No. 2024-0027"):
+# never after a Latin word, where it is whose number ("Terminal No.", "Table No.") rather than the document's.
+_NO_LABEL = re.compile(r"(?:^|[^\x00-\x7F]|[\])])\s*N(?:O|R|°)\.?(?=[\s:#]|(?<=\.)\d)")
 _NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃\])]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
 _INV_PATTERN = re.compile(r"(?<![A-Z0-9])INV[-/]?\d{2,}[\w\-/]*", re.I)
 
