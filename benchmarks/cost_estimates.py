@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import dagster as dg  # noqa: E402
 from orchestration_assets.definitions import default_resources  # noqa: E402
 from orchestration_assets.invoices.assets import invoice_extractions, raw_invoices  # noqa: E402
 from resources.audit_log import AuditLogResource  # noqa: E402
+from resources.duckdb_file import scratch_directory  # noqa: E402
 from resources.ledger import LedgerResource  # noqa: E402
 from resources.tracing import TracingResource  # noqa: E402
 from resources.warehouse import DuckDBWarehouseResource  # noqa: E402
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_directory() as tmp:
         resources = {**default_resources(), "ledger": LedgerResource(path=f"{tmp}/ledger.duckdb"),
                      "audit": AuditLogResource(path=f"{tmp}/audit.duckdb"),
                      "tracing": TracingResource(path=f"{tmp}/traces.duckdb"),

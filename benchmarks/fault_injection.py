@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from resources.duckdb_file import scratch_directory  # noqa: E402
 from tests.fault_harness import (  # noqa: E402
     FAULTS, PROTOCOLS, answer, invoices, mixed_plans, run_fault, run_plans,
 )
@@ -108,7 +108,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--only", help="comma-separated fault names (and/or 'mixed')")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
-    with tempfile.TemporaryDirectory(prefix="fault-injection-") as tmp:
+    with scratch_directory(prefix="fault-injection-") as tmp:
         report = run_all(Path(tmp), only)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0 if all(s["consistent"] for by in report.values() for s in by.values()) else 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from orchestration_assets.routing_assets import fit_policy, outcomes_from_calls 
 from resources.catalog import ModelCatalog  # noqa: E402
 from resources.classification import DataClassification  # noqa: E402
 from resources.documents import Document  # noqa: E402
+from resources.duckdb_file import scratch_directory  # noqa: E402
 from resources.ledger import DuckDBLedger  # noqa: E402
 from resources.model_gateway import ModelGateway  # noqa: E402
 from resources.routing import CascadePolicy, LearnedRoutingPolicy, RulesPolicy  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> None:
     catalog = ModelCatalog.load()
     offline = [s for s in catalog if s.residency.value == "on_prem" and s.serves(INVOICE_EXTRACTION.name)]
     report: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_directory() as tmp:
         for name, docs in load_sets(args.count, args.sroie_limit).items():
             half = len(docs) // 2
             train, test = docs[:half], docs[half:]

@@ -32,7 +32,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +48,7 @@ from orchestration_assets.invoices.generator import generate_invoices  # noqa: E
 from resources.audit_log import DuckDBAuditLog  # noqa: E402
 from resources.classification import DataClassification  # noqa: E402
 from resources.documents import Document  # noqa: E402
+from resources.duckdb_file import scratch_directory  # noqa: E402
 from resources.ledger import DuckDBLedger  # noqa: E402
 from resources.model_gateway import ModelGatewayResource  # noqa: E402
 from resources.providers.openai_chat import OpenAIChatClient  # noqa: E402
@@ -182,8 +182,7 @@ def run(items: int, latency_ms: float, concurrency: int, zero_items: int, repeat
     """The product is timed ``repeat`` times (fresh ledger and trace files each) and its median kept:
     on a shared 2-core host one pass of about 2 s swings by ±15 %; the sequential loop (50 s) is timed once."""
     documents = _documents(max(items, zero_items))
-    with tempfile.TemporaryDirectory() as scratch:
-        tmp = Path(scratch)
+    with scratch_directory() as tmp:
         with latency_server(latency_ms) as url:
             product(url, documents[:20], concurrency, tmp, "warmup")  # imports, schema caches, connections
             plain_async(url, documents[:20], concurrency, tmp)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.model_call import CallResult  # noqa: E402
+from resources.duckdb_file import scratch_directory  # noqa: E402
 from resources.tracing import TraceRecorder, TraceStore  # noqa: E402
 
 TARGET_MS = 0.2
@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_directory() as tmp:
         store = Path(tmp) / "traces.duckdb"
         _traced(200, Path(tmp) / "warmup.duckdb")  # imports, first DuckDB open, pandas registration
         _untraced(200)

@@ -132,6 +132,17 @@ def checkpoints_deferred(*paths: "str | Path | None") -> Iterator[None]:
                 _fold_logs(pending)
 
 
+@contextlib.contextmanager
+def scratch_directory(**options) -> Iterator[Path]:
+    """A temporary directory for DuckDB files (``tempfile.TemporaryDirectory`` options), removed only once the
+    checkpoints this process deferred for them are done: a fold still running would write into it as it goes."""
+    with tempfile.TemporaryDirectory(**options) as name:
+        try:
+            yield Path(name)
+        finally:
+            wait_for_checkpoints()
+
+
 def wait_for_checkpoints(timeout_s: Optional[float] = None) -> None:
     """Wait for the checkpoints ``checkpoints_deferred`` left running (before copying the files, in tests)."""
     with _deferred_lock:

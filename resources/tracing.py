@@ -168,6 +168,13 @@ class DuckDBSpanExporter(SpanExporter):
         self._closed = True
 
 
+def _inherited(parent_attributes: Optional[Mapping[str, Any]], own: Mapping[str, Any]) -> dict[str, Any]:
+    """The run id, step key and item id a span takes from its parent, where it does not set its own."""
+    if not parent_attributes:
+        return {}
+    return {key: parent_attributes[key] for key in _INHERITED if key not in own and key in parent_attributes}
+
+
 class _InheritRunAttributes(SpanProcessor):
     """Copies run id, step key and item id from the parent span, so every span of a run is found by ``run_id``."""
 
@@ -176,7 +183,7 @@ class _InheritRunAttributes(SpanProcessor):
         if not parent_attributes:
             return
         own = span.attributes or {}
-        inherited = {key: parent_attributes[key] for key in _INHERITED if key not in own and key in parent_attributes}
+        inherited = _inherited(parent_attributes, own)
         if inherited:
             span.set_attributes(inherited)
 
@@ -238,9 +245,8 @@ class _RecordedSpan(trace.Span):
         self._context = SpanContext(trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_SAMPLED,
                                     trace_state=trace_state)
         self._recorder, self._name, self._kind = recorder, name, kind
-        inherited = getattr(parent, "attributes", None)
-        self._attributes = {key: inherited[key] for key in _INHERITED if key in inherited} if inherited else {}
-        self._attributes.update(_clean(attributes))
+        own = _clean(attributes)
+        self._attributes = {**_inherited(getattr(parent, "attributes", None), own), **own}
         self._events: list[Event] = []
         self._status = _UNSET
         self._start = time.time_ns()

@@ -256,3 +256,21 @@ def test_a_deferred_checkpoint_is_taken_anyway_once_the_log_is_long(tmp_path, mo
         assert _wal_bytes(path) > 0 and _wal_bytes(other) == 0
     duckdb_file.wait_for_checkpoints(60)
     assert _wal_bytes(path) == 0
+
+
+def test_a_scratch_directory_is_removed_only_after_the_checkpoints_deferred_in_it(monkeypatch):
+    """A fold still running when a benchmark's temporary directory goes would write into it (and re-create it)."""
+    import time
+
+    import resources.duckdb_file as duckdb_file
+    from resources.duckdb_file import checkpoints_deferred, scratch_directory, wait_for_checkpoints
+
+    fold = duckdb_file._fold_logs
+    monkeypatch.setattr(duckdb_file, "_fold_logs", lambda paths: (time.sleep(0.3), fold(paths)))
+    with scratch_directory(prefix="scratch-") as tmp:
+        path = tmp / "store.duckdb"
+        with checkpoints_deferred(path):
+            with locked_connection(path) as conn:
+                conn.execute("CREATE TABLE t AS SELECT range AS x FROM range(100)")
+    wait_for_checkpoints(60)
+    assert not tmp.exists()

@@ -269,7 +269,8 @@ def _uses_decimals(lines: list[Line]) -> bool:
                if a.decimal and not _QUANTITY_UNIT.match(line.raw, a.end)) >= 2
 
 
-_QUANTITY_UNIT = re.compile(r"\s?(?:kg|g|l|ml|cl|lb|lbs|oz|m|km|pcs)\b", re.I)
+_UNITS = r"kg|g|mg|l|ml|cl|lb|lbs|oz|pcs|pk"  # weights, volumes and counts printed after a quantity
+_QUANTITY_UNIT = re.compile(rf"\s?(?:{_UNITS}|m|km)\b", re.I)  # and lengths: "0,35 kg", "2,5 m"
 
 
 def _only_amount(line: Line) -> bool:
@@ -1094,7 +1095,7 @@ _ADDRESS_HINT = re.compile(
 )
 # A name that starts with a number glued to a word ("7-Eleven"); "12 Main St" is an address.
 _NUMBER_NAME = re.compile(r"\d{1,2}-[A-Za-z]{3,}(?![\w])")
-_WEIGHED = re.compile(r"\d\s?(?:kg|g|mg|l|ml|cl|lb|lbs|oz|pcs|pk)(?![A-Za-z])", re.I)  # "340g", "1 kg", "2L", "6pk"
+_WEIGHED = re.compile(rf"\d\s?(?:{_UNITS})(?![A-Za-z])", re.I)  # "340g", "1 kg", "2L", "6pk" (not lengths: "3M")
 _PRICED = re.compile(r"\d[.,]\d{2}\s*$")  # a line that ends with an amount in cents: an item, a total
 _BRANCH_ID = re.compile(r"\s*(?:STORE|SHOP|BRANCH|OUTLET|UNIT|STATION|LOCATION)\s*(?:NO\.?|NR\.?|#|:)?\s*\d+\s*$")
 _REGISTRATION = re.compile(r"\s*[\(\[][^()\[\]]*\d[^()\[\]]*[\)\]]\s*$")
