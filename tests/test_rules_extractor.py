@@ -165,6 +165,26 @@ def test_a_no_label_after_another_script_or_a_bracket_names_the_document_not_aft
     assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").invoice_number == expected
 
 
+@pytest.mark.parametrize("line,expected", [
+    ("Bel eg-Nr. 2024/00871", "2024/00871"), ("رقم الفاتورة Invo ice No: 1187-22-30451", "1187-22-30451"),
+    ("Fatu re Nr: 4521/2024", "4521/2024"),  # OCR split the label's word with a space
+    ("Chk# 48213   Date: 2024/02/16 08:22", "48213"), ("رقم الفاتورة: 000458921", "000458921"),
+    ("Сметка бр. 1427", "1427"), ("Баримт №: 0004521987", "0004521987"), ("Chek № 0245", "0245"),
+    ("Satış çeki № 0127", "0127"), ("ԿՀ № 45821", "45821"), ("№ 004512", "004512"),
+    # the sign after a Cyrillic word numbers a shift, a register or a fiscal drive, not the receipt
+    ("Смена № 0041", None), ("ФН № 9289000100123456", None), ("Касса № 0003", None),
+])
+def test_receipt_numbers_behind_split_labels_number_signs_and_labels_in_more_languages(line, expected) -> None:
+    assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").invoice_number == expected
+
+
+def test_a_conversion_quoted_under_a_total_is_not_the_total() -> None:
+    text = "Sok Heng Coffee\nNoodle Soup   8.00\nTotal\n  (= $5.50)\n"
+    assert extract_invoice(text).total != 5.5
+    # An amount alone under its label is still that total, and so is an accounting credit in brackets.
+    assert extract_invoice("Shop\nTotal\n   12.40\n").total == 12.4
+
+
 @pytest.mark.parametrize("written,expected", [
     ("2481-013-7765O2", "2481-013-776502"), ("034l", "0341"), ("001-023-0004587l2", "001-023-000458712"),
     ("CS00O22885", "CS00022885"), ("4521I7", "452117"),

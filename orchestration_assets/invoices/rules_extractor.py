@@ -138,11 +138,12 @@ def _fuzzy(phrase: str) -> str:
                 letters.append("[EC]")
             else:
                 letters.append(re.escape(ch))
-        # Between two letters, OCR may read a stray mark; a CJK label is spaced out to fill its column ("合　計",
-        # "합      계")
+        # Between two letters, OCR may read a stray mark, or split a long word with a space ("Invo ice",
+        # "Bel eg"); a CJK label is spaced out to fill its column ("合　計", "합      계")
+        between = "[.,'`:; ]?" if len(word) >= 5 else "[.,'`:;]?"
         joined = letters[0]
         for previous, letter in zip(word, letters[1:]):
-            joined += (r"\s*" if _is_cjk(previous) else "[.,'`:;]?") + letter
+            joined += (r"\s*" if _is_cjk(previous) else between) + letter
         parts.append(joined)
     return r"[\s.,'`:;]*".join(parts)
 
@@ -350,9 +351,11 @@ def _total_tier(canon: str) -> int:
     return 0
 
 
-# A conversion quoted beside an amount ("Total EUR 100.00 (approx. USD 108.00)", "(≈ $108)"): not what is due.
-_CONVERSION = re.compile(r"\(\s*(?:APPROX|CA\.|CIRCA|≈|~|EQUIV|ENV\.|ENVIRON|ETWA|APROX|APPROSS|USD|EUR|US\$|\$)[^()]*\)",
-                         re.I)
+# A conversion quoted beside an amount ("Total EUR 100.00 (approx. USD 108.00)", "(≈ $108)", "(= $5.50)"): not
+# what is due. Alone on the line under a total, only when it says it converts: "($5.00)" alone is a credit.
+_APPROXIMATELY = r"=|≈|~|APPROX|CA\.|CIRCA|EQUIV|ENV\.|ENVIRON|ETWA|APROX|APPROSS"
+_CONVERSION = re.compile(rf"\(\s*(?:{_APPROXIMATELY}|USD|EUR|US\$|\$)[^()]*\)", re.I)
+_CONVERSION_LINE = re.compile(rf"\s*\(\s*(?:{_APPROXIMATELY})", re.I)
 
 
 def _value_after_label(lines: list[Line], i: int, integers: bool) -> Optional[Amount]:
@@ -364,7 +367,7 @@ def _value_after_label(lines: list[Line], i: int, integers: bool) -> Optional[Am
     amount = _last_amount(raw, integers)
     if amount is not None:
         return amount
-    if i + 1 < len(lines) and _only_amount(lines[i + 1]):
+    if i + 1 < len(lines) and _only_amount(lines[i + 1]) and not _CONVERSION_LINE.match(lines[i + 1].raw):
         return _last_amount(lines[i + 1].raw, integers)
     return None
 
@@ -594,12 +597,17 @@ def _summary_row_tax(lines: list[Line], total: float, integers: bool) -> Optiona
 
 # --------------------------------------------------------------------------- invoice number
 
+def _words(words: str) -> str:
+    """Alternatives of one-word labels, each as ``_fuzzy`` reads it (OCR splits: "Bel eg", "Fatu re")."""
+    return "|".join(_fuzzy(word) for word in words.split())
+
+
 # A word ("No", "Number", Italian "N.") ends where a letter or digit would go on; "N°", "Nº" and "#" may touch the
 # number ("Check #4411", "Facture N°2026-001"); a hyphen may join it to the label ("Bon-Nr.", "Beleg-Nr.").
 # Czech and Slovak write "č." (číslo), Hungarian "sorszáma" or "száma", Cyrillic scripts "№".
-# Croatian and Serbian "br." (broj), Slovenian "št.", Hebrew "מס'".
-_NUMBER_WORD = (rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF|SORSZAMA?|SZAMA|BR|BROJ|ST)"
-                r"(?![A-Z0-9])\.?|N°|Nº|№|N\.|C\.(?=\s*[A-Z0-9])|#|מס'?)")
+# Croatian and Serbian "br." (broj; in Cyrillic "бр.", as Macedonian and Bulgarian), Slovenian "št.", Hebrew "מס'".
+_NUMBER_WORD = (rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF|SORSZAMA?|SZAMA|BR|BROJ|ST|БР|НР)"
+                r"(?![A-Z0-9А-ЯЁ])\.?|N°|Nº|№|N\.|C\.(?=\s*[A-Z0-9])|#|מס'?)")
 # What may stand between a document's type and its number word: "BOLETA ELECTRÓNICA N°", "Factura Electrónica de
 # Venta No.", "FACTURA B (Cód. 006) Nº", "FATURA SIMPLIFICADA Nº"
 _TYPE_QUALIFIER = (r"(?:\s+(?:ELE[CK]TRONI[CK]AS?|ELECTRONIQUE|SIMPLIFICADA|FISCAL|DE VENTA|DE CONSUMO|[ABCE](?![A-Z])))*"
@@ -611,17 +619,21 @@ _NUMBER_LABEL = re.compile(
     r"(?<![A-ZА-ЯЁ])(?:"
     + "|".join(
         [
-            rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|FACTURE|FACTUUR"
-            r"|GUTSCHRIFT|BELEG|QUITTUNG|FACTURA|FATTURA|FATURA|FAKTURA|NOTA FISCAL|CREDIT NOTE|AVOIR|KVITTO"
-            rf"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT|REGNING|KVITTERING|LASKU|KUITTI|BOLETA"
-            rf"|TIQUETE|COMPROBANTE|DOKLAD|UCTENKA|NYUGTA|SZAMLA|CHITANTA|BON FISCAL|FIS|OR|NOTA|STRUK|CUPOM(?: FISCAL)?"
-            # NF-e and NFC-e (Brazil); Russian, Ukrainian and Bulgarian receipts, invoices and fiscal slips
-            rf"|NFC?-?E|ЧЕК|СЧЕТ|СЧЁТ|РАХУНОК|КВИТАНЦИЯ|КВИТАНЦІЯ|ФАКТУРА|БОН"
+            rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|"
+            + _words("FACTURE FACTUUR GUTSCHRIFT BELEG QUITTUNG FACTURA FATTURA FATURA FATURE FAKTURA AVOIR KVITTO")
+            + r"|NOTA FISCAL|CREDIT NOTE|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT|"
+            + _words("REGNING KVITTERING LASKU KUITTI BOLETA TIQUETE COMPROBANTE DOKLAD UCTENKA NYUGTA SZAMLA CHITANTA")
+            + r"|BON FISCAL|FIS|OR|NOTA|STRUK|CUPOM(?: FISCAL)?"
+            # NF-e and NFC-e (Brazil); Russian, Ukrainian, Bulgarian, Macedonian, Serbian and Mongolian receipts,
+            # invoices, bills and fiscal slips; Uzbek, Azerbaijani and Turkish "chek", "çek"
+            r"|NFC?-?E|ЧЕК|СЧЕТ|СЧЁТ|РАХУНОК|КВИТАНЦИЯ|КВИТАНЦІЯ|ФАКТУРА|БОН|СМЕТКА|РАЧУН|БАРИМТ|CHEK|CEKI?"
             # Balkan, Baltic, Nordic, Icelandic, Greek, Georgian and Hebrew receipts and invoices
-            rf"|RACUN|KVITAS|KVITO|ARVE|CEKS|KVITTUN|REIKNINGUR|SALGSKVITTERING|KASSEKVITTERING|KASSAKVITTO"
-            rf"|ΑΠΟΔΕΙΞΗ|ΑΠΟΔ|ქვითარი|ინვოისი|קבלה|חשבונית){_TYPE_QUALIFIER}{_NUMBER_WORD}",
+            + "|" + _words("RACUN KVITAS KVITO ARVE CEKS KVITTUN REIKNINGUR SALGSKVITTERING KASSEKVITTERING KASSAKVITTO")
+            + rf"|ΑΠΟΔΕΙΞΗ|ΑΠΟΔ|ქვითარი|ინვოისი|קבלה|חשבונית){_TYPE_QUALIFIER}{_NUMBER_WORD}",
             rf"(?:{_fuzzy('INVOICE')}|{_fuzzy('RECEIPT')}|RCPT|FACTURA|FACTURE|RECIBO|BON|BELEG|RESIT|FOLIO){_TYPE_COLON}",
             r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号|영수증\s?번호|小票号|票据号",
+            # Arabic "invoice number" (both word orders) and "receipt number"; Persian "invoice number"
+            r"رقم الفاتور[ةه]|فاتورة رقم|رقم الإ?يصال|شماره فا[كک]تور",
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
             # the number word first: "N° ticket : 000451", "Nº de factura 12", "Numéro de reçu"
             # (Polish "Nr paragonu", Portuguese "Nº do talão", Czech "Číslo dokladu", Vietnamese "Số hóa đơn")
@@ -634,7 +646,7 @@ _NUMBER_LABEL = re.compile(
 )
 _OTHER_NUMBER_LABEL = re.compile(
     rf"(?<![A-Z])(?:(?:DOC(?:UMENT[O]?)?|{_fuzzy('ORDER')}|TRANS?(?:ACTION)?|TXN|{_fuzzy('SLIP')}|{_fuzzy('TICKET')}"
-    rf"|CHEQUE|CHECK|COMANDA){_NUMBER_WORD}|(?:{_fuzzy('TICKET')}|CHECK|{_fuzzy('ORDER')}|COMANDA|TRANS?|{_fuzzy('SLIP')})"
+    rf"|CHEQUE|CHECK|CHK|COMANDA){_NUMBER_WORD}|(?:{_fuzzy('TICKET')}|CHECK|CHK|{_fuzzy('ORDER')}|COMANDA|TRANS?|{_fuzzy('SLIP')})"
     # a ticket, transaction or slip number printed right after its label ("TICKET 0023", "Trans 4471 Op 9100")
     rf"(?:{_TYPE_COLON}|(?=\s+\d{{3,}}(?![\d.,/:]))))"
     r"|取引番号|주문번호|거래번호|流水号|订单号|注文番号"
@@ -642,7 +654,10 @@ _OTHER_NUMBER_LABEL = re.compile(
 _BARE_NUMBER_LABEL = re.compile(rf"(?<![A-Z])(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|REF(?:ERENCE)?)(?![A-Z])\.?")
 # "No." opening a line, or after a word in another script or a bracket ("取引No.3318", "[영수증]  No. 2024-0027"):
 # never after a Latin word, where it is whose number ("Terminal No.", "Table No.") rather than the document's.
-_NO_LABEL = re.compile(r"(?:^|[^\x00-\x7F]|[\])])\s*N(?:O|R|°)\.?(?=[\s:#]|(?<=\.)\d)")
+# "№" likewise ("ԿՀ № 45821"), but never after a Cyrillic word: a Cyrillic receipt names its own number with its
+# type ("Чек №", above), and numbers its shift, register and fiscal drive with the sign ("Смена № 41", "ФН № 92…").
+_NO_LABEL = re.compile(r"(?:^|[^\x00-\x7F]|[\])])\s*N(?:O|R|°)\.?(?=[\s:#]|(?<=\.)\d)"
+                       r"|(?:^|[^\x00-\x7F\u0400-\u04FF]|[\])])\s*№")
 _NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃\])]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
 _INV_PATTERN = re.compile(r"(?<![A-Z0-9])INV[-/]?\d{2,}[\w\-/]*", re.I)
 
