@@ -280,6 +280,21 @@ def test_a_currency_code_that_is_also_a_word_counts_only_where_a_currency_is_sta
     assert extract_invoice(text).currency == currency
 
 
+@pytest.mark.parametrize("text,currency", [
+    ("GS25 역삼점\n서울특별시 강남구\n합계   5,200", "KRW"),  # Hangul: only Korea writes it
+    ("北京华联超市\n北京市东城区\n合计金额: 52.13", "CNY"),
+    ("Albert Heijn\n1072 LK Amsterdam\nTOTAAL 17,21", "EUR"),
+    ("UNO\nAlger\nTotal TTC 1 440,00 DA", "DZD"), ("UNO\nTotal TTC 1 440,00 DA", "DZD"),
+    ("Auntie Muni\nTOTAL  GH¢ 180.00", "GHS"), ("Tomoca Coffee\nAddis Ababa\nTOTAL 224.25", "ETB"),
+    ("Korzinka\nToshkent sh.\nJami: 58 400,00", "UZS"), ("Korzinka\nJami: 58 400 so'm", "UZS"),
+    ("Pensión\nTOTAL Bs.   76,00\nSon: Setenta y seis 00/100 Bolivianos", "BOB"),
+    ("Stock\nTOTAL A PAGAR Gs. 101.400", "PYG"), ("Stock\nAsunción\nTOTAL 101.400", "PYG"),
+    ("Little Shop\nPortland OR 97201\nTotal $5.00", "USD"),  # a US address and a bare $: still dollars
+])
+def test_a_currency_named_by_its_mark_or_where_the_document_comes_from(text: str, currency: str) -> None:
+    assert extract_invoice(text).currency == currency
+
+
 def test_a_gulf_invoice_quoting_a_usd_equivalent_keeps_its_fils() -> None:
     got = extract_invoice("Gulf Freight W.L.L.\nFreight charges   KWD 250.500\nHandling          KWD  12.250\n"
                           "Total             KWD 262.750\n(approx. USD 855.00)")

@@ -869,7 +869,7 @@ _SYMBOLS = [("E£", "EGP"), ("RD$", "DOP"), ("US$", "USD"), ("HK$", "HKD"), ("NZ
             ("₫", "VND"), ("₦", "NGN"), ("₪", "ILS"), ("₴", "UAH"), ("₺", "TRY"), ("₽", "RUB"), ("руб", "RUB"),
             ("zł", "PLN"), ("Kč", "CZK"), ("₾", "GEL"), ("ლარი", "GEL"), ("₸", "KZT"), ("৳", "BDT"), ("ج.م", "EGP"),
             ("บาท", "THB"), ("₮", "MNT"), ("₲", "PYG"), ("₡", "CRC"), ("₼", "AZN"), ("֏", "AMD"), ("៛", "KHR"),
-            ("GH₵", "GHS"), ("₵", "GHS"), ("د.أ", "JOD"), ("$", "USD")]
+            ("GH₵", "GHS"), ("₵", "GHS"), ("GH¢", "GHS"), ("د.أ", "JOD"), ("$", "USD")]
 _ISO_RE = re.compile(r"(?<![A-Z])(" + "|".join(sorted(ISO_CURRENCIES)) + r")(?![A-Z])")
 _RM_RE = re.compile(r"(?<![A-Z])RM(?![A-Z])")
 
@@ -901,13 +901,17 @@ _LETTER_MARKS = [(r"(?<![A-Za-z])(?:Rs\.?|RS\.)\s?(?=\d[\d,.]*[.,]\d{2}(?!\d))",
                  (r"(?<=\d)\s?(?:тг|ТГ|тенге)\.?(?![^\W\d_])", "KZT"),
                  (r"(?<=\d)\s?(?:Lek|LEK|Lekë|lekë)(?![^\W\d_])", "ALL"),
                  (r"(?<=\d)\s?(?:ден|ДЕН)\.?(?![^\W\d_])", "MKD"),
-                 (r"(?<=\d)\s?(?:Riel|RIEL|riel)s?(?![^\W\d_])", "KHR")]
+                 (r"(?<=\d)\s?(?:Riel|RIEL|riel)s?(?![^\W\d_])", "KHR"),
+                 (r"(?<=\d[.,]\d\d)\s?DA(?![^\W\d_])", "DZD"),  # after cents only, as DH
+                 (r"(?<=\d)\s?(?:Birr|BIRR|ብር)(?![^\W\d_])", "ETB"),
+                 (r"(?<=\d)\s?(?:so'm|so‘m|SO'M|сўм|сум|СУМ)(?![^\W\d_])", "UZS"),
+                 (r"(?<![A-Za-z])(?:Gs\.\s*|Gs\s?)(?=\d)|(?<=\d)\s?Gs\.?(?![^\W\d_])", "PYG")]
 # One pass for all of them (a group per mark; they never start at the same place)
 _LETTER_MARK_RE = re.compile("|".join(f"(?P<m{i}>{pattern})" for i, (pattern, _) in enumerate(_LETTER_MARKS)))
 # Any of them beside a digit, loosely: the exact patterns above run only on the few lines where one may be
 _LETTER_MARK_HINT = re.compile(r"R[sSp]?\.?\s?\d|K[Ss]h\.?\s?\d|Ft\s?\d|TL\s?\d|S/\.?\s?\d|\d\s?(?:Ft|KSh|lei|LEI|RON|TL)\b|RMB|₺"
-                               r"|\d\s?(?:лв|ЛВ|грн|ГРН|din|DIN|дин|ДИН|DH|Dh|Tk|đ|Đ|VNĐ|тг|ТГ|тенге|Lek|LEK|lek|ден|ДЕН|Riel|RIEL|riel)"
-                               r"|Tk\.?\s?\d")
+                               r"|\d\s?(?:лв|ЛВ|грн|ГРН|din|DIN|дин|ДИН|DH|Dh|Tk|đ|Đ|VNĐ|тг|ТГ|тенге|Lek|LEK|lek|ден|ДЕН|Riel|RIEL|riel"
+                               r"|DA|Birr|BIRR|ብር|so'm|so‘m|SO'M|сўм|сум|СУМ|Gs)|Tk\.?\s?\d|Gs\.?\s*\d")
 _LETTER_MARK_CODES = {f"m{i}": code for i, (_, code) in enumerate(_LETTER_MARKS)}
 
 
@@ -1012,6 +1016,16 @@ _COUNTRY_CUES = [
     (_named(r"VIET ?NAM|HA NOI|HANOI|HO CHI MINH|MST[\s:]*\d{10}"), "VND"),  # a bare MST is also US time
     (re.compile(r"(?<![A-Z])(?:THAILAND|BANGKOK)(?![A-Z])|ประเทศไทย|กรุงเทพ"), "THB"),
     (re.compile(r"(?<![A-Z])TBILISI(?![A-Z])|საქართველო|თბილისი"), "GEL"),  # not GEORGIA: a US state too
+    (re.compile(r"[\uac00-\ud7a3]{2}"), "KRW"),  # Hangul: only Korea writes it
+    (re.compile(r"中国|中华人民共和国|北京|上海|广州|深圳|人民币"), "CNY"),
+    (_named(r"AMSTERDAM|ROTTERDAM|PARIS|BERLIN|MUNCHEN|HAMBURG|MADRID|BARCELONA|ROMA|MILANO|WIEN|BRUXELLES|BRUSSEL"
+            r"|LISBOA|HELSINKI|LUXEMBOURG"), "EUR"),
+    (_named(r"ALGERIE|ALGERIA|ALGER"), "DZD"),
+    (_named(r"GHANA|ACCRA"), "GHS"),
+    (_named(r"ETHIOPIA|ADDIS ABABA"), "ETB"),
+    (_named(r"UZBEKISTAN|O'ZBEKISTON|TOSHKENT|TASHKENT"), "UZS"),
+    (_named(r"BOLIVIA|BOLIVIANOS|COCHABAMBA"), "BOB"),
+    (_named(r"PARAGUAY|ASUNCION"), "PYG"),
 ]
 _DOLLARS = frozenset({"AUD", "NZD", "CAD", "SGD", "MXN", "HKD", "CLP", "COP", "ARS", "TWD"})  # countries writing "$"
 _KANA = re.compile(r"[\u3040-\u30ff円]")
