@@ -173,6 +173,12 @@ def test_a_no_label_after_another_script_or_a_bracket_names_the_document_not_aft
     ("Satış çeki № 0127", "0127"), ("ԿՀ № 45821", "45821"), ("№ 004512", "004512"),
     # the sign after a Cyrillic word numbers a shift, a register or a fiscal drive, not the receipt
     ("Смена № 0041", None), ("ФН № 9289000100123456", None), ("Касса № 0003", None),
+    ("レジ#2  責No.015  取引No.0231", "0231"),  # a short "No." (a clerk's) is passed over, not the end of the search
+    ("FACTURA SIMPLIFICADA\nNº: T1-2024/004518", "T1-2024/004518"), ("FATURA\nN.º FT 2024/385", "FT 2024/385"),
+    ("Số HĐ: 0001245          Bàn: 05", "0001245"), ("Laskun numero: 20240311", "20240311"),
+    ("Creditnotanummer: CN-2024-0021", "CN-2024-0021"), ("Fak tura VAT nr FV/2024/03/117", "FV/2024/03/117"),
+    ("Αριθμός Τιμολογίου: 2024/245", "2024/245"), ("РАХУНОК НА ОПЛАТУ № СФ-0000318", "СФ-0000318"),
+    ("Счёт-фактура № 118", "118"), ("חשבונית מס / קבלה\nמספר: 20431", "20431"),
 ])
 def test_receipt_numbers_behind_split_labels_number_signs_and_labels_in_more_languages(line, expected) -> None:
     assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").invoice_number == expected

@@ -51,9 +51,11 @@ class Line:
 
 
 def _fold_accent(ch: str) -> str:
-    """A Latin letter with diacritics as its base letter (À → A); any other character as it is (one for one)."""
+    """A Latin or Greek letter with diacritics as its base letter (À → A, Ό → Ο); any other character as it is (one
+    for one). Cyrillic keeps its own (Й is not И)."""
     decomposed = unicodedata.normalize("NFD", ch)
-    if decomposed[0].isascii() and len(decomposed) > 1 and all(unicodedata.combining(c) for c in decomposed[1:]):
+    if ((decomposed[0].isascii() or "\u0370" <= decomposed[0] <= "\u03ff") and len(decomposed) > 1
+            and all(unicodedata.combining(c) for c in decomposed[1:])):
         return decomposed[0]
     return ch
 
@@ -609,8 +611,9 @@ def _words(words: str) -> str:
 _NUMBER_WORD = (rf"[\s.,'`:;\-]*(?:(?:{_fuzzy('NUMBER')}|NUMERO|NUMMER|NO|NR|NRO|NUM|ID|REF|SORSZAMA?|SZAMA|BR|BROJ|ST|БР|НР)"
                 r"(?![A-Z0-9А-ЯЁ])\.?|N°|Nº|№|N\.|C\.(?=\s*[A-Z0-9])|#|מס'?)")
 # What may stand between a document's type and its number word: "BOLETA ELECTRÓNICA N°", "Factura Electrónica de
-# Venta No.", "FACTURA B (Cód. 006) Nº", "FATURA SIMPLIFICADA Nº"
-_TYPE_QUALIFIER = (r"(?:\s+(?:ELE[CK]TRONI[CK]AS?|ELECTRONIQUE|SIMPLIFICADA|FISCAL|DE VENTA|DE CONSUMO|[ABCE](?![A-Z])))*"
+# Venta No.", "FACTURA B (Cód. 006) Nº", "FATURA SIMPLIFICADA Nº", "РАХУНОК НА ОПЛАТУ №", "СЧЁТ-ФАКТУРА №"
+_TYPE_QUALIFIER = (r"(?:\s+(?:ELE[CK]TRONI[CK]AS?|ELECTRONIQUE|SIMPLIFICADA|FISCAL|DE VENTA|DE CONSUMO|[ABCE](?![A-Z])"
+                   r"|НА ОПЛАТУ)|-ФАКТУРА)*"
                    r"(?:\s*\([^)\n]{0,24}\))?")
 # The document's type named directly before a colon and its number ("FACTURA SIMPLIFICADA: T-118", "TICKET: 0042")
 _TYPE_COLON = r"(?:\s+SIMPLIFICADA)?\s*[:：]"
@@ -621,15 +624,17 @@ _NUMBER_LABEL = re.compile(
         [
             rf"(?:{_fuzzy('INVOICE')}|INV|{_fuzzy('RECEIPT')}|RCPT|{_fuzzy('BILL')}|RECHNUNGS?|"
             + _words("FACTURE FACTUUR GUTSCHRIFT BELEG QUITTUNG FACTURA FATTURA FATURA FATURE FAKTURA AVOIR KVITTO")
-            + r"|NOTA FISCAL|CREDIT NOTE|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|FAKTURA VAT|"
-            + _words("REGNING KVITTERING LASKU KUITTI BOLETA TIQUETE COMPROBANTE DOKLAD UCTENKA NYUGTA SZAMLA CHITANTA")
+            + f"|{_fuzzy('NOTA FISCAL')}|{_fuzzy('CREDIT NOTE')}|{_fuzzy('FAKTURA VAT')}"
+            + r"|PARAGON(?: FISKALNY)?|REC|BON|RESIT|FOLIO|NOTE|"
+            + _words("REGNING KVITTERING LASKUN LASKU KUITTI BOLETA TIQUETE COMPROBANTE DOKLAD UCTENKA NYUGTA SZAMLA CHITANTA"
+             " CREDITNOTA")
             + r"|BON FISCAL|FIS|OR|NOTA|STRUK|CUPOM(?: FISCAL)?"
             # NF-e and NFC-e (Brazil); Russian, Ukrainian, Bulgarian, Macedonian, Serbian and Mongolian receipts,
             # invoices, bills and fiscal slips; Uzbek, Azerbaijani and Turkish "chek", "çek"
             r"|NFC?-?E|ЧЕК|СЧЕТ|СЧЁТ|РАХУНОК|КВИТАНЦИЯ|КВИТАНЦІЯ|ФАКТУРА|БОН|СМЕТКА|РАЧУН|БАРИМТ|CHEK|CEKI?"
             # Balkan, Baltic, Nordic, Icelandic, Greek, Georgian and Hebrew receipts and invoices
             + "|" + _words("RACUN KVITAS KVITO ARVE CEKS KVITTUN REIKNINGUR SALGSKVITTERING KASSEKVITTERING KASSAKVITTO")
-            + rf"|ΑΠΟΔΕΙΞΗ|ΑΠΟΔ|ქვითარი|ინვოისი|קבלה|חשבונית){_TYPE_QUALIFIER}{_NUMBER_WORD}",
+            + rf"|ΑΠΟΔΕΙΞΗ|ΑΠΟΔ|ΤΙΜΟΛΟΓΙΟ|ქვითარი|ინვოისი|קבלה|חשבונית){_TYPE_QUALIFIER}{_NUMBER_WORD}",
             rf"(?:{_fuzzy('INVOICE')}|{_fuzzy('RECEIPT')}|RCPT|FACTURA|FACTURE|RECIBO|BON|BELEG|RESIT|FOLIO){_TYPE_COLON}",
             r"RECHNUNGSNUMMER|RECHNUNGSNR|FACTUURNUMMER|发票号码|發票號碼|領収書番号|請求書番号|영수증\s?번호|小票号|票据号",
             # Arabic "invoice number" (both word orders) and "receipt number"; Persian "invoice number"
@@ -637,9 +642,9 @@ _NUMBER_LABEL = re.compile(
             r"(?:RECEIPT|INVOICE|BILL)\s*#",
             # the number word first: "N° ticket : 000451", "Nº de factura 12", "Numéro de reçu"
             # (Polish "Nr paragonu", Portuguese "Nº do talão", Czech "Číslo dokladu", Vietnamese "Số hóa đơn")
-            r"(?:N°|Nº|№|NO\.?|NR\.?|NUM(?:ERO)?\.?|CISLO|SO(?=\s+HOA)|ΑΡ\.?|ΑΡΙΘΜΟΣ)\s*(?:DE\s+|DU\s+|DO\s+|DA\s+)?"
+            r"(?:N°|Nº|№|NO\.?|NR\.?|NUM(?:ERO)?\.?|CISLO|SO(?=\s+H[OĐD])|ΑΡ\.?|ΑΡΙΘΜΟΣ)\s*(?:DE\s+|DU\s+|DO\s+|DA\s+)?"
             r"(?:TICKET|FACTURE|FACTURA|RECU|RECIBO|BON|COMPROBANTE|PARAGONU|FAKTURY|RACHUNKU|DOKLADU|UCTENKY|TALAO"
-            r"|CUPOM|NOTA|STRUK|HOA [DĐ]ON|ΑΠΟΔ(?:ΕΙΞΗΣ)?\.?)(?![A-Z])",
+            r"|CUPOM|NOTA|STRUK|HOA [DĐ]ON|H[DĐ]|ΑΠΟΔ(?:ΕΙΞΗΣ)?\.?|ΤΙΜΟΛΟΓΙΟΥ)(?![A-Z])",
         ]
     )
     + r")"
@@ -656,9 +661,11 @@ _BARE_NUMBER_LABEL = re.compile(rf"(?<![A-Z])(?:{_fuzzy('INVOICE')}|INV|{_fuzzy(
 # never after a Latin word, where it is whose number ("Terminal No.", "Table No.") rather than the document's.
 # "№" likewise ("ԿՀ № 45821"), but never after a Cyrillic word: a Cyrillic receipt names its own number with its
 # type ("Чек №", above), and numbers its shift, register and fiscal drive with the sign ("Смена № 41", "ФН № 92…").
-_NO_LABEL = re.compile(r"(?:^|[^\x00-\x7F]|[\])])\s*N(?:O|R|°)\.?(?=[\s:#]|(?<=\.)\d)"
-                       r"|(?:^|[^\x00-\x7F\u0400-\u04FF]|[\])])\s*№")
-_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃\])]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9][A-Z0-9\-/_.]*[A-Z0-9]|\d)", re.I)
+# Hebrew "מספר" (number) opening a line under its document's type, as "No." does.
+_NO_LABEL = re.compile(r"(?:^|[^\x00-\x7F]|[\])])\s*N(?:O|R|°|º|\.º|\.°)\.?(?=[\s:#]|(?<=\.)\d)"
+                       r"|(?:^|[^\x00-\x7F\u0400-\u04FF]|[\])])\s*№|^\s*מספר")
+_NUMBER_VALUE = re.compile(r"[\s:#.\-=',;`：＃\])]*(?P<value>(?:[A-Z]{1,4} )?[A-Z0-9А-ЯЁІЇЄҐΑ-Ω][A-Z0-9А-ЯЁІЇЄҐΑ-Ω\-/_.]*"
+                           r"[A-Z0-9А-ЯЁІЇЄҐΑ-Ω]|\d)", re.I)
 _INV_PATTERN = re.compile(r"(?<![A-Z0-9])INV[-/]?\d{2,}[\w\-/]*", re.I)
 
 
@@ -673,18 +680,19 @@ def _number_value(raw: str, start: int) -> Optional[str]:
         return None
     if re.fullmatch(r"\d{1,3}(?:[.,]\d{2})", value):  # an amount, not a number
         return None
-    if " " in value and not re.fullmatch(r"[A-Z]{1,4} \d{3,}", value):
-        value = value.split()[0] if re.search(r"\d", value.split()[0]) else value.split()[-1]
-        if _looks_like_date(value):  # "RECEIPT THRU 01/13/2025": a deadline, not a number
+    if " " in value:
+        if _looks_like_date(value.split()[-1]):  # "RECEIPT THRU 01/13/2025": a deadline, not a number
             return None
+        if not re.fullmatch(r"[A-Z]{1,4} \d[\d/\-]*\d", value):  # a series before it: "FT 2024/385", "CR 1805/0201"
+            value = value.split()[0] if re.search(r"\d", value.split()[0]) else value.split()[-1]
     return value
 
 
-def _labelled_number(lines: list[Line], pattern: re.Pattern[str]) -> Optional[str]:
+def _labelled_number(lines: list[Line], pattern: re.Pattern[str], shortest: int = 1) -> Optional[str]:
     for line in lines:
         for match in pattern.finditer(line.canon):
             value = _number_value(line.raw, match.end())
-            if value:
+            if value and len(value) >= shortest:
                 return value
     return None
 
@@ -705,8 +713,8 @@ def _found_number(lines: list[Line]) -> Optional[str]:
     found = _labelled_number(lines, _BARE_NUMBER_LABEL)
     if found:
         return found
-    found = _labelled_number(lines, _NO_LABEL)
-    return found if found and len(found) >= 4 else None
+    # A bare "No." numbers many things; a short one (a register's, a clerk's: "責No.015") is passed over
+    return _labelled_number(lines, _NO_LABEL, shortest=4)
 
 
 # A letter OCR reads for a digit (O for 0, l, I or | for 1) where only a digit can be: after a digit,
