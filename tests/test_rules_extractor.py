@@ -184,6 +184,41 @@ def test_receipt_numbers_behind_split_labels_number_signs_and_labels_in_more_lan
     assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").invoice_number == expected
 
 
+@pytest.mark.parametrize("text,vendor", [
+    ("FAKTURA č. 2024010087\nDodavatel:\nPekárna Novák s.r.o.\nKřenová 71, Brno\nOdběratel:\nHotel Morava a.s.\n"
+     "Celkem 10 154,10 Kč", "Pekárna Novák s.r.o."),
+    ("Постачальник: ТОВ «Карпатська вода»\nвул. Городоцька, 174\nВсього: 14 718,00", "ТОВ «Карпатська вода»"),
+    # a seller's and a buyer's label heading two columns: the name is under the seller's
+    ("Faktura VAT nr 1\nSprzedawca:                Nabywca:\nDrukarnia Wisła Sp. z o.o.     Biuro Kowalczyk s.c.\n"
+     "Razem 1 697,58 zł", "Drukarnia Wisła Sp. z o.o."),
+    ("From: Maple & Thread <orders@maplethread.ca>\nTo: emilie@example.ca\nHi Émilie,\nTotal $211.31", "Maple & Thread"),
+])
+def test_the_seller_named_by_its_label_in_more_languages_layouts_and_an_email(text: str, vendor: str) -> None:
+    assert extract_invoice(text).vendor == vendor
+
+
+@pytest.mark.parametrize("text,tax", [
+    ("Treuhand GmbH\nTotal exkl. MWST     6'737.90\nMWST 8.1 %   545.77\nTotal inkl. MWST  CHF  7'283.65", 545.77),
+    ("Elektro AG\nTotal CHF  1'233.85\nMWST  Satz    Basis        MWST\n1     8.1%    1'141.40     92.45\n"
+     "Inkl. MWST CHF 92.45", 92.45),  # the table's tax restated, not a second one
+    ("RM PADANG\nSubtotal   111.000\nPB1 10%   11.100\nTOTAL   Rp 127.650", 11100.0),
+    ("SUPERMERCADO\nVALOR A PAGAR R$ 77,00\nTributos Totais Incidentes (Lei Federal 12.741/2012) R$ 11,37", 11.37),
+    ("City\nPROPERTY RATES  Valuation R1 450 000 (VAT 0%)   842.65\nVAT @ 15% on R 2 967.68   445.15\n"
+     "TOTAL AMOUNT DUE   R 4 255.48", 445.15),  # a bracketed tax word notes what a line charges
+    ("SHOP\nSUB-TOTAL (GST)   12.19\nGST   0.69\nTOTAL   12.15", 0.69),
+    ('סטודיו\nסה"כ לפני מע"מ:   4,750.00 ₪\nמע"מ 17%:   807.50 ₪\nסה"כ לתשלום:  5,557.50 ₪', 807.5),
+    ("ТОВ\nРазом без ПДВ:  12 265,00\nПДВ 20%:   2 453,00\nВсього з ПДВ:   14 718,00", 2453.0),
+])
+def test_the_tax_beside_totals_without_it_or_with_it_in_more_languages(text: str, tax: float) -> None:
+    assert extract_invoice(text).tax == tax
+
+
+@pytest.mark.parametrize("line,total", [("TOTAL AMOUNT DUE   R 4 255.48", 4255.48), ("Total   CHF 7 283.65", 7283.65),
+                                        ("TOTAL   2 250.00", 250.0)])  # without the mark, a space is a column break
+def test_thousands_grouped_by_spaces_right_after_a_currency_that_writes_them_so(line: str, total: float) -> None:
+    assert extract_invoice(f"Shop\n{line}\n").total == total
+
+
 def test_a_conversion_quoted_under_a_total_is_not_the_total() -> None:
     text = "Sok Heng Coffee\nNoodle Soup   8.00\nTotal\n  (= $5.50)\n"
     assert extract_invoice(text).total != 5.5

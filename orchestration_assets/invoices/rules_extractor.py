@@ -175,6 +175,9 @@ def _amount_pattern(three_decimals: bool) -> re.Pattern[str]:
                   # whole amounts grouped by single spaces, right before the mark of a currency written that way
                   # ("1 250 Ft", "12 400 Kč"); elsewhere a space is too often a column break ("2 250": 2 at 250)
                   rf"|\d{{1,3}}(?: \d{{3}})+(?=\s?(?:{_SPACE_GROUPED_MARKS})(?![^\W\d_]))"
+                  # or right after the mark of one that groups by spaces before a decimal point ("R 4 255.48",
+                  # "CHF 7 283.65": South Africa, Switzerland)
+                  r"|(?:(?<=(?<![A-Za-z])R )|(?<=ZAR )|(?<=CHF )|(?<=Fr\. ))\d{1,3}(?: \d{3})+(?=\.\d{2}(?!\d))"
                   r"|\d{1,2}(?:,\d{2})+,\d{3}|\d+")
         decimals, bare = r"[.,]\d{1,2}", r"\.\d{2}"
     return re.compile(
@@ -435,21 +438,30 @@ _TAX = _label_re(
     # Balkan, Baltic, Icelandic, Ukrainian, Bulgarian and Thai VAT
     "PDV", "ПДВ", "DDV", "PVM", "KAIBEMAKS", "VSK", "ДДС", "ภาษีมูลค่าเพิ่ม", "ДДВ", "ƏDV", "QQS", "НӨАТ", "ԱԱՀ",
     "TVSH", "ITBIS",
+    "PBI",  # Indonesia's restaurant tax, PB1 (the canonical line reads its 1 as I)
+    "TRIBUTOS",  # Brazil: "Tributos Totais Incidentes (Lei Federal 12.741/2012)", what a receipt must state
     "消費税", "消费税", "税额", "税額", "稅額", "外税", "内税", "부가세",
 )
 _TAX_EXCLUDE = _label_re(
     "TAX INVOICE", "INVOICE", "ID", "NO", "NUMBER", "REG", "REGISTRATION", "CODE", "SUMMARY", "EXCL", "EXCLUDING",
     "EXCLUDED", "EXCLUSIVE", "TAXABLE", "BEFORE", "AFTER", "RATE", "対象", "SPRZED", "OPOD",
-    "FARA", "SIN", "OHNE", "SANS", "HORS",  # the amount without the tax (Romanian, Spanish, German, French)
+    # the amount without the tax (Romanian, Spanish, German, French, Dutch, Italian, Portuguese, Nordic, Slavic)
+    "FARA", "SIN", "OHNE", "SANS", "HORS", "EXKL", "ZONDER", "SENZA", "SEM", "UTAN", "UDEN", "BEZ", "БЕЗ", "לפני",
 )
 # "Total incl. VAT 119.00" states the total; "VAT incl. 6.65" states the tax: inclusion named before the tax label.
-_INCLUDING = _label_re("INCL", "INCLUDING", "INCLUSIVE")
+_INCLUDING = _label_re("INCL", "INCLUDING", "INCLUSIVE", "INKL", "INKLUSIVE", "INKLUSIV")
+
+
+# Ukrainian and Russian "with VAT" ("Всього з ПДВ", "Итого с НДС"): a total including the tax
+_WITH_TAX = re.compile(r"(?<![А-ЯЁІЇЄҐA-Z])[ЗС]\s+(?:ПДВ|НДС)")
 
 
 def _tax_line(canon: str) -> bool:
     label = _TAX.search(canon)
-    if not label or _TAX_EXCLUDE.search(canon):
+    if not label or _TAX_EXCLUDE.search(canon) or _WITH_TAX.search(canon):
         return False
+    if canon[: label.start()].rstrip().endswith("(") and canon[: label.start()].strip("( "):
+        return False  # a note on what the line charges ("Property rates  (VAT 0%)  842.65"), not a tax
     including = _INCLUDING.search(canon)
     return not (including and including.start() < label.start())
 
@@ -1111,9 +1123,11 @@ _BUSINESS_WORD = re.compile(
 )
 _VENDOR_LABEL = re.compile(
     r"^\s*(?:VENDOR|SUPPLIER|SELLER|MERCHANT|COMPANY|ISSUED BY|BILLED BY|SOLD BY|FROM|STORE|SHOP|"
-    # the seller in other languages: German, French, Spanish (and Mexican CFDI), Italian, Dutch, Polish, Chinese
+    # the seller in other languages: German, French, Spanish (and Mexican CFDI), Italian, Dutch, Polish, Chinese,
+    # Czech and Slovak, Ukrainian, Russian, Romanian, Hungarian, Portuguese, Nordic, Turkish, Balkan, Greek, Arabic
     r"VERKAUFER|LIEFERANT|FOURNISSEUR|VENDEUR|PROVEEDOR|EMISOR|VENDEDOR|FORNITORE|CEDENTE|LEVERANCIER|VERKOPER|"
-    r"SPRZEDAWCA|销售方|销方|卖方)"
+    r"SPRZEDAWCA|销售方|销方|卖方|DODAVATEL|ПОСТАЧАЛЬНИК|ПРОДАВЕЦЬ|ПОСТАВЩИК|ПРОДАВЕЦ|FURNIZOR|ELADO|SZALLITO|"
+    r"FORNECEDOR|EMITENTE|LEVERANTOR|MYYJA|SATICI|DOBAVLJAC|PRODAVATELJ|ΠΡΟΜΗΘΕΥΤΗΣ|ΕΚΔΟΤΗΣ|البائع|المورد)"
     r"(?:\s*NAME)?\s*[:\-：]+\s*"
 )
 _NOT_VENDOR = re.compile(
@@ -1219,16 +1233,29 @@ def _joined_name(lines: list[Line], index: int, raw: str, canon: str) -> str:
     return raw
 
 
+_COLUMN_LABEL = re.compile(r"[^\W\d_][^\W\d_ .'-]*(?:[ .'-]+[^\W\d_]+){0,3}\s*:")  # "Nabywca:", "Bill to:"
+_EMAIL_ADDRESS = re.compile(r"\s*<[^<>\s]+@[^<>\s]+>|\s*\S+@\S+\.\w+")
+
+
 def _extract_vendor(lines: list[Line]) -> Optional[str]:
     for line in lines[:40]:
         match = _VENDOR_LABEL.match(line.canon)
         if not match:
             continue
         named, start = line, match.end()
-        if not line.raw[start:].strip() and line.index + 1 < len(lines):  # "Sprzedawca:" above the name
+        # "Sprzedawca:" above the name, or beside the buyer's label, each heading its column ("Sprzedawca:
+        # Nabywca:"): the name is the next line's, in the first column
+        rest = line.raw[start:].strip()
+        if (not rest or _COLUMN_LABEL.fullmatch(rest)) and line.index + 1 < len(lines):
             named, start = lines[line.index + 1], 0
+            cells = _vendor_cells(named)
+            if rest and cells:
+                value = _clean_vendor(_EMAIL_ADDRESS.sub("", cells[0][0]))
+                if value and _vendor_score(value, cells[0][1][: len(value)]):
+                    return value
+                continue
         if not re.match(r"\s*(?:ADDRESS|REG|NO|ID|TAX|VAT|GST)\b", named.canon[start:]):
-            value = _strip_registration(named.raw[start:].strip())
+            value = _strip_registration(_EMAIL_ADDRESS.sub("", named.raw[start:]).strip())  # "From: Shop <a@b.c>"
             if _vendor_score(value, named.canon[start:].strip()[: len(value)]):
                 return _clean_vendor(value)
     # The header ends at its closing label, or at the first priced line: an issuer is named above what it sells.
