@@ -248,6 +248,14 @@ def test_a_buddhist_era_year_is_read_as_its_common_era_year(written: str, expect
     assert normalize_date(written) == expected
 
 
+@pytest.mark.parametrize("line,expected", [
+    ("Fecha Emisión: 9 de Enero del 2024", "2024-01-09"), ("від 27 лютого 2024 р.", "2024-02-27"),
+    ("Дата: 5 марта 2024 г.", "2024-03-05"),
+])
+def test_dates_with_month_names_in_spanish_ukrainian_and_russian(line: str, expected: str) -> None:
+    assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").date == expected
+
+
 def test_a_thai_receipt_dated_in_the_buddhist_era() -> None:
     text = "ร้านกาแฟ ดีดี\nใบเสร็จรับเงิน\nวันที่ 05/01/2567  เวลา 10:21\nลาเต้ 1 65.00\nรวมทั้งสิ้น 65.00 บาท\n"
     extracted = extract_invoice(text)
@@ -331,6 +339,7 @@ def test_a_currency_code_that_is_also_a_word_counts_only_where_a_currency_is_sta
     ("Pensión\nTOTAL Bs.   76,00\nSon: Setenta y seis 00/100 Bolivianos", "BOB"),
     ("Stock\nTOTAL A PAGAR Gs. 101.400", "PYG"), ("Stock\nAsunción\nTOTAL 101.400", "PYG"),
     ("Little Shop\nPortland OR 97201\nTotal $5.00", "USD"),  # a US address and a bare $: still dollars
+    ("TAQUERIA\nRFC: TGU180512AB3\nT0TAL   $222.00", "MXN"), ("KUSINA CORP.\nQuezon City\nTOTAL  P  530.00", "PHP"),
 ])
 def test_a_currency_named_by_its_mark_or_where_the_document_comes_from(text: str, currency: str) -> None:
     assert extract_invoice(text).currency == currency

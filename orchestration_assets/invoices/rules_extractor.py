@@ -780,24 +780,24 @@ _OCR_DATE = re.compile(r"(?<![\w])(?=[\dOIl./-]*[OIl])(?=(?:[^\d]*\d){3})[\dOIl]
 _FOREIGN_MONTHS = {
     name: month
     for month, names in enumerate([
-        "janvier enero januar janner gennaio januari janeiro stycznia styczen",
-        "fevrier febrero februar febbraio februari fevereiro lutego luty",
-        "mars marzo marz maart marco marca marzec",
-        "avril abril aprile kwietnia kwiecien",
-        "mai mayo maggio mei maio maja maj",
-        "juin junio juni giugno junho czerwca czerwiec",
-        "juillet julio juli luglio julho lipca lipiec",
-        "aout agosto augustus sierpnia sierpien",
-        "septembre septiembre setiembre settembre setembro wrzesnia wrzesien",
-        "octobre octubre oktober ottobre outubro pazdziernika pazdziernik",
-        "novembre noviembre novembro listopada listopad",
-        "decembre diciembre dezember dicembre dezembro grudnia grudzien",
+        "janvier enero januar janner gennaio januari janeiro stycznia styczen января січня",
+        "fevrier febrero februar febbraio februari fevereiro lutego luty февраля лютого",
+        "mars marzo marz maart marco marca marzec марта березня",
+        "avril abril aprile kwietnia kwiecien апреля квітня",
+        "mai mayo maggio mei maio maja maj мая травня",
+        "juin junio juni giugno junho czerwca czerwiec июня червня",
+        "juillet julio juli luglio julho lipca lipiec июля липня",
+        "aout agosto augustus sierpnia sierpien августа серпня",
+        "septembre septiembre setiembre settembre setembro wrzesnia wrzesien сентября вересня",
+        "octobre octubre oktober ottobre outubro pazdziernika pazdziernik октября жовтня",
+        "novembre noviembre novembro listopada listopad ноября листопада",
+        "decembre diciembre dezember dicembre dezembro grudnia grudzien декабря грудня",
     ], start=1)
     for name in names.split()
 }
 _YEAR_AND_WORD = re.compile(r"[^\W\d_]{3}.*(?<!\d)\d{4}(?!\d)")
 _FOREIGN_DATE = re.compile(
-    r"(?<!\d)(\d{1,2})\.?\s*(?:de\s+)?(" + "|".join(sorted(_FOREIGN_MONTHS, key=len, reverse=True)) + r")\.?,?\s*(?:de\s+)?(\d{4})(?!\d)",
+    r"(?<!\d)(\d{1,2})\.?\s*(?:de\s+)?(" + "|".join(sorted(_FOREIGN_MONTHS, key=len, reverse=True)) + r")\.?,?\s*(?:del?\s+)?(\d{4})(?!\d)",
     re.I,
 )
 
@@ -994,7 +994,7 @@ _COUNTRY_CUES = [
     (re.compile(r"(?<![A-Z])(?:NEW ZEALAND|GST\s*(?:NO|#)[\s.:]*\d{2,3}-\d{3}-\d{3}(?!\d))"), "NZD"),
     (_named(r"CANADA|TPS|TVQ|(?:ON|QC|BC|AB|MB|NS|NB|SK|NL|PE)\s+[A-Z]\d[A-Z]\s?\d[A-Z]\d"), "CAD"),
     (_named(r"SINGAPORE|UEN"), "SGD"),
-    (_named(r"MEXICO|RFC[\s:]*[A-Z&]{3,4}\d{6}|CFDI"), "MXN"),
+    (_named(r"MEXICO|RFC[\s:]*[A-Z&]{3,4}\d{6}(?:[A-Z\d]{3})?|CFDI|CDMX|CIUDAD DE MEXICO|GUADALAJARA|MONTERREY"), "MXN"),
     (_named(r"HONG KONG"), "HKD"),
     (re.compile(r"(?<![A-Z])(?:USA|U\.S\.A\.|UNITED STATES|(?:" + "|".join(_US_STATES) + r")\s+\d{5}(?:-\d{4})?(?!\d))"), "USD"),
     (re.compile(r"(?<![A-Z])(?:IBAN[\s:]*(?:DE|FR|IT|ES|NL|AT|BE|PT|IE|FI|LU|GR|SK|SI|EE|LV|LT|HR)\d{2}|P\.?\s?IVA|"
@@ -1015,6 +1015,7 @@ _COUNTRY_CUES = [
     (_named(r"NORGE|NORWAY|FORETAKSREGISTERET|\d{3}\s?\d{3}\s?\d{3}\s?MVA"), "NOK"),
     (_named(r"DANMARK|DENMARK|CVR[\s\-.:NR]*\d{8}"), "DKK"),
     (_named(r"MALAYSIA"), "MYR"),
+    (_named(r"PHILIPPINES|MANILA|QUEZON CITY|MAKATI|CEBU CITY|VAT REG\.? TIN"), "PHP"),
     # Tax ids, countries and capitals that only one currency's documents print
     (re.compile(r"(?<![А-ЯЁ])(?:ИНН|РОССИЯ|МОСКВА|САНКТ-ПЕТЕРБУРГ)(?![А-ЯЁ])"), "RUB"),
     (re.compile(r"(?<![А-ЯЁІЇЄ])(?:ЄДРПОУ|ІПН|УКРАЇНА|КИЇВ)(?![А-ЯЁІЇЄ])"), "UAH"),
