@@ -448,7 +448,7 @@ _TAX_EXCLUDE = _label_re(
     # the amount without the tax (Romanian, Spanish, German, French, Dutch, Italian, Portuguese, Nordic, Slavic)
     "FARA", "SIN", "OHNE", "SANS", "HORS", "EXKL", "ZONDER", "SENZA", "SEM", "UTAN", "UDEN", "BEZ", "БЕЗ", "לפני",
 )
-# "Total incl. VAT 119.00" states the total; "VAT incl. 6.65" states the tax: inclusion named before the tax label.
+# "Total incl. VAT 119.00" states the total; "VAT incl. 6.65" and "inkl. 10% USt 6,50" state the tax.
 _INCLUDING = _label_re("INCL", "INCLUDING", "INCLUSIVE", "INKL", "INKLUSIVE", "INKLUSIV")
 
 
@@ -463,7 +463,14 @@ def _tax_line(canon: str) -> bool:
     if canon[: label.start()].rstrip().endswith("(") and canon[: label.start()].strip("( "):
         return False  # a note on what the line charges ("Property rates  (VAT 0%)  842.65"), not a tax
     including = _INCLUDING.search(canon)
-    return not (including and including.start() < label.start())
+    return not (including and including.start() < label.start() and _total_tier(canon))
+
+
+def _states_included_tax(canon: str) -> bool:
+    """"inkl. 10% USt 6,50", "Incl. VAT 92.45": the tax the total includes, all of it (after a VAT table, its sum
+    restated, never one more part)."""
+    including, label = _INCLUDING.search(canon), _TAX.search(canon)
+    return bool(including and label and including.start() < label.start())
 
 
 def _net_tax_gross(amounts: list[Amount]) -> Optional[float]:
@@ -573,7 +580,8 @@ def _tax_values(lines: list[Line], span: range, integers: bool) -> tuple[Optiona
             amount = _tax_on_line(lines, i, integers)
         if amount is None:
             continue
-        if re.search(r"TOTAL", line.canon) or (parts >= 2 and _close(amount, sum(values), 0.011)):
+        if (re.search(r"TOTAL", line.canon) or _states_included_tax(line.canon)
+                or (parts >= 2 and _close(amount, sum(values), 0.011))):
             total_line = amount
         else:
             values.append(amount)
