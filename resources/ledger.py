@@ -272,6 +272,8 @@ class DuckDBLedger:
         counts["settled"] += recovered["reservations"]
         if recovered["calls"]:
             counts["recovered_calls"] = recovered["calls"]
+        if recovered["set_aside_calls"]:
+            counts["set_aside_calls"] = recovered["set_aside_calls"]
         return counts
 
     def open_reservations(self) -> list[dict]:

@@ -32,6 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import duckdb
+from pydantic import ValidationError
+
 from resources.audit_log import AuditEntry, DuckDBAuditLog
 from resources.duckdb_file import checkpoints_deferred, default_data_dir
 from resources.ledger import CallRecord, DuckDBLedger
@@ -39,6 +42,11 @@ from resources.ledger import CallRecord, DuckDBLedger
 log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "ledger-journal"
+SET_ASIDE_DIR = "set-aside"  # in the journals' folder: rows the ledger refused for what they hold, for a person
+
+# What DuckDB refuses for a row's own values (a count past BIGINT, text it cannot store), unlike a file it cannot
+# open now (locked, disk full): retrying never stores such a row, so it must not hold back the rows batched with it.
+DATA_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, UnicodeEncodeError)
 
 
 def journal_dir(ledger: DuckDBLedger) -> Path:
@@ -64,6 +72,7 @@ class LedgerWriter:
         self._journal_lines = 0
         self._audit_retry = False
         self.flushes = 0
+        self.set_aside = 0  # calls the ledger refused for their values (``store_each``)
         self.last_error: Optional[str] = None
         directory = journal_dir(ledger)
         directory.mkdir(parents=True, exist_ok=True)
@@ -145,6 +154,19 @@ class LedgerWriter:
         try:
             self.ledger.settle_batch(calls, outputs)
             return True
+        except DATA_ERRORS as exc:  # one call's row refused for its values: the others are stored without it
+            self._failed(exc, len(calls))
+            try:
+                self.set_aside += store_each(self.ledger, calls, outputs, source=self.journal_path.name)
+                return True
+            except Exception as again:  # the file itself failed meanwhile: kept, as below
+                exc = again
+            if _stored(self.ledger, calls):
+                return True
+            with self._lock:
+                self._pending_calls[:0] = calls
+                self._pending_outputs[:0] = outputs
+            return False
         except Exception as exc:  # kept: the next flush retries, the journal still has them
             if self._failed(exc, len(calls)) or _stored(self.ledger, calls):
                 return True
@@ -219,6 +241,43 @@ class LedgerWriter:
         self._journal_lines += 1
 
 
+def store_each(ledger: DuckDBLedger, calls: Sequence[tuple[Optional[str], Sequence[CallRecord]]],
+               outputs: Sequence[tuple[str, str, str]], *, source: str) -> int:
+    """Store settlements one by one after their batch was refused for a row's values; set aside
+    (``set_aside_path``) each one the ledger refuses, with its error, and return how many calls were.
+
+    Why: one provider reply with an impossible count (10**25 tokens) once failed its batch's
+    transaction, so none of the batch's paid calls was stored, and every later reconcile replayed
+    the journal into the same error: no AI step could run until someone deleted the file.
+    """
+    own_outputs: dict[str, list[tuple[str, str, str]]] = {}
+    for output in outputs:
+        own_outputs.setdefault(output[1], []).append(output)
+    refused = 0
+    for reservation, records in calls:
+        kept = [output for record in records for output in own_outputs.get(record.call_id, [])]
+        try:
+            ledger.settle_batch([(reservation, records)], kept)
+        except DATA_ERRORS as exc:
+            _set_aside(ledger, {"from": source, "error": f"{type(exc).__name__}: {exc}", "reservation": reservation,
+                                "calls": [r.model_dump(mode="json") for r in records], "outputs": kept})
+            refused += len(records)
+    return refused
+
+
+def set_aside_path(ledger: DuckDBLedger) -> Path:
+    """Where refused settlements are kept: a folder recovery does not replay (it reads ``*.jsonl`` beside it)."""
+    return journal_dir(ledger) / SET_ASIDE_DIR / "refused.jsonl"
+
+
+def _set_aside(ledger: DuckDBLedger, entry: dict[str, Any]) -> None:
+    path = set_aside_path(ledger)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as kept:
+        kept.write(json.dumps(entry, default=str, ensure_ascii=True) + "\n")
+    log.error("the ledger refused a settlement (%s); set aside in %s, the rest stored", entry["error"][:300], path)
+
+
 def _stored(ledger: DuckDBLedger, calls: Sequence[tuple[Optional[str], Sequence[CallRecord]]]) -> bool:
     """Did a failed flush commit after all (an error raised after COMMIT)? Then retrying it would be pointless."""
     ids = [r.call_id for _, records in calls for r in records]
@@ -234,7 +293,7 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
     Safe to run any time, from any process: a live writer holds its journal's lock and is
     skipped; replayed ledger rows are ignored when their ``call_id`` is already stored.
     """
-    counts = {"journals": 0, "calls": 0, "reservations": 0, "audit_entries": 0}
+    counts = {"journals": 0, "calls": 0, "reservations": 0, "audit_entries": 0, "set_aside_calls": 0}
     directory = journal_dir(ledger)
     if not directory.is_dir():
         return counts
@@ -250,14 +309,19 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its writer is alive
-            calls, outputs, entries, audit_path = _unflushed(path)
+            calls, outputs, entries, audit_path = _unflushed(path, ledger)
+            refused = 0
             if calls:
-                ledger.settle_batch(calls, outputs)
+                try:
+                    ledger.settle_batch(calls, outputs)
+                except DATA_ERRORS:  # a row the ledger refuses never blocks the journal (nor later reconciles)
+                    refused = store_each(ledger, calls, outputs, source=path.name)
             if entries and audit_path:  # the writer may have died after storing them and before saying so
                 DuckDBAuditLog(audit_path).append(entries, skip_stored=True)
             path.unlink(missing_ok=True)
             counts["journals"] += 1
-            counts["calls"] += sum(len(records) for _, records in calls)
+            counts["calls"] += sum(len(records) for _, records in calls) - refused
+            counts["set_aside_calls"] += refused
             counts["reservations"] += sum(1 for reservation, _ in calls if reservation is not None)
             counts["audit_entries"] += len(entries)
             log.warning("recovered %s: %d calls and %d audit entries a dead process had not stored",
@@ -281,8 +345,8 @@ def _remove_if_unlocked(path: Path) -> None:
         os.close(fd)
 
 
-def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]], list[tuple[str, str, str]],
-                                    list[AuditEntry], Optional[str]]:
+def _unflushed(path: Path, ledger: DuckDBLedger) -> tuple[list[tuple[Optional[str], list[CallRecord]]],
+                                                        list[tuple[str, str, str]], list[AuditEntry], Optional[str]]:
     lines = path.read_bytes().split(b"\n")
     parsed: list[dict[str, Any]] = []
     for raw in lines:
@@ -297,7 +361,12 @@ def _unflushed(path: Path) -> tuple[list[tuple[Optional[str], list[CallRecord]]]
     calls, outputs, entries = [], [], []
     for entry in parsed[flushed:]:
         if "calls" in entry:
-            calls.append((entry.get("reservation"), [CallRecord.model_validate(r) for r in entry["calls"]]))
+            try:
+                records = [CallRecord.model_validate(r) for r in entry["calls"]]
+            except ValidationError as exc:  # unreadable as a call (hand-edited, another version): set aside
+                _set_aside(ledger, {"from": path.name, "error": f"unreadable: {exc}"[:2000], **entry})
+                continue
+            calls.append((entry.get("reservation"), records))
             outputs.extend(tuple(o) for o in entry.get("outputs", []))
         elif "audit_entries" in entry:
             entries.extend(AuditEntry.model_validate(e) for e in entry["audit_entries"])

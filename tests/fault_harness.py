@@ -64,6 +64,7 @@ TIMEOUT_S = 1.0  # per HTTP request; a Slow reply waits far longer (until the se
 ANSWER_TOKENS = (500, 90)  # usage of a good answer
 BAD_OUTPUT_TOKENS = (500, 600)  # usage of a truncated / schema-invalid answer: billed although unusable
 ABSURD_OUTPUT_TOKENS = 10_000_000
+ABSURD_INPUT_TOKENS = 10**25  # past BIGINT too: it once failed the ledger's whole batch
 
 SHIPPED_MODELS = ("rules-invoice", "local-gemma3-270m", "gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1",
                   "claude-haiku-4-5", "claude-sonnet-4-5")
@@ -151,7 +152,7 @@ def answer(invoice: GeneratedInvoice, tokens: tuple[int, int] = ANSWER_TOKENS) -
 
 
 def wrong_usage(invoice: GeneratedInvoice, protocol: str) -> list[WrongUsage]:
-    """The usage faults of the 'wrong-token-counts' layout, items 0-3."""
+    """The usage faults of the 'wrong-token-counts' layout, items 0-4."""
     truth = invoice.truth.model_dump(mode="json")
     into, out = USAGE_KEYS[protocol]
     adds_up = {"openai": {"total_tokens": 7}, "anthropic": {"cache_read_input_tokens": -3}}[protocol]
@@ -160,6 +161,7 @@ def wrong_usage(invoice: GeneratedInvoice, protocol: str) -> list[WrongUsage]:
         WrongUsage(truth, usage={into: -5, out: "40"}),
         WrongUsage(truth, usage={into: ANSWER_TOKENS[0], out: ANSWER_TOKENS[1], **adds_up}),
         WrongUsage(truth, usage={into: ANSWER_TOKENS[0], out: ABSURD_OUTPUT_TOKENS}),
+        WrongUsage(truth, usage={into: ABSURD_INPUT_TOKENS, out: ANSWER_TOKENS[1]}),
     ]
 
 

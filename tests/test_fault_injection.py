@@ -148,7 +148,8 @@ def test_wrong_token_counts(tmp_path, protocol):
     """What the adapters do with a bad ``usage`` on a good answer (all items succeed, one request each):
     missing, negative or non-integer counts are estimated from the text and flagged ``usage_estimated``; a total
     that does not add up, or a negative cache counter, is ignored; a count no call could have (more output
-    tokens than max_tokens) is estimated and flagged too, not charged."""
+    tokens than max_tokens, more input tokens than the request had characters) is estimated and flagged too,
+    not charged, and never keeps the batch's other calls out of the ledger."""
     run = run_fault("wrong-token-counts", protocol, tmp_path)
     spec = run.gateway.catalog.get(run.model)
     assert [o.error for o in run.outcomes] == [None] * BATCH
@@ -156,11 +157,13 @@ def test_wrong_token_counts(tmp_path, protocol):
     assert_requests_match_attempts(run)
     recorded = [(o.result.input_tokens, o.result.output_tokens) for o in run.outcomes]
     # Missing or unusable counts: estimated from the text (never $0 for a completed call), and flagged.
-    flagged = [True, True, False, True, False, False]
+    flagged = [True, True, False, True, True, False]
     assert [o.result.usage_estimated for o in run.outcomes] == flagged
     assert all(tokens > 0 for pair in recorded[:2] for tokens in pair)
-    assert recorded[2] == recorded[4] == recorded[5] == ANSWER_TOKENS
+    assert recorded[2] == recorded[5] == ANSWER_TOKENS
     assert recorded[3][0] == ANSWER_TOKENS[0] and 0 < recorded[3][1] <= INVOICE_EXTRACTION.max_output_tokens < ABSURD_OUTPUT_TOKENS
+    document = run.outcomes[4].document.text
+    assert 0 < recorded[4][0] <= len(document) + len(INVOICE_EXTRACTION.instructions) and recorded[4][1] == ANSWER_TOKENS[1]
     assert [o.result.cost_usd for o in run.outcomes] == [spec.token_cost(*tokens) for tokens in recorded]
     assert run.calls.set_index("item_id").loc[[o.document.id for o in run.outcomes], "usage_estimated"].tolist() == flagged
     assert_ledger_matches_results(run)

@@ -5,6 +5,7 @@ that it did, and is SIGKILLed. The next reconcile must store exactly those calls
 their reservations as settled at their cost, and leave no journal behind.
 """
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 from resources.audit_log import AuditEntry, DuckDBAuditLog
 from resources.budgets import Budget, Period, ScopeKind, SpendScope
 from resources.ledger import CallRecord, DuckDBLedger
-from resources.ledger_writer import LedgerWriter, journal_dir, recover_journals
+from resources.ledger_writer import LedgerWriter, journal_dir, recover_journals, set_aside_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,6 +172,42 @@ def test_a_line_cut_by_the_kill_is_skipped_and_the_rest_recovered(tmp_path):
     assert recover_journals(ledger)["calls"] == 3
     assert sorted(ledger.calls("cut")["item_id"]) == ["item-0", "item-1", "item-2"]
     assert not any(directory.iterdir())
+
+
+def _poisoned(i: int, run: str) -> CallRecord:
+    """A row DuckDB refuses for its values (a count past BIGINT), as a provider's impossible usage once made."""
+    return _record(i, run).model_copy(update={"input_tokens": 10**25})
+
+
+def test_a_row_the_ledger_refuses_is_set_aside_and_the_rest_of_its_batch_stored(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    with LedgerWriter(ledger, flush_interval_s=60) as writer:
+        for i in range(5):
+            writer.settle(None, [_poisoned(i, "mixed") if i == 2 else _record(i, "mixed")], outputs=[(f"k{i}", "x", "{}")])
+        journal = writer.journal_path
+        assert writer.flush() and writer.set_aside == 1
+    assert not journal.exists()  # nothing left to replay: the refused row would fail every reconcile after
+    assert sorted(ledger.calls("mixed")["item_id"]) == ["item-0", "item-1", "item-3", "item-4"]
+    (kept,) = [json.loads(line) for line in set_aside_path(ledger).read_text().splitlines()]
+    assert kept["calls"][0]["item_id"] == "item-2" and "INT64" in kept["error"]
+    assert ledger.reconcile() == {"settled": 0, "expired": 0}
+
+
+def test_recovery_sets_a_refused_row_aside_once_and_never_blocks_a_later_reconcile(tmp_path):
+    ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+    directory = journal_dir(ledger)
+    directory.mkdir(parents=True)
+    lines = ['{"ledger": "x", "audit": null}']
+    lines += ['{"reservation": null, "calls": [%s]}' % (_poisoned(i, "dead") if i == 1 else _record(i, "dead")).model_dump_json()
+              for i in range(3)]
+    lines.append('{"reservation": null, "calls": [{"call_id": 7}]}')  # unreadable as a call: set aside too
+    (directory / "host-1-abc.jsonl").write_text("\n".join(lines) + "\n")
+    counts = recover_journals(ledger)
+    assert (counts["calls"], counts["set_aside_calls"], counts["journals"]) == (2, 1, 1)
+    assert sorted(ledger.calls("dead")["item_id"]) == ["item-0", "item-2"]
+    assert len(set_aside_path(ledger).read_text().splitlines()) == 2
+    assert list(directory.glob("*.jsonl")) == []
+    assert ledger.reconcile() == {"settled": 0, "expired": 0}
 
 
 def test_the_last_store_at_close_is_checkpointed_after_the_writer_returns(tmp_path, monkeypatch):

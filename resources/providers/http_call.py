@@ -345,15 +345,31 @@ def token_count(usage: Any, key: str) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+FRAMING_TOKENS = 4096  # what a provider adds to a request's own text: roles, tool and format wrappers, a system preamble
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_characters(schema: type) -> int:
+    return len(json.dumps(schema.model_json_schema()))
+
+
+def _most_input_tokens(request: StructuredRequest) -> int:
+    return len(request.system) + len(request.document) + _schema_characters(request.output_schema) + FRAMING_TOKENS
+
+
 def usage_tokens(usage: Any, input_key: str, output_key: str, request: StructuredRequest, reply: HttpReply) -> dict[str, Any]:
     """``input_tokens``/``output_tokens`` for ``call_result``: as reported, or, where the provider reported no
     usable count (missing, malformed, or impossible for the request), estimated at ~4 characters a token
     (request text in, reply body out) and flagged: a completed call is never recorded as free because its
     usage block was missing, nor charged $50 because a proxy reported ten million output tokens for a 600-token cap."""
     reported_in, reported_out = token_count(usage, input_key), token_count(usage, output_key)
-    # A count no real call can have is a wrong count, not a bill: more output than max_tokens allowed.
+    # A count no real call can have is a wrong count, not a bill: more output than max_tokens allowed, or more
+    # input than the request had characters (no tokenizer makes more tokens than characters; the schema and the
+    # provider's own framing are allowed for).
     if reported_out is not None and reported_out > request.max_output_tokens:
         reported_out = None
+    if reported_in is not None and reported_in > _most_input_tokens(request):
+        reported_in = None
     estimated = reported_in is None or reported_out is None
     if reported_in is None:
         reported_in = max(1, (len(request.system) + len(request.document)) // 4)
