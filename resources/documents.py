@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from resources.classification import DataClassification
 
@@ -20,6 +20,14 @@ class Document(BaseModel):
     truth: Optional[dict[str, Any]] = Field(None, description="Ground truth, for generated documents only; never sent to a model.")
     input_error: Optional[str] = Field(None, description=(
         "Why this input line could not be read as a document (it is then this item's error, not the batch's)."))
+
+    @field_validator("id", "text")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        """Lone surrogates ("\\ud800") and control characters (NUL) out of ids and text however the document was
+        made: no model, UTF-8 file or trace store takes them (one such id once lost its item's ledger row and
+        the batch's spans)."""
+        return value if value.isascii() and value.isprintable() else clean_text(value)
 
     def checked(self) -> "Document":
         """This document, or a copy whose ``input_error`` says it has no text: what fails before any route."""
@@ -124,7 +132,7 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
                 documents.append(_unreadable(unused(f"{doc_id}#line-{number}" if doc_id else f"line-{number}"), classification, why))
             continue
         given.add(doc_id)
-        documents.append(Document(id=doc_id, text=_clean_text(row["text"]), classification=classification))
+        documents.append(Document(id=doc_id, text=row["text"], classification=classification))
     if not any(d.input_error is None and d.text.strip() for d in documents):
         first = next((d.input_error or d.checked().input_error for d in documents), None)
         raise DocumentInputError(f"{path} holds no readable document" + (f" (first problem: {first})" if first else ""))
@@ -134,7 +142,8 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def _clean_text(text: str) -> str:
+def clean_text(text: str) -> str:
+    """``text`` without C0 control characters (tab and line breaks kept) and with each lone surrogate as U+FFFD."""
     return _LONE_SURROGATE.sub("\ufffd", CONTROL_CHARACTERS.sub("", text))
 
 

@@ -259,6 +259,41 @@ def test_a_completion_without_choices_keeps_the_billed_tokens(server, client):
     assert result.cost_usd == 0.00027
 
 
+def _completion(content: str, finish_reason: object = "stop", prompt_tokens: int = 1000) -> RawJSON:
+    return RawJSON({"id": "chatcmpl-x", "object": "chat.completion", "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": finish_reason}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 200}})
+
+
+@pytest.mark.parametrize("finish_reason", [1, {"type": "stop"}, ["stop"]])
+def test_a_finish_reason_in_a_proxys_own_shape_keeps_the_answer(server, client, finish_reason):
+    server.script(_completion(json.dumps(INVOICE), finish_reason))
+    result = client.call(invoice_request())
+    assert result.ok and result.output.total == 12.0 and result.finish_reason == json.dumps(finish_reason)
+
+
+def test_content_nested_too_deeply_to_read_is_an_error_and_its_tokens_are_charged(server, client):
+    server.script(_completion("[" * 5000 + "]" * 5000))
+    result = client.call(invoice_request())
+    assert result.error == "reply is not valid JSON: nested too deeply to read"
+    assert (result.input_tokens, result.output_tokens) == (1000, 200)
+
+
+def test_a_lone_surrogate_a_model_wrote_is_a_replacement_character_not_a_lost_answer(server, client):
+    server.script(_completion(json.dumps({**INVOICE, "vendor": "Caf\u00e9 \ud83d"})))  # the escape, half an emoji
+    result = client.call(invoice_request())
+    assert result.ok and result.output.vendor == "Café \ufffd"
+    result.output.model_dump_json()  # what the ledger, the audit log and the output file need
+
+
+def test_more_input_tokens_than_the_request_had_characters_are_estimated_and_flagged(server, client):
+    server.script(_completion(json.dumps(INVOICE), prompt_tokens=10**12))
+    result = client.call(invoice_request())
+    assert result.ok and result.usage_estimated and 0 < result.input_tokens <= len(DOCUMENT) + len(INVOICE_INSTRUCTIONS)
+    assert result.cost_usd < 0.01  # not $150,000
+
+
 # --- bad content ----------------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "LYD", "OMR", "TND"})
 _THREE_DECIMAL_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(THREE_DECIMAL_CURRENCIES)) + r")(?![A-Za-z])")
 
 _AMOUNT_RE = re.compile(r"-?\d[\d.,' ]*\d|-?\d")
+_SCIENTIFIC = re.compile(r"\s*-?\d+(?:\.\d+)?[eE][+-]?\d+\s*")
 # no-break, narrow and thin spaces are spaces; the minus sign (U+2212) is a minus; a typographic apostrophe
 # (U+2019, U+02BC, the prime U+2032) groups Swiss thousands as the straight one does ("3’200.00")
 _TYPOGRAPHIC = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2212": "-", "\u2013": "-",
@@ -106,6 +107,9 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else None
     text = str(value).translate(_TYPOGRAPHIC)
+    if _SCIENTIFIC.fullmatch(text):  # "1e5", as JSON and models may write a number: 100000, not 1
+        number = float(text)
+        return number if math.isfinite(number) else None
     match = _AMOUNT_RE.search(text)
     if not match:
         return None
@@ -117,7 +121,8 @@ def parse_amount(value: object, currency: Optional[str] = None) -> Optional[floa
     digits = raw.lstrip("-")
     last_sep = max(digits.rfind("."), digits.rfind(","))
     minor = len(digits) - last_sep - 1
-    if last_sep >= 0 and (1 <= minor <= 2 or (minor == 3 and _three_minor_digits(digits, last_sep, text, currency))):
+    decimal = last_sep >= 0 and digits[last_sep + 1 :].isdigit()  # "12, 0": a space after it is no decimal part
+    if decimal and (1 <= minor <= 2 or (minor == 3 and _three_minor_digits(digits, last_sep, text, currency))):
         whole, frac = digits[:last_sep], digits[last_sep + 1 :]
     else:
         whole, frac = digits, ""

@@ -12,6 +12,7 @@ from typing import Optional
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from orchestration_assets.invoices.normalize import THREE_DECIMAL_CURRENCIES, normalize_currency, normalize_date, parse_amount
+from resources.documents import clean_text
 
 INVOICE_TASK = "invoice_extraction"
 
@@ -38,16 +39,37 @@ INVOICE_PART_INSTRUCTIONS = (
 )
 
 
+def _scalar(value: object) -> object:
+    """A field's value as a model wrote it, refused when it is a JSON object or array: read as text, one would
+    reach the output as "{'name': 'Acme'}", and "[12.0, 999]" as the amount 120999."""
+    if isinstance(value, (dict, list, tuple, set)):
+        raise ValueError(f"expected a single value, not a JSON {'object' if isinstance(value, dict) else 'array'}")
+    return value
+
+
+def _one_line(value: object) -> Optional[str]:
+    """Text on one line, without control characters (NUL) or lone surrogates ("\\ud83d", as U+FFFD), which no
+    output file or column downstream takes; None when nothing is left."""
+    if value is None:
+        return None
+    return " ".join(clean_text(str(_scalar(value))).split()) or None
+
+
 class LineItem(BaseModel):
     description: str = Field(description="What was billed.")
     quantity: Optional[float] = None
     unit_price: Optional[float] = None
     amount: Optional[float] = Field(None, description="Line total.")
 
+    @field_validator("description", mode="before")
+    @classmethod
+    def _description(cls, value: object) -> object:
+        return _one_line(value) or "" if isinstance(value, str) else value
+
     @field_validator("quantity", "unit_price", "amount", mode="before")
     @classmethod
     def _amount(cls, value: object) -> Optional[float]:
-        return parse_amount(value)
+        return parse_amount(_scalar(value))
 
 
 class InvoiceExtraction(BaseModel):
@@ -79,28 +101,24 @@ class InvoiceExtraction(BaseModel):
     @field_validator("vendor", "invoice_number", mode="before")
     @classmethod
     def _text(cls, value: object) -> Optional[str]:
-        if value is None:
-            return None
-        text = " ".join(str(value).split())
-        return text or None
+        return _one_line(value)
 
     @field_validator("date", mode="before")
     @classmethod
     def _date(cls, value: object) -> Optional[str]:
         # An unparseable date is kept as written so the quality check can flag it.
-        if value is None or str(value).strip() == "":
-            return None
-        return normalize_date(value) or str(value).strip()
+        text = _one_line(value)
+        return None if text is None else normalize_date(text) or text
 
     @field_validator("currency", mode="before")
     @classmethod
     def _currency(cls, value: object) -> Optional[str]:
-        return normalize_currency(None if value is None else str(value))
+        return normalize_currency(_one_line(value))
 
     @field_validator("total", "tax", mode="before")
     @classmethod
     def _money(cls, value: object) -> Optional[float]:
-        return parse_amount(value)
+        return parse_amount(_scalar(value))
 
     @field_validator("line_items", mode="before")
     @classmethod

@@ -133,7 +133,7 @@ def reply_from_read(status: int, raw_headers, content: bytes, latency: float, mo
     if status < 400:
         try:
             payload = json.loads(content)
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past Python's stack
             payload = None
         if isinstance(payload, dict):
             return HttpReply(latency, status, payload)
@@ -189,7 +189,7 @@ def reply_from_response(response: httpx.Response, latency: float, model_id: str)
     status = response.status_code
     try:
         payload = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past Python's stack
         payload = None
     if status >= 400:
         message = provider_error_message(payload) or _body_snippet(response) or response.reason_phrase or "no message"
@@ -378,6 +378,14 @@ def usage_tokens(usage: Any, input_key: str, output_key: str, request: Structure
     return {"input_tokens": reported_in, "output_tokens": reported_out, "usage_estimated": estimated}
 
 
+def _reason(value: Any) -> Optional[str]:
+    """A finish reason as text: a proxy's own shape (``1``, ``{"type": "stop"}``) is said as it came, never raised on
+    (raising there lost a good, paid answer and its ledger row)."""
+    if value is None or isinstance(value, str):
+        return value
+    return shorten(json.dumps(value, default=str), 60)
+
+
 def call_result(
     spec: ModelSpec,
     *,
@@ -398,7 +406,7 @@ def call_result(
         cost_usd=spec.call_cost(input_tokens, output_tokens, latency_s),
         latency_s=latency_s,
         error=shorten(error) if error else None,
-        finish_reason=finish_reason or ("error" if error else None),
+        finish_reason=_reason(finish_reason) or ("error" if error else None),
         usage_estimated=usage_estimated,
     )
 

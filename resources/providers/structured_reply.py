@@ -44,8 +44,15 @@ def parse_structured_reply(raw: "str | dict[str, Any] | None", schema: type[Base
             data: Any = json.loads(text)
         except json.JSONDecodeError as exc:
             return None, shorten(f"reply is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        except RecursionError:
+            return None, "reply is not valid JSON: nested too deeply to read"
+        if _SURROGATE_ESCAPE.search(text):
+            data = without_lone_surrogates(data)
     elif isinstance(raw, dict):
-        data = raw
+        try:
+            data = without_lone_surrogates(raw)
+        except RecursionError:
+            return None, "reply is not valid JSON: nested too deeply to read"
     else:
         return None, f"reply is a {type(raw).__name__}, not JSON text or an object"
     if not isinstance(data, dict):
@@ -54,6 +61,25 @@ def parse_structured_reply(raw: "str | dict[str, Any] | None", schema: type[Base
         return schema.model_validate(data), None
     except ValidationError as exc:
         return None, shorten(f"reply does not match the schema {schema.__name__}: {describe_validation_error(exc)}")
+    except RecursionError:
+        return None, f"reply does not match the schema {schema.__name__}: nested too deeply"
+
+
+# A JSON escape of a UTF-16 surrogate: a model cut an emoji's pair ("\ud83d" alone), which no UTF-8 output,
+# ledger or trace store can hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def without_lone_surrogates(data: Any) -> Any:
+    """``data`` with each lone surrogate in its strings (keys too) as U+FFFD."""
+    if isinstance(data, str):
+        return data if data.isascii() else _LONE_SURROGATE.sub("\ufffd", data)
+    if isinstance(data, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [without_lone_surrogates(v) for v in data]
+    return data
 
 
 def describe_validation_error(exc: ValidationError) -> str:
