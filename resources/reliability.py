@@ -709,7 +709,9 @@ class ReliableCaller:
                 self.breaker.record_success()
                 break
             if retry_after is not None and self.limiter is not None and status == 429:
-                self.limiter.pause(retry_after)
+                # Held back as long as the policy lets a worker wait, never the hour a provider may ask: the
+                # calls queued behind the pause would all wait it out, where this one moves on (below).
+                self.limiter.pause(min(retry_after, self.retry.max_retry_after_s))
             if number == self.retry.max_attempts:
                 break
             if retry_after is not None and retry_after > self.retry.max_retry_after_s:

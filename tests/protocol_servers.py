@@ -233,6 +233,30 @@ class Slow(Behaviour):
 
 
 @dataclass
+class Trickle(Behaviour):
+    """Answer 200 with a long Content-Length, then send a byte every ``every_s`` for ``seconds``: no single read
+    ever waits long, so only a limit on the whole request ends the call."""
+
+    seconds: float = 3.0
+    every_s: float = 0.1
+
+    def serve(self, exchange: Exchange) -> None:
+        handler = exchange.handler
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", "100000")
+            handler.end_headers()
+            deadline = time.monotonic() + self.seconds
+            while time.monotonic() < deadline and not exchange.server.stopping.wait(self.every_s):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+        except OSError:  # the client gave up and closed the connection
+            pass
+        handler.close_connection = True
+
+
+@dataclass
 class DropConnection(Behaviour):
     """Read the request, then close the connection without replying."""
 

@@ -24,6 +24,7 @@ from tests.protocol_servers import (
     ServerError,
     Slow,
     Success,
+    Trickle,
     Unauthorized,
     Unavailable,
 )
@@ -409,7 +410,7 @@ def _without_seconds(error: str) -> str:
     return re.sub(r"after \d+\.\ds", "after Ns", error)
 
 
-@pytest.mark.parametrize("fault", ["timeout", "dropped", "refused", "http-500"])
+@pytest.mark.parametrize("fault", ["timeout", "trickle", "dropped", "refused", "http-500"])
 def test_the_blocking_and_concurrent_paths_word_a_fault_the_same(server, fault):
     if fault == "refused":
         with socket.socket() as sock:
@@ -417,7 +418,8 @@ def test_the_blocking_and_concurrent_paths_word_a_fault_the_same(server, fault):
             url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     else:
         url = server.url
-        behaviour = {"timeout": lambda: Slow(2.0), "dropped": DropConnection, "http-500": lambda: ServerError()}[fault]
+        behaviour = {"timeout": lambda: Slow(2.0), "trickle": lambda: Trickle(3.0), "dropped": DropConnection,
+                     "http-500": lambda: ServerError()}[fault]
         server.script(behaviour(), behaviour())
     adapter = OpenAIChatClient(cloud_spec(url), KEY, timeout=0.3)
     try:
@@ -430,7 +432,10 @@ def test_the_blocking_and_concurrent_paths_word_a_fault_the_same(server, fault):
         assert concurrent.error.startswith("connection error calling gpt-4o-mini: ConnectError")
     else:
         assert _without_seconds(blocking.error) == _without_seconds(concurrent.error)
+    if fault == "trickle":  # a byte every 0.1 s never trips a read timeout: the whole request's limit ends it
+        assert blocking.latency_s < 1.5 and concurrent.latency_s < 1.5
     expected = {"timeout": "timed out after Ns calling gpt-4o-mini (ReadTimeout)",
+                "trickle": "timed out after Ns calling gpt-4o-mini (ReadTimeout)",
                 "dropped": "connection error calling gpt-4o-mini: RemoteProtocolError: Server disconnected without sending a response.",
                 "http-500": "HTTP 500 from gpt-4o-mini"}.get(fault)
     if expected:

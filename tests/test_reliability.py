@@ -327,6 +327,16 @@ def test_a_429_pauses_every_caller_of_the_endpoint(server, client, clock):
     assert clock.sleeps == [10.0]  # the second call waited out the first one's Retry-After
 
 
+def test_a_retry_after_past_the_policys_limit_pauses_the_endpoint_only_as_long_as_the_policy_waits(server, client, clock):
+    """One 429 asking for an hour once held every other call of the batch for that hour."""
+    limiter = RateLimiter("ep", requests_per_minute=1000, clock=clock, sleep=clock.sleep)
+    server.script(RateLimited(retry_after=3600))
+    reliable = caller(client, clock, retry=RetryPolicy(max_attempts=1, max_retry_after_s=60), limiter=limiter)
+    assert "HTTP 429" in reliable.call(invoice_request()).result.error
+    assert reliable.call(invoice_request()).result.ok
+    assert clock.sleeps == [60.0]
+
+
 # --- idempotency ------------------------------------------------------------------------------
 
 

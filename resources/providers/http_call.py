@@ -64,14 +64,33 @@ def post_json(
     model_id: str,
     timeout: Optional[httpx.Timeout] = None,
 ) -> HttpReply:
-    """POST ``body`` and decode the JSON object answered; faults come back as ``HttpReply.error``, never raised."""
+    """POST ``body`` and decode the JSON object answered; faults come back as ``HttpReply.error``, never raised.
+
+    The reply must be complete within the request's whole time (``request_deadline_s``): httpx's read
+    timeout is the wait between two bytes, which a reply trickling a byte a second never trips."""
     extra = {"timeout": timeout} if timeout is not None else {}
+    limits = timeout if timeout is not None else http.timeout
+    whole_s = request_deadline_s(limits.connect, limits.read)
     started = time.perf_counter()
     try:
-        response = http.post(url, json=dict(body), headers=dict(headers), **extra)
+        with http.stream("POST", url, json=dict(body), headers=dict(headers), **extra) as streamed:
+            content = bytearray()
+            for chunk in streamed.iter_raw():
+                content += chunk
+                if whole_s is not None and time.perf_counter() - started > whole_s:
+                    raise httpx.ReadTimeout(f"the reply was not complete within {whole_s:g} s", request=streamed.request)
+        response = httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(content),
+                                  request=streamed.request)
     except Exception as exc:
         return reply_from_exception(exc, time.perf_counter() - started, model_id)
     return reply_from_response(response, time.perf_counter() - started, model_id)
+
+
+def request_deadline_s(connect_s: Optional[float], read_s: Optional[float]) -> Optional[float]:
+    """How long one request may take in all, reply complete (None: no limit): the read timeout, which is the
+    gateway's ``timeout_s`` and includes connecting (``ModelGatewayResource``). Both clients' own read timeouts
+    measure the wait between two bytes only."""
+    return None if read_s is None else max(read_s, connect_s or 0.0)
 
 
 async def apost_json(
@@ -235,7 +254,8 @@ class HttpModelClient:
         self._timeout = request_timeout(timeout, http_client)
         limits = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         # httpx's read timeout is the wait between bytes: aiohttp's sock_read; connect likewise.
-        self._async_timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.connect, sock_read=limits.read)
+        self._async_timeout = aiohttp.ClientTimeout(total=request_deadline_s(limits.connect, limits.read),
+                                                    sock_connect=limits.connect, sock_read=limits.read)
         self._loop: Any = None  # the event loop the session below belongs to (a session lives on one loop)
         self._session: Optional[aiohttp.ClientSession] = None
         self._proxy = env_proxy(self.url)  # read once, as httpx.Client reads the environment at construction

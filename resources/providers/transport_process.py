@@ -360,7 +360,8 @@ async def _serve(fd: int) -> None:
 
     async def post(request_id: int, url: str, body: bytes, headers: dict, proxy: Optional[str],
                    connect_s: Optional[float], read_s: Optional[float]) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
+        timeout = aiohttp.ClientTimeout(total=None if read_s is None else max(read_s, connect_s or 0.0),  # request_deadline_s
+                                        sock_connect=connect_s, sock_read=read_s)
         started = time.perf_counter()
         try:
             async with session.post(url, data=body, headers=headers, proxy=proxy, timeout=timeout) as response:
