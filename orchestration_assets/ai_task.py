@@ -162,6 +162,7 @@ def run_ai_task(
     concurrency = max_concurrency or gateway.max_concurrency
     if concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {concurrency}")
+    documents = _with_distinct_ids(documents)
     batch = _Batch(task, gateway, policy, guard, where, tracer, _Progress(len(documents), log))
     if where.resumes_run:
         batch.completed = ledger.completed_outputs(f"{where.resumes_run}:{where.step_key}:")
@@ -177,6 +178,24 @@ def run_ai_task(
         if exporting is not None:
             exporting.join()
     return outcomes
+
+
+def _with_distinct_ids(documents: Sequence[Document]) -> Sequence[Document]:
+    """The documents, each one whose id an earlier one has failing with an error that says so.
+
+    An item's id keys its idempotency key, so a second document with the same id was answered
+    from the first one's call (its own text never sent) and recorded as the same item. Read
+    from a file, a repeated id is refused the same way (``read_documents_jsonl``).
+    """
+    seen: set[str] = set()
+    distinct = list(documents)
+    for index, document in enumerate(distinct):
+        if document.id in seen and document.input_error is None:
+            distinct[index] = document.model_copy(update={"input_error": (
+                f"duplicate id {document.id!r}: an earlier document of this batch has it, and an id names one item "
+                "(its calls, ledger rows and traces)")})
+        seen.add(document.id)
+    return distinct
 
 
 def _checkpoints_deferred_for(guard: SpendGuard, ledger: LedgerStore, audit: Optional[AuditStore],

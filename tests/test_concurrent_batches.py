@@ -210,3 +210,25 @@ def test_a_call_whose_recording_fails_fails_its_item_alone_and_the_rest_are_reco
                                classification=document.classification, attributes=dict(INVOICE_EXTRACTION.attributes))
             expected = item_features(item, estimate_complexity(document.text), FeatureSpace())
             assert decode_sketch(calls.loc[document.id, "features"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_second_document_with_an_id_already_in_the_batch_fails_alone_and_is_never_answered_with_the_firsts(tmp_path):
+    """An id keys its item's idempotency key: the second document had been answered from the first one's call."""
+    first, second, other = _documents(3)
+    second = second.model_copy(update={"id": first.id})
+    catalog = tmp_path / "catalog.yaml"
+    with OpenAIChatServer(api_key=KEY, default=Held(seconds=0.01)) as server:
+        catalog.write_text("models:\n  - id: rules-invoice\n    enabled: false\n  - id: local-gemma3-270m\n    enabled: false\n"
+                           f"  - id: gpt-4o-mini\n    endpoint: {server.url}\n")
+        gateway = ModelGatewayResource(catalog_path=str(catalog), openai_api_key=KEY, max_concurrency=4).gateway()
+        ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
+        try:
+            outcomes = run_ai_task(INVOICE_EXTRACTION, [first, second, other], policy=RulesPolicy([0.25, 0.6, 0.8]),
+                                   gateway=gateway, ledger=ledger, where=CallContext(run_id="twice"))
+        finally:
+            gateway.close()
+        sent = len(server.requests)
+    assert [o.error is None for o in outcomes] == [True, False, True]
+    assert outcomes[1].error.startswith(f"unreadable input: duplicate id {first.id!r}")
+    assert outcomes[1].result is None and sent == 2
+    assert sorted(ledger.calls("twice")["item_id"]) == sorted([first.id, other.id])
