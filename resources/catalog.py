@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from resources.classification import DataClassification
+from resources.providers.structured_reply import describe_validation_error
 
 
 class Residency(str, Enum):
@@ -54,7 +55,7 @@ class LocalServerSpec(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # an infinite price is a typo, not a price
 
     id: str
     provider: str = Field(description="Who serves it, as OpenTelemetry's gen_ai.provider.name: openai, anthropic, llama.cpp, rules.")
@@ -146,16 +147,30 @@ class ModelCatalog(BaseModel):
     @classmethod
     def load(cls, user_path: "str | Path | None" = None) -> "ModelCatalog":
         """The shipped catalog, with the user's file (if any) merged over it by id."""
-        entries = {e["id"]: e for e in _read_entries(_shipped_catalog_text(), "the shipped catalog")}
+        entries = {e["id"]: (e, "the shipped catalog") for e in _read_entries(_shipped_catalog_text(), "the shipped catalog")}
         if user_path:
             path = Path(user_path).expanduser()
             if not path.is_file():
                 raise CatalogError(f"catalog file {path} does not exist")
+            mentioned: set[str] = set()
             for entry in _read_entries(path.read_text(), str(path)):
-                entries[entry["id"]] = {**entries.get(entry["id"], {}), **entry}
-        kept = [e for e in entries.values() if e.get("enabled", True)]
+                if entry["id"] in mentioned:  # merged silently, the second would quietly win over the first
+                    raise CatalogError(f"{path}: model id {entry['id']!r} appears twice")
+                mentioned.add(entry["id"])
+                entries[entry["id"]] = ({**entries.get(entry["id"], ({}, ""))[0], **entry}, str(path))
+        models = []
+        for model_id, (entry, origin) in entries.items():
+            enabled = entry.get("enabled", True)
+            if not isinstance(enabled, bool):  # "false" in quotes is a true string: the model would stay routed to
+                raise CatalogError(f"{origin}: model {model_id!r}: enabled must be true or false, not {enabled!r}")
+            if not enabled:
+                continue
+            try:
+                models.append(ModelSpec.model_validate(entry))
+            except ValidationError as exc:  # named by the model and the file it came from, not a merged list's index
+                raise CatalogError(f"{origin}: model {model_id!r} is invalid: {describe_validation_error(exc)}") from exc
         try:
-            return cls(models=kept)
+            return cls(models=models)
         except ValidationError as exc:
             raise CatalogError(f"invalid model catalog: {exc}") from exc
 

@@ -51,6 +51,10 @@ models:
          "    endpoint: http://h\n    classifications: [restricted]\n    tier: 1\n", "may not be cleared for restricted"),
         ("models:\n  - id: y\n    protocol: python\n    provider: p\n    context_window: 10\n    residency: on_prem\n"
          "    classifications: [public]\n    tier: 1\n", "needs 'callable"),
+        # a quoted "false" is a true string: the model a compliance rule switched off would still be routed to
+        ('models:\n  - id: gpt-4o-mini\n    enabled: "false"\n', "model 'gpt-4o-mini': enabled must be true or false"),
+        ("models:\n  - id: gpt-4o-mini\n    tier: 2\n  - id: gpt-4o-mini\n    tier: 4\n", "'gpt-4o-mini' appears twice"),
+        ("models:\n  - id: gpt-4o-mini\n    price_input_per_mtok: .inf\n", "bad.yaml: model 'gpt-4o-mini' is invalid: price_input_per_mtok: Input should be a finite number"),
     ],
 )
 def test_bad_catalog_files_get_clear_errors(tmp_path, text, message):
