@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import dagster as dg
+import duckdb
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -127,6 +128,9 @@ def _row(span: ReadableSpan) -> tuple:
     )
 
 
+_SPAN_DATA_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, UnicodeEncodeError, ValueError, TypeError)
+
+
 class DuckDBSpanExporter(SpanExporter):
     """Writes each batch of finished spans into ``spans`` in one transaction (run it behind a BatchSpanProcessor)."""
 
@@ -143,9 +147,13 @@ class DuckDBSpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         try:
             self.write([_row(span) for span in spans])
-        except Exception:  # tracing must never take a run down; the batch is lost and said so
-            log.exception("could not write %d spans to %s", len(spans), self.path)
-            return SpanExportResult.FAILURE
+        except Exception as exc:  # tracing must never take a run down
+            if len(spans) == 1 or not isinstance(exc, _SPAN_DATA_ERRORS):
+                log.exception("could not write %d spans to %s", len(spans), self.path)
+                return SpanExportResult.FAILURE
+            # One span's values refused (text DuckDB cannot hold): the others are written, that one is lost alone.
+            results = [self.export([span]) for span in spans]
+            return SpanExportResult.SUCCESS if all(r is SpanExportResult.SUCCESS for r in results) else SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
     def write(self, rows: Sequence[tuple]) -> None:

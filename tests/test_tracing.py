@@ -343,3 +343,22 @@ def test_attribute_values_are_cleaned_as_the_sdk_cleans_them(recorder, caplog):
     assert item["attributes"]["ai_orch.bool"] is True and item["attributes"]["ai_orch.float"] == 0.5
     assert "ai_orch.mixed" not in item["attributes"] and "ai_orch.map" not in item["attributes"]
     assert "ai_orch.mixed dropped" in caplog.text and "ai_orch.map dropped" in caplog.text
+
+
+def test_a_span_the_store_refuses_is_lost_alone_not_with_its_batch(tmp_path, caplog):
+    """A lone surrogate in one span's attribute once cost every span exported with it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    collected = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(collected))
+    tracer = provider.get_tracer("test")
+    for item in ("a", "b\ud800", "c"):
+        with tracer.start_as_current_span("item", attributes={tracing.RUN_ID: "refused", tracing.ITEM_ID: item}):
+            pass
+    exporter = tracing.DuckDBSpanExporter(tmp_path / "traces.duckdb")
+    assert exporter.export(collected.get_finished_spans()).name == "FAILURE"  # one lost, and said so
+    stored = TraceStore(tmp_path / "traces.duckdb").spans("refused")
+    assert sorted(span["attributes"]["ai_orch.item_id"] for span in stored) == ["a", "c"]
