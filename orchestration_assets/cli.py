@@ -21,6 +21,22 @@ OUTPUT_FIELDS = ["vendor", "invoice_number", "date", "currency", "total"]
 
 
 from orchestration_assets.cli_errors import CliError  # noqa: E402  (re-exported: ai-orch's one error type)
+from resources.environment import SettingError  # noqa: E402
+
+
+MAX_GENERATED = 100_000  # generated invoices a demo makes: more is a typo, and would fill memory before saying so
+
+
+def _invoice_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--count must be a whole number, not {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--count must be at least 1, got {count}")
+    if count > MAX_GENERATED:
+        raise argparse.ArgumentTypeError(f"--count must be at most {MAX_GENERATED:,}, got {count}")
+    return count
 
 
 class _UsageError(Exception):
@@ -38,10 +54,18 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except SettingError as exc:  # a variable, the catalog, the data policy: the user can fix it, no traceback
+        return _fail(argparse.Namespace(json="--json" in argv), str(exc), 2)
+
+
+def _main(argv: list[str]) -> int:
     parser = _ArgumentParser(prog="ai-orch", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="materialize the invoice template for one day, offline by default")
-    demo.add_argument("--count", type=int, default=20, help="generated invoices (ignored with --input); default 20")
+    demo.add_argument("--count", type=_invoice_count, default=20,
+                      help=f"generated invoices (ignored with --input); default 20, at most {MAX_GENERATED:,}")
     demo.add_argument("--date", help="partition date YYYY-MM-DD; default today (UTC)")
     demo.add_argument("--input", help='JSONL of your own documents, one {"id", "text"} object a line')
     demo.add_argument("--output", help="write one JSONL row per document with the extracted fields")
@@ -54,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument("--strict", action="store_true", help="exit non-zero when any check fails")
     estimate = commands.add_parser("estimate", help="what the invoice template will cost for a partition, before running it")
-    estimate.add_argument("--count", type=int, default=20, help="generated invoices (ignored with --input); default 20")
+    estimate.add_argument("--count", type=_invoice_count, default=20,
+                          help=f"generated invoices (ignored with --input); default 20, at most {MAX_GENERATED:,}")
     estimate.add_argument("--date", help="partition date YYYY-MM-DD; default today (UTC)")
     estimate.add_argument("--input", help='JSONL of your own documents, one {"id", "text"} object a line')
     estimate.add_argument("--classification", default="internal")
@@ -169,12 +194,11 @@ def _ensure_dagster_home() -> Path:
 
 
 def _checked_inputs(args: argparse.Namespace):
-    """Validate --count/--classification/--input/--date the same way for every command; returns (classification, partition)."""
+    """Validate --classification/--input/--date the same way for every command (--count: ``_invoice_count``);
+    returns (classification, partition)."""
     from resources.classification import DataClassification
     from resources.documents import DocumentInputError, read_documents_jsonl
 
-    if args.count < 1:
-        raise CliError(f"--count must be at least 1, got {args.count}")
     try:
         classification = DataClassification.parse(args.classification)
     except ValueError as exc:
@@ -273,7 +297,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
     summary = _summary(result, defs, partition, home, wall_s)
     if args.output:
-        _write_output(result.asset_value("invoice_extractions"), Path(args.output))
+        try:
+            _write_output(result.asset_value("invoice_extractions"), Path(args.output))
+        except OSError as exc:  # a full disk, a path gone meanwhile: the run is done and recorded, say where it is
+            return _fail(args, f"run {result.run_id} completed (its results are in Dagster and the ledger), but its "
+                               f"output could not be written to {args.output}: {exc.strerror or exc}", 3)
         summary["output"] = str(Path(args.output).resolve())
     if args.json:
         print(json.dumps(summary, indent=None, default=str))
@@ -355,7 +383,7 @@ def _write_output(frame, path: Path) -> None:
 def _plain(value: Any) -> Any:
     import math
 
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return value.item() if hasattr(value, "item") else value
 

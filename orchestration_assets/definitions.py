@@ -19,8 +19,10 @@ from orchestration_assets.invoices.quality import InvoiceQualityPolicy
 from orchestration_assets.invoices.schedules import invoice_batch_job, invoice_daily_schedule
 from resources.audit_log import AuditLogResource
 from resources.budget import BudgetResource
+from resources.environment import env_amount, env_choice
 from resources.ledger import LedgerResource
 from resources.model_gateway import ModelGatewayResource
+from resources.routing import POLICIES as ROUTING_POLICIES
 from resources.routing import RoutingResource
 from resources.sensitive_io import SensitiveIOManager
 from resources.tracing import TracingResource
@@ -40,7 +42,7 @@ def default_resources() -> dict:
             openai_api_key=_key("OPENAI_API_KEY"),
             anthropic_api_key=_key("ANTHROPIC_API_KEY"),
         ),
-        "routing": RoutingResource(policy=os.environ.get("AI_ORCH_ROUTING_POLICY", "rules")),
+        "routing": RoutingResource(policy=env_choice("AI_ORCH_ROUTING_POLICY", ROUTING_POLICIES, "rules")),
         "ledger": LedgerResource(),
         "audit": AuditLogResource(),
         "tracing": TracingResource(),
@@ -50,7 +52,7 @@ def default_resources() -> dict:
         "io_manager": SensitiveIOManager(),
         "budget": BudgetResource(
             department=os.environ.get("AI_ORCH_DEPARTMENT", "operations"),
-            daily_cap_usd=float(os.environ["AI_ORCH_DAILY_BUDGET_USD"]) if os.environ.get("AI_ORCH_DAILY_BUDGET_USD") else None,
+            daily_cap_usd=env_amount("AI_ORCH_DAILY_BUDGET_USD"),
             alert_webhook_url=_key("AI_ORCH_ALERT_WEBHOOK_URL"),
         ),
     }

@@ -46,6 +46,9 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def _one_run(store, given: str) -> str:
     """The run id ``given`` names: itself, or the one stored run id it begins (as the Dagster UI shortens them)."""
+    if not given.isascii() or not given.isprintable():  # bytes the terminal could not decode, control characters
+        raise CliError(f"{given.encode('utf-8', 'backslashreplace').decode()!r} is not a run id: Dagster run ids are "
+                       "letters, digits and dashes")
     matches = store.run_ids_starting(given)
     if len(matches) == 1:
         return matches[0]

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from resources.classification import DataClassification
+from resources.environment import SettingError
 from resources.providers.structured_reply import describe_validation_error
 
 
@@ -118,7 +119,7 @@ class ModelSpec(BaseModel):
         return self.token_cost(input_tokens, output_tokens) + self.compute_cost(seconds)
 
 
-class CatalogError(ValueError):
+class CatalogError(SettingError):
     """The catalog file is missing, malformed or inconsistent."""
 
 

@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resources.catalog import ModelSpec, Residency
 from resources.classification import DataClassification
+from resources.environment import SettingError
 
 
-class DataPolicyError(ValueError):
+class DataPolicyError(SettingError):
     """The policy file is missing, malformed, or leaves a classification undefined."""
 
 

@@ -52,6 +52,8 @@ def test_demo_offline_uses_two_models_prices_every_call_and_shows_in_the_instanc
     "args, message",
     [
         (["--count", "0"], "--count must be at least 1"),
+        (["--count", "99999999999999999999"], "--count must be at most 100,000"),  # refused, not filling memory
+        (["--count", "many"], "--count must be a whole number, not 'many'"),
         (["--date", "03/03/2026"], "--date must be YYYY-MM-DD"),
         (["--date", "2020-01-01"], "before the first partition"),
         (["--classification", "secret"], "unknown data classification"),
@@ -206,3 +208,24 @@ def test_output_rows_name_the_checks_they_fail_even_when_the_batch_passes(tmp_pa
     assert "failed_checks" not in rows["ok"]
     assert rows["credit"]["total"] == -40.0 and rows["credit"]["failed_checks"] == ["total_not_negative"]
     assert rows["no-vendor"]["vendor"] is None and rows["no-vendor"]["failed_checks"] == ["vendor_present"]
+
+
+def test_an_output_that_cannot_be_written_says_the_run_completed_and_where_its_results_are(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system to fill")
+    proc, _ = _demo(tmp_path, "--count", "2", "--date", "2026-03-03", "--output", "/dev/full", check_json=False)
+    assert proc.returncode == 3
+    assert re.search(r"run [0-9a-f-]{36} completed .*could not be written to /dev/full: No space left on device", proc.stderr)
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("AI_ORCH_DAILY_BUDGET_USD", "abc", "AI_ORCH_DAILY_BUDGET_USD must be a number of 0 or more, not 'abc'"),
+    ("AI_ORCH_DAILY_BUDGET_USD", "nan", "AI_ORCH_DAILY_BUDGET_USD must be a number of 0 or more, not 'nan'"),
+    ("AI_ORCH_ROUTING_POLICY", "bogus", "AI_ORCH_ROUTING_POLICY must be one of rules, learned, cascade, not 'bogus'"),
+])
+def test_a_bad_environment_setting_is_named_with_what_it_takes_exit_2_no_traceback(tmp_path, name, value, message):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), name: value}
+    proc = subprocess.run([sys.executable, "-m", "orchestration_assets.cli", "budgets", "status", "--json"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout) == {"error": message, "exit_code": 2}

@@ -89,3 +89,6 @@ def test_a_run_id_prefix_names_one_run_or_the_error_lists_the_candidates(tmp_pat
     with pytest.raises(CliError, match="no spans for run 'b0'"):
         _one_run(store, "b0")
     assert store.run_ids_starting("") == []
+    # bytes the terminal could not decode (a surrogate escape) are no run id, not a damaged store
+    with pytest.raises(CliError, match="is not a run id: Dagster run ids are letters, digits and dashes"):
+        _one_run(store, "a1\udcff")
