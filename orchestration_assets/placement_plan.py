@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from resources.catalog import ModelCatalog
 from resources.classification import DataClassification
+from resources.environment import env_amount
 from resources.placement import GpuInfo, HostCapabilities, Placement, place_task
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,11 @@ log = logging.getLogger(__name__)
 
 def planned_host() -> HostCapabilities:
     host = HostCapabilities.detect()
-    declared = os.environ.get("AI_ORCH_WORKER_GPU_GB")
+    declared = env_amount("AI_ORCH_WORKER_GPU_GB")  # "lots" is refused by name (and logged: the step goes unplaced)
     if declared:
         host = host.model_copy(update={
-            "gpus": [GpuInfo(name="declared worker GPU", memory_gb=float(declared))],
-            "gpu_probe": f"AI_ORCH_WORKER_GPU_GB={declared}",
+            "gpus": [GpuInfo(name="declared worker GPU", memory_gb=declared)],
+            "gpu_probe": f"AI_ORCH_WORKER_GPU_GB={declared:g}",
         })
     return host
 
