@@ -184,21 +184,29 @@ class _DiskFullFor(SpendGuard):
         super().settle(reservation, records, writer=writer, outputs=outputs)
 
 
-def test_a_call_whose_recording_fails_fails_its_item_alone_and_the_rest_are_recorded_with_their_features(tmp_path):
-    """Records are written after the next request goes out (``_Batch.later``): a failure there still names its item,
-    and every other call's row, its routing features included, is in the ledger when the batch returns."""
-    documents = _documents(8)
+def _hosted_batch(tmp_path, documents, run_id: str, held_s: float, guard_for=None):
+    """``documents`` through a loopback OpenAI-compatible endpoint answering after ``held_s``, 4 in flight:
+    (outcomes, ledger, HTTP requests the endpoint received). ``guard_for(ledger)``: the batch's spend guard."""
     catalog = tmp_path / "catalog.yaml"
-    with OpenAIChatServer(api_key=KEY, default=Held(seconds=0.05)) as server:
+    with OpenAIChatServer(api_key=KEY, default=Held(seconds=held_s)) as server:
         catalog.write_text("models:\n  - id: rules-invoice\n    enabled: false\n  - id: local-gemma3-270m\n    enabled: false\n"
                            f"  - id: gpt-4o-mini\n    endpoint: {server.url}\n")
         gateway = ModelGatewayResource(catalog_path=str(catalog), openai_api_key=KEY, max_concurrency=4).gateway()
         ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
         try:
             outcomes = run_ai_task(INVOICE_EXTRACTION, documents, policy=RulesPolicy([0.25, 0.6, 0.8]), gateway=gateway,
-                                   ledger=ledger, where=CallContext(run_id="disk-full"), guard=_DiskFullFor(ledger, "doc-03"))
+                                   ledger=ledger, where=CallContext(run_id=run_id),
+                                   guard=guard_for(ledger) if guard_for else None)
         finally:
             gateway.close()
+        return outcomes, ledger, len(server.requests)
+
+
+def test_a_call_whose_recording_fails_fails_its_item_alone_and_the_rest_are_recorded_with_their_features(tmp_path):
+    """Records are written after the next request goes out (``_Batch.later``): a failure there still names its item,
+    and every other call's row, its routing features included, is in the ledger when the batch returns."""
+    documents = _documents(8)
+    outcomes, ledger, _ = _hosted_batch(tmp_path, documents, "disk-full", 0.05, lambda ledger: _DiskFullFor(ledger, "doc-03"))
     errors = {o.document.id: o.error for o in outcomes}
     assert errors.pop("doc-03") == "item failed: recording failed: OSError: [Errno 28] No space left on device"
     assert set(errors.values()) == {None}
@@ -216,18 +224,7 @@ def test_a_second_document_with_an_id_already_in_the_batch_fails_alone_and_is_ne
     """An id keys its item's idempotency key: the second document had been answered from the first one's call."""
     first, second, other = _documents(3)
     second = second.model_copy(update={"id": first.id})
-    catalog = tmp_path / "catalog.yaml"
-    with OpenAIChatServer(api_key=KEY, default=Held(seconds=0.01)) as server:
-        catalog.write_text("models:\n  - id: rules-invoice\n    enabled: false\n  - id: local-gemma3-270m\n    enabled: false\n"
-                           f"  - id: gpt-4o-mini\n    endpoint: {server.url}\n")
-        gateway = ModelGatewayResource(catalog_path=str(catalog), openai_api_key=KEY, max_concurrency=4).gateway()
-        ledger = DuckDBLedger(tmp_path / "ledger.duckdb")
-        try:
-            outcomes = run_ai_task(INVOICE_EXTRACTION, [first, second, other], policy=RulesPolicy([0.25, 0.6, 0.8]),
-                                   gateway=gateway, ledger=ledger, where=CallContext(run_id="twice"))
-        finally:
-            gateway.close()
-        sent = len(server.requests)
+    outcomes, ledger, sent = _hosted_batch(tmp_path, [first, second, other], "twice", 0.01)
     assert [o.error is None for o in outcomes] == [True, False, True]
     assert outcomes[1].error.startswith(f"unreadable input: duplicate id {first.id!r}")
     assert outcomes[1].result is None and sent == 2
