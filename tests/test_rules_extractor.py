@@ -209,6 +209,7 @@ def test_the_seller_named_by_its_label_in_more_languages_layouts_and_an_email(te
     ('סטודיו\nסה"כ לפני מע"מ:   4,750.00 ₪\nמע"מ 17%:   807.50 ₪\nסה"כ לתשלום:  5,557.50 ₪', 807.5),
     ("ТОВ\nРазом без ПДВ:  12 265,00\nПДВ 20%:   2 453,00\nВсього з ПДВ:   14 718,00", 2453.0),
     ("Gasthaus\nGesamt   EUR   71,50\ninkl. 10% USt   6,50", 6.5), ("Shop\nTotal incl. VAT   119.00\nVAT 19%  19.00", 19.0),
+    ("DAISO\nSUB TOTAL (INCL. GST)   35.40\nTOTAL   RM35.40\nGST (6.000%)\n33.40   2.00", 2.0),  # a subtotal, not the tax
 ])
 def test_the_tax_beside_totals_without_it_or_with_it_in_more_languages(text: str, tax: float) -> None:
     assert extract_invoice(text).tax == tax

@@ -463,7 +463,8 @@ def _tax_line(canon: str) -> bool:
     if canon[: label.start()].rstrip().endswith("(") and canon[: label.start()].strip("( "):
         return False  # a note on what the line charges ("Property rates  (VAT 0%)  842.65"), not a tax
     including = _INCLUDING.search(canon)
-    return not (including and including.start() < label.start() and _total_tier(canon))
+    # "Total incl. VAT 119.00", "SUB TOTAL (INCL. GST) 35.40": a sum including the tax, not the tax
+    return not (including and including.start() < label.start() and (_total_tier(canon) or _TOTAL_EXCLUDE.search(canon)))
 
 
 def _states_included_tax(canon: str) -> bool:
