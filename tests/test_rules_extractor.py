@@ -210,6 +210,10 @@ def test_the_seller_named_by_its_label_in_more_languages_layouts_and_an_email(te
     ("ТОВ\nРазом без ПДВ:  12 265,00\nПДВ 20%:   2 453,00\nВсього з ПДВ:   14 718,00", 2453.0),
     ("Gasthaus\nGesamt   EUR   71,50\ninkl. 10% USt   6,50", 6.5), ("Shop\nTotal incl. VAT   119.00\nVAT 19%  19.00", 19.0),
     ("DAISO\nSUB TOTAL (INCL. GST)   35.40\nTOTAL   RM35.40\nGST (6.000%)\n33.40   2.00", 2.0),  # a subtotal, not the tax
+    # a table titled as a summary is the tax when nothing else states it, and never counted beside what does
+    ("Copper Kettle\nTotal   £13.10\nVAT Summary   Net   VAT\n20.00%   10.92   2.18", 2.18),
+    ("POPULAR\nTOTAL RM   49.40\nGST SUMMARY   AMOUNT (RM)   TAX (RM)\nT @ 6%   36.41   2.18\nZ @ 0%   10.80   0.00", 2.18),
+    ("SHOP\nGST 6%   4.13\nTOTAL   73.00\nGST SUMMARY   AMOUNT   TAX\nSR @ 6%   68.87   4.13", 4.13),
 ])
 def test_the_tax_beside_totals_without_it_or_with_it_in_more_languages(text: str, tax: float) -> None:
     assert extract_invoice(text).tax == tax

@@ -599,9 +599,26 @@ def _extract_tax(lines: list[Line], before: int, total: Optional[float], integer
     tax = total_line if total_line is not None else (round(sum(values), 3) if values else None)
     if tax is None and total:
         tax = _summary_row_tax(lines, total, integers)
+    if tax is None:
+        tax = _summary_table_tax(lines, integers)
     if tax is not None and total is not None and tax >= total > 0:
         return None
     return tax
+
+
+_TAX_SUMMARY = re.compile(r"(?<![A-Z])(?:SUMMARY|ANALYSIS|BREAKDOWN)(?![A-Z])")
+
+
+def _summary_table_tax(lines: list[Line], integers: bool) -> Optional[float]:
+    """The tax column of a table titled as a summary ("VAT Summary   Net   VAT" over "20.00%  10.92  2.18"), when
+    nothing else states the tax: such a title is passed over above (``_TAX_EXCLUDE``), since a receipt that also
+    prints its tax on a line of its own would count it twice."""
+    for i, line in enumerate(lines):
+        if _TAX.search(line.canon) and _TAX_SUMMARY.search(line.canon) and not _amounts(line.raw):
+            table = _table_tax(lines, i, integers)
+            if table is not None:
+                return table.tax
+    return None
 
 
 def _summary_row_tax(lines: list[Line], total: float, integers: bool) -> Optional[float]:
