@@ -288,11 +288,21 @@ def test_a_lone_surrogate_a_model_wrote_is_a_replacement_character_not_a_lost_an
     result.output.model_dump_json()  # what the ledger, the audit log and the output file need
 
 
-def test_more_input_tokens_than_the_request_had_characters_are_estimated_and_flagged(server, client):
+def test_more_input_tokens_than_the_request_had_bytes_are_estimated_and_flagged(server, client):
     server.script(_completion(json.dumps(INVOICE), prompt_tokens=10**12))
     result = client.call(invoice_request())
     assert result.ok and result.usage_estimated and 0 < result.input_tokens <= len(DOCUMENT) + len(INVOICE_INSTRUCTIONS)
     assert result.cost_usd < 0.01  # not $150,000
+
+
+def test_a_script_that_takes_more_tokens_than_characters_is_charged_as_reported(server, client):
+    """Byte-level tokenizers split a Georgian or Amharic letter into 2-3 tokens: more tokens than characters is
+    real there, and must be charged, never replaced by an estimate of a quarter of them."""
+    georgian = "ქვითარი № 000731 თბილისი, რუსთაველის გამზ. 24 " * 400  # past a characters bound with its schema and framing
+    tokens = 2 * len(georgian)
+    server.script(_completion(json.dumps(INVOICE), prompt_tokens=tokens))
+    result = client.call(invoice_request(document=georgian))
+    assert result.ok and not result.usage_estimated and result.input_tokens == tokens
 
 
 # --- bad content ----------------------------------------------------------------------------

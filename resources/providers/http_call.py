@@ -374,7 +374,13 @@ def _schema_characters(schema: type) -> int:
 
 
 def _most_input_tokens(request: StructuredRequest) -> int:
-    return len(request.system) + len(request.document) + _schema_characters(request.output_schema) + FRAMING_TOKENS
+    """More tokens than the request has UTF-8 bytes no tokenizer makes: a byte-level BPE token is at least one byte,
+    and SentencePiece falls back to bytes. Bytes, not characters: a Georgian or Amharic letter can be 2-3 tokens."""
+    return _utf8_length(request.system) + _utf8_length(request.document) + _schema_characters(request.output_schema) + FRAMING_TOKENS
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def usage_tokens(usage: Any, input_key: str, output_key: str, request: StructuredRequest, reply: HttpReply) -> dict[str, Any]:
@@ -384,8 +390,7 @@ def usage_tokens(usage: Any, input_key: str, output_key: str, request: Structure
     usage block was missing, nor charged $50 because a proxy reported ten million output tokens for a 600-token cap."""
     reported_in, reported_out = token_count(usage, input_key), token_count(usage, output_key)
     # A count no real call can have is a wrong count, not a bill: more output than max_tokens allowed, or more
-    # input than the request had characters (no tokenizer makes more tokens than characters; the schema and the
-    # provider's own framing are allowed for).
+    # input than the request had bytes (``_most_input_tokens``; its schema and the provider's framing allowed for).
     if reported_out is not None and reported_out > request.max_output_tokens:
         reported_out = None
     if reported_in is not None and reported_in > _most_input_tokens(request):
