@@ -192,6 +192,13 @@ def test_receipt_numbers_behind_split_labels_number_signs_and_labels_in_more_lan
     ("Faktura VAT nr 1\nSprzedawca:                Nabywca:\nDrukarnia Wisła Sp. z o.o.     Biuro Kowalczyk s.c.\n"
      "Razem 1 697,58 zł", "Drukarnia Wisła Sp. z o.o."),
     ("From: Maple & Thread <orders@maplethread.ca>\nTo: emilie@example.ca\nHi Émilie,\nTotal $211.31", "Maple & Thread"),
+    # a fapiao's seller block: its title alone, the name under it behind its own label; the buyer's block first
+    ("电子发票（普通发票）\n购买方信息\n名称：深圳市云帆科技有限公司\n销售方信息\n名称：广州市明辉办公用品有限公司\n合  计  ¥2300.00",
+     "广州市明辉办公用品有限公司"),
+    # a title run into the name by a flattened layout is cut after the legal form; a title word inside a name stays
+    ("DISTRIBUIDORA CAFÉ DEL QUINDÍO S.A.S.FACTURA ELECTRÓNICA DE VENTA\nNIT 900.123.456-7\nTotal a pagar $ 3.881.080",
+     "DISTRIBUIDORA CAFÉ DEL QUINDÍO S.A.S."),
+    ("Invoice Services Ltd\n12 High St\nTotal £5.00", "Invoice Services Ltd"),
 ])
 def test_the_seller_named_by_its_label_in_more_languages_layouts_and_an_email(text: str, vendor: str) -> None:
     assert extract_invoice(text).vendor == vendor
@@ -257,6 +264,8 @@ def test_a_buddhist_era_year_is_read_as_its_common_era_year(written: str, expect
 @pytest.mark.parametrize("line,expected", [
     ("Fecha Emisión: 9 de Enero del 2024", "2024-01-09"), ("від 27 лютого 2024 р.", "2024-02-27"),
     ("Дата: 5 марта 2024 г.", "2024-03-05"),
+    ("Договір: № 17/23 від 02.01.2023\nРАХУНОК № 318\nвід 27 лютого 2024 р.", "2024-02-27"),  # the contract's date
+    ("Contract 2023-114 of 02/01/2023\nInvoice 77\n27/02/2024", "2024-02-27"),
 ])
 def test_dates_with_month_names_in_spanish_ukrainian_and_russian(line: str, expected: str) -> None:
     assert extract_invoice(f"Shop\n{line}\nTotal 5.00\n").date == expected

@@ -782,7 +782,9 @@ _DATE_PATTERNS = [
 _COMPACT_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
 _DATE_LABEL = _label_re("DATE", "DATED", "TARIKH", "DATUM", "ISSUED", "DATE OF ISSUE", "FECHA", "DATA", "DATO", "ДАТА",
                         "日付", "日期", "発行日", "开票日期")
-_OTHER_DATE_LABEL = _label_re("DUE", "DELIVERY", "EXPIRY", "EXPIRES", "VALID", "PERIOD", "SHIP", "ORDER DATE", "PRINTED")
+_OTHER_DATE_LABEL = _label_re("DUE", "DELIVERY", "EXPIRY", "EXPIRES", "VALID", "PERIOD", "SHIP", "ORDER DATE", "PRINTED",
+                              # the date of another document the line names: a contract, an agreement
+                              "CONTRACT", "AGREEMENT", "VERTRAG", "CONTRATO", "CONTRAT", "ДОГОВІР", "ДОГОВОР")
 
 
 def _date_text(match: re.Match[str]) -> str:
@@ -1128,7 +1130,7 @@ def _extract_currency(lines: list[Line], total_index: Optional[int], counts: dic
 
 _LEGAL_SUFFIX = re.compile(
     r"(?<![A-Z])(?:SDN\.?\s*B[HN]D\.?|BHD\.?|S/B|LTD\.?|LIMITED|GMBH|INC\.?|LLC|L\.L\.C\.|CORP\.?|CORPORATION|SARL|"
-    r"S\.?A\.?R\.?L\.?|SAS|S\.A\.?|B\.?V\.?|N\.?V\.?|AG|PLC|LLP|K\.K\.|CO\.?,? LTD\.?|PTE\.?|PTY\.?|E\.K\.|(?<=[A-Z.] )KG|OY|AB|"
+    r"S\.?A\.?R\.?L\.?|SAS|S\.A\.S\.?|S\.A\.?|B\.?V\.?|N\.?V\.?|AG|PLC|LLP|K\.K\.|CO\.?,? LTD\.?|PTE\.?|PTY\.?|E\.K\.|(?<=[A-Z.] )KG|OY|AB|"
     r"S\.P\.A\.?|S\.R\.L\.?|LTDA\.?|S\.L\.|COMPANY|CO\.)(?![A-Z])(?!\s*\.?\s*(?:REG|NO\b|NUMBER|ID\b|:))"
 )
 _HEADER_END = re.compile(
@@ -1153,10 +1155,12 @@ _VENDOR_LABEL = re.compile(
     # the seller in other languages: German, French, Spanish (and Mexican CFDI), Italian, Dutch, Polish, Chinese,
     # Czech and Slovak, Ukrainian, Russian, Romanian, Hungarian, Portuguese, Nordic, Turkish, Balkan, Greek, Arabic
     r"VERKAUFER|LIEFERANT|FOURNISSEUR|VENDEUR|PROVEEDOR|EMISOR|VENDEDOR|FORNITORE|CEDENTE|LEVERANCIER|VERKOPER|"
-    r"SPRZEDAWCA|销售方|销方|卖方|DODAVATEL|ПОСТАЧАЛЬНИК|ПРОДАВЕЦЬ|ПОСТАВЩИК|ПРОДАВЕЦ|FURNIZOR|ELADO|SZALLITO|"
+    r"SPRZEDAWCA|销售方(?:信息)?|销方|卖方|DODAVATEL|ПОСТАЧАЛЬНИК|ПРОДАВЕЦЬ|ПОСТАВЩИК|ПРОДАВЕЦ|FURNIZOR|ELADO|SZALLITO|"
     r"FORNECEDOR|EMITENTE|LEVERANTOR|MYYJA|SATICI|DOBAVLJAC|PRODAVATELJ|ΠΡΟΜΗΘΕΥΤΗΣ|ΕΚΔΟΤΗΣ|البائع|المورد)"
-    r"(?:\s*NAME)?\s*[:\-：]+\s*"
+    r"(?:\s*NAME)?(?:\s*[:\-：]+\s*|\s*$)"  # "Sprzedawca:", or a block's title alone ("销售方信息")
 )
+# The name's own label on the line under a seller's block title ("名称：广州市明辉…", "Name: ...", "Nazwa: ...")
+_NAME_LABEL = re.compile(r"\s*(?:名称|NAME|NAZWA|NAZEV|NOM|NOMBRE|RAZON SOCIAL|FIRMA|НАЗВА|НАИМЕНОВАНИЕ)\s*[:：]\s*")
 _NOT_VENDOR = re.compile(
     r"(?<![A-Z])(?:TAX INVOICE|INVOICE|RECEIPT|CASH BILL|BILL|WELCOME|THANK|TEL|PHONE|FAX|EMAIL|E-MAIL|WWW|HTTP|"
     r"GST|VAT|SST|REG|REGISTRATION|CO\.? ?NO|COMPANY NO|ROC|BRN|DATE|TIME|CASHIER|TABLE|ORDER|DOCUMENT|QUOTATION|STATEMENT|"
@@ -1231,8 +1235,24 @@ def _vendor_score(raw: str, canon: str, first_line: bool = False) -> int:
     return 2 if _BUSINESS_WORD.search(canon) else 1
 
 
+# A document's title run into the name by a flattened layout ("... QUINDÍO S.A.S.FACTURA ELECTRÓNICA DE VENTA")
+_GLUED_TITLE = re.compile(r"\s*(?:TAX INVOICE|INVOICE|RECEIPT|FACTURA|FACTURE|FATTURA|FATURA|FAKTURA|RECHNUNG|BOLETA"
+                          r"|NOTA FISCAL|TIQUETE)(?![A-Z]).*$")
+
+
+def _without_glued_title(value: str) -> str:
+    """The name without a title that follows its legal form ("S.A.S.FACTURA ..."); a title inside a name
+    ("Invoice Services Ltd") stays."""
+    canon = _canon(value)
+    for title in _GLUED_TITLE.finditer(canon):
+        head = canon[: title.start()].rstrip()
+        if head and any(suffix.end() == len(head) for suffix in _LEGAL_SUFFIX.finditer(head)):
+            return value[: title.start()].rstrip()
+    return value
+
+
 def _clean_vendor(value: str) -> Optional[str]:
-    value = _strip_registration(value)
+    value = _without_glued_title(_strip_registration(value))
     value = re.sub(r"^[#*\s\-:|]+|[\s:|*,;]+$", "", value)
     value = " ".join(value.split())
     return value or None
@@ -1275,6 +1295,9 @@ def _extract_vendor(lines: list[Line]) -> Optional[str]:
         rest = line.raw[start:].strip()
         if (not rest or _COLUMN_LABEL.fullmatch(rest)) and line.index + 1 < len(lines):
             named, start = lines[line.index + 1], 0
+            name_label = _NAME_LABEL.match(named.canon)
+            if name_label and not rest:
+                start = name_label.end()
             cells = _vendor_cells(named)
             if rest and cells:
                 value = _clean_vendor(_EMAIL_ADDRESS.sub("", cells[0][0]))
