@@ -432,7 +432,10 @@ def _be_nn_valid(d: str) -> bool:
 # --------------------------------------------------------------------------- e-mail, IBAN, card
 
 
-_EMAIL = _lazy(r"(?<![\w.%+-])[\w.%+-]*\w@\w(?:[\w-]*\w)?(?:\.\w(?:[\w-]*\w)?)*\.[A-Za-z]{2,24}\b")
+# Any script's letters in the domain, its top level too ("почта.рф", "公司.中国"), or that level in punycode
+# ("xn--p1ai"): a hosted model must not see a Russian or Chinese address because its domain is not Latin.
+_EMAIL = _lazy(r"(?<![\w.%+-])[\w.%+-]*\w@\w(?:[\w-]*\w)?(?:\.\w(?:[\w-]*\w)?)*\.(?:xn--[A-Za-z0-9-]{2,59}|[^\W\d_]{2,24})"
+               r"(?![\w-])")
 
 
 def _emails(doc: _Document) -> Iterator[PiiFinding]:
@@ -441,7 +444,8 @@ def _emails(doc: _Document) -> Iterator[PiiFinding]:
 
 
 # OCR glues words on ('IBANDE89…'); people type them lower-case or grouped by dashes too.
-_IBAN = _lazy(r"(?<!\d)([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30})", flags=re.IGNORECASE)
+# A line break may split one too ("DE89 3704 0044" / "0532 0130 00"): its check digits still bind the halves.
+_IBAN = _lazy(r"(?<!\d)([A-Z]{2}\d{2}(?:(?:[ -]|[ \t]*\r?\n[ \t]*)?[A-Z0-9]){11,30})", flags=re.IGNORECASE)
 
 
 def _ibans(doc: _Document) -> Iterator[PiiFinding]:
@@ -452,7 +456,7 @@ def _ibans(doc: _Document) -> Iterator[PiiFinding]:
         # Cut the greedy match at the country's IBAN length; what follows may be another word.
         count, end = 0, m.start()
         for i, ch in enumerate(m.group(1)):
-            if ch not in " -":
+            if ch not in " -\t\r\n":
                 count += 1
             if count == length:
                 end = m.start() + i + 1
@@ -464,6 +468,9 @@ def _ibans(doc: _Document) -> Iterator[PiiFinding]:
 
 
 _CARD = _lazy(r"(?<![\d-])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5}|\d{13,19})(?![\w-])")
+# Groups of four with dots, doubled or mixed separators ("4111.1111.1111.1111", "5500 0000-0000 0004"): a card
+# only next to a card label, where such numbers are typed; alone they are too like amounts and phone numbers.
+_CARD_LOOSE = _lazy(r"(?<![\d.-])\d{4}(?:[ .-]{1,2}\d{4}){2}[ .-]{1,2}\d{1,7}(?![\w-]|\.\d)")
 _CARD_CUES = _cue_pattern(("card", "credit", "debit", "visa", "mastercard", "master card", "amex", "american express",
                            "discover", "jcb", "maestro", "carte", "karte", "kreditkarte", "tarjeta", "carta", "kaart",
                            "cc", "pan", "cardholder"))
@@ -484,6 +491,13 @@ def _cards(doc: _Document) -> Iterator[PiiFinding]:
                 continue  # 13 digits is mostly an EAN barcode; old Visa numbers only next to a card label
             score = 0.95 if labelled else 0.85 if grouped else 0.6
             yield _finding("card_number", m.start(), m.end(), score, "card_luhn")
+    strict = {m.start() for m in _CARD.finditer(doc.text)}
+    for m in _CARD_LOOSE.finditer(doc.text):
+        digits = re.sub(r"\D", "", m.group())
+        if m.start() in strict or not (13 <= len(digits) <= 19 and luhn_valid(digits) and _card_prefix_ok(digits)):
+            continue
+        if _CARD_CUES.search(_canon(doc.before(m.start()))):
+            yield _finding("card_number", m.start(), m.end(), 0.95, "card_luhn")
 
 
 # --------------------------------------------------------------------------- national IDs
