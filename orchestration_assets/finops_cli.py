@@ -43,8 +43,9 @@ def add_commands(commands) -> dict[str, Callable[[argparse.Namespace], int]]:
     put.add_argument("budget_id", help="KIND:NAME/PERIOD (kind department|workflow|model; period day|month|quarter|total) or all/PERIOD")
     put.add_argument("--soft", type=usd_amount, default=None, help="alert threshold in USD")
     put.add_argument("--hard", type=usd_amount, default=None, help="hard cap in USD")
-    put.add_argument("--on-hard", choices=("refuse", "downgrade"), default="refuse",
-                     help="at the cap: refuse new calls, or downgrade them to cheaper models (default refuse)")
+    put.add_argument("--on-hard", choices=("refuse", "downgrade"), default=None,
+                     help="at the cap: refuse new calls, or downgrade them to cheaper models (default refuse); "
+                          "changing a budget, what is not given keeps its value")
     rm = b.add_parser("remove", help="stop enforcing a budget (its history stays)")
     rm.add_argument("budget_id")
     for name in ("list", "status"):
@@ -141,17 +142,28 @@ def run_budgets(args: argparse.Namespace) -> int:
     if args.action in ("set", "remove"):
         try:
             kind, value, period = Budget.parse_id(args.budget_id)
+            # as stored: the name without the spaces around it ("department:finance /day" is department:finance/day)
+            budget_id = Budget(scope_kind=kind, scope_value=value, period=period, hard_usd=0).budget_id
+            held = {s.budget.budget_id: s.budget for s in store.budget_statuses()}
             if args.action == "remove":
-                held = {s.budget.budget_id: s.budget for s in store.budget_statuses()}
-                if args.budget_id not in held:
+                if budget_id not in held:
                     raise CliError(f"no budget {args.budget_id!r}; see ai-orch budgets list")
-                store.set_budget(held[args.budget_id], remove=True)
-                print(f"removed {args.budget_id}")
+                store.set_budget(held[budget_id], remove=True)
+                print(f"removed {budget_id}")
                 return 0
             if args.action == "set" and kind is ScopeKind.MODEL:
                 _known_model(value)
-            budget = Budget(scope_kind=kind, scope_value=value, period=period, soft_usd=args.soft, hard_usd=args.hard,
-                            on_hard=args.on_hard)
+            # Changing a budget: what is not given keeps its value ("--soft 90" once dropped the hard cap, and
+            # reset downgrading to refusing)
+            current = held.get(budget_id)
+
+            def kept(given, field: str, default=None):
+                if given is not None:
+                    return given
+                return getattr(current, field) if current is not None else default
+
+            budget = Budget(scope_kind=kind, scope_value=value, period=period, soft_usd=kept(args.soft, "soft_usd"),
+                            hard_usd=kept(args.hard, "hard_usd"), on_hard=kept(args.on_hard, "on_hard", "refuse"))
         except ValidationError as exc:
             raise CliError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
         except ValueError as exc:

@@ -142,3 +142,17 @@ def test_two_first_purchases_at_once_cannot_both_set_the_rate(tmp_path):
     assert sum(o.startswith("bought") for o in outcomes) == 1 and any("credits here are worth" in o for o in outcomes)
     balances, rate = ledger.credit_balances()
     assert balances[ORG]["received_usd"] / rate == pytest.approx(1000)  # 1000 credits bought, valued at one rate
+
+
+def test_changing_a_budget_keeps_what_is_not_given_and_any_spelling_of_its_id_names_it(tmp_path):
+    """`budgets set ID --soft 90` once dropped the hard cap and reset downgrading to refusing."""
+    home = tmp_path / "home"
+    assert _cli(home, "budgets", "set", "department:finance/month", "--soft", "80", "--hard", "100",
+                "--on-hard", "downgrade").returncode == 0
+    changed = _cli(home, "budgets", "set", "department:finance/month", "--soft", "90")
+    assert changed.stdout.strip() == "set department:finance/month: soft 90.0, hard 100.0, downgrade at cap"
+    respelled = _cli(home, "budgets", "set", "department:finance /month", "--hard", "120")
+    assert respelled.stdout.strip() == "set department:finance/month: soft 90.0, hard 120.0, downgrade at cap"
+    removed = _cli(home, "budgets", "remove", "department:finance /month")
+    assert removed.returncode == 0 and removed.stdout.strip() == "removed department:finance/month"
+    assert _json(_cli(home, "budgets", "list", "--json")) == []
