@@ -122,7 +122,9 @@ def run_credits(args: argparse.Namespace) -> int:
             return 0
         kind, _, name = args.account.partition(":")
         account = account_name(kind, name)
-        source = ORG if args.source == ORG else account_name(*args.source.partition(":")[::2])
+        source = account_name(*args.source.partition(":")[::2])
+        if account == ORG:  # credits come into org by buying them, never by moving them there
+            raise CliError("credits go to a department or a workflow: org receives them by 'credits buy'")
         if source != ORG and not (source.startswith("department:") and account.startswith("workflow:")):
             raise CliError("credits flow org → department → workflow: --from a department only into a workflow")
         _, rate = store.credit_balances()

@@ -196,7 +196,10 @@ def active_holds(conn) -> dict[str, dict]:
 
 
 def account_name(kind: str, name: str = "") -> str:
-    if kind == ORG:
+    """The account as budgets name its cap: the name without the spaces around it, as ``Budget`` strips it
+    ("department:finance " had been a second account, whose cap shadowed finance's own)."""
+    kind, name = kind.strip(), name.strip()
+    if kind == ORG and not name:
         return ORG
     if kind not in ("department", "workflow") or not name:
         raise ValueError(f"credit account {kind}:{name}: use 'org', 'department:NAME' or 'workflow:NAME'")

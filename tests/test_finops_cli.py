@@ -82,6 +82,7 @@ def test_credits_flow_org_to_department_to_workflow_and_bound_spend(tmp_path):
     (["budgets", "set", "all/month", "--hard", "nan"], "--hard"),
     (["demo", "--department=", "--count", "1"], "--department must name a department"),
     (["spend", "--days", "0"], "--days must be at least 1"),
+    (["credits", "allocate", "org", "5"], "credits go to a department or a workflow"),
 ])
 def test_bad_finops_arguments_exit_2(tmp_path, args, message):
     proc = _cli(tmp_path / "home", *args)
@@ -156,3 +157,13 @@ def test_changing_a_budget_keeps_what_is_not_given_and_any_spelling_of_its_id_na
     removed = _cli(home, "budgets", "remove", "department:finance /month")
     assert removed.returncode == 0 and removed.stdout.strip() == "removed department:finance/month"
     assert _json(_cli(home, "budgets", "list", "--json")) == []
+
+
+def test_a_credit_account_spelled_with_spaces_is_the_same_account_not_a_second_cap(tmp_path):
+    """"department:finance " had been a second account: its $10 cap refused finance's spending with 100 credits."""
+    home = tmp_path / "home"
+    assert _cli(home, "credits", "buy", "200").returncode == 0
+    assert _cli(home, "credits", "allocate", "department:finance", "100").returncode == 0
+    assert _cli(home, "credits", "allocate", "department:finance ", "10").returncode == 0
+    accounts = _json(_cli(home, "credits", "balance", "--json"))["accounts"]
+    assert "department:finance " not in accounts and accounts["department:finance"]["received_usd"] == 110.0
