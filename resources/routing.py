@@ -346,9 +346,9 @@ def feature_inputs(item: RoutingItem, complexity: ComplexityEstimate) -> tuple[s
 class LearnedRoutingPolicy:
     """Predicted success per model from recorded outcomes; the cheapest one predicted to clear ``target``.
 
-    Models the fitted policy has never seen (a new catalog entry) get no estimate and are
-    left to the rules until outcomes exist; with no fitted policy at all, the rules decide
-    and the decision says so.
+    Models the fitted policy has never seen (a new catalog entry) get no estimate: while one
+    is eligible and no model with outcomes is predicted to clear ``target``, the rules decide,
+    so it gets tried. With no fitted policy at all, the rules decide and the decision says so.
     """
 
     name = "learned"
@@ -370,6 +370,15 @@ class LearnedRoutingPolicy:
             why = "no routing_policy fitted yet" if self.policy is None else "no eligible model has recorded outcomes"
             return _decision(item, found, chosen, [*found.reasons, f"{why}: rules decide", *reasons], self.name, features=features)
         choice = self.policy.choose(self.policy.predict(features), known, mode="target", target=self.target)
+        untried = [s.id for s in found.usable if s.id not in known]
+        if untried and choice.success.get(choice.model_id, 0.0) < self.target:
+            # No model with outcomes is predicted to clear the target: the rules decide, so models without
+            # outcomes get tried and recorded. Picking the likeliest known model here once locked a batch onto
+            # a model that had only failed, and the others never got an outcome to be learned from.
+            chosen, rule_reasons = self.rules.choose(found)
+            return _decision(item, found, chosen, [*found.reasons, f"learned policy {self.version}", *choice.reasons,
+                                                   f"none reaches {self.target:.2f} and {', '.join(untried)} untried: "
+                                                   "rules decide", *rule_reasons], self.name, features=features)
         chosen = next(s for s in found.usable if s.id == choice.model_id)
         reasons = [*found.reasons, f"learned policy {self.version}", *choice.reasons]
         return _decision(item, found, chosen, reasons, self.name, features=features)

@@ -120,6 +120,26 @@ def test_learned_routing_chooses_differently_than_the_rules(tmp_path):
     assert unfitted.model_id == "cheap" and "no routing_policy fitted yet: rules decide" in unfitted.reason
 
 
+def test_a_model_that_only_failed_is_not_locked_in_while_an_eligible_model_is_untried(tmp_path):
+    """Outcomes only for 'cheap', all failed: picking the likeliest known model sent every item to it, and
+    'strong' never got an outcome to learn from. The rules decide until a known model clears the target."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CATALOG)
+    catalog = ModelCatalog.load(path)
+    availability = {s.id: Availability(available=s.id in ("cheap", "strong"), reason="no key") for s in catalog}
+    failed = LearnedPolicy.fit([SPACE.sketch(t) for t in _texts("hard", 3)], {"cheap": [0.0] * 3}, space=SPACE)
+    rules = RulesPolicy([0.25, 0.6, 0.8])
+    item = RoutingItem(item_id="x", task="invoice_extraction", text="order 1: arbitration clause indemnity qty 2",
+                       classification=DataClassification.INTERNAL)
+    decision = LearnedRoutingPolicy(("v1", failed), rules, target=0.8).decide(item, catalog, availability)
+    assert decision.model_id == rules.decide(item, catalog, availability).model_id
+    assert "none reaches 0.80 and strong untried: rules decide" in decision.reason
+    # once every eligible model has outcomes, the likeliest one is chosen even below the target
+    both = LearnedPolicy.fit([SPACE.sketch(t) for t in _texts("hard", 3)], {"cheap": [0.0] * 3, "strong": [1.0, 0.0, 0.0]},
+                             space=SPACE)
+    assert LearnedRoutingPolicy(("v2", both), rules, target=0.8).decide(item, catalog, availability).model_id == "strong"
+
+
 def _run(instance, resources, policy: str, count: int = 8):
     resources = {**resources, "routing": RoutingResource(policy=policy, policy_dir=resources["routing"].policy_dir)}
     return dg.materialize(
