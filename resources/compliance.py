@@ -44,7 +44,8 @@ def call_violations(calls: pd.DataFrame, catalog: ModelCatalog, policy: DataPoli
                     why = f"{classification.value} data went to hosted {spec.id} without redaction"
         if why:
             violations.append({"run": getattr(call, "run_id", None), "item": call.item_id, "model": call.model_id,
-                               "classification": classification.value, "why": why})
+                               "classification": classification.value, "why": why,
+                               "call": getattr(call, "call_id", None)})
     return violations
 
 

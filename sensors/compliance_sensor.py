@@ -11,7 +11,7 @@ never data.
 
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -46,6 +46,9 @@ def _failed_checks(instance: dg.DagsterInstance, seen: dict[str, int]) -> list[t
     return failed
 
 
+LATE_ROWS = timedelta(hours=24)  # how late a row may reach the ledger and still be checked
+
+
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def ai_compliance_sensor(context: dg.SensorEvaluationContext, ledger: LedgerResource, models: ModelGatewayResource,
                          budget: BudgetResource) -> dg.SensorResult:
@@ -53,12 +56,20 @@ def ai_compliance_sensor(context: dg.SensorEvaluationContext, ledger: LedgerReso
     state = json.loads(context.cursor) if context.cursor else {}
     since = datetime.fromisoformat(state["since"]) if state.get("since") else datetime(1970, 1, 1)
     seen: dict[str, int] = state.get("checks", {})
+    reported: dict[str, str] = state.get("reported", {})  # call id -> when it was recorded, within the window
     store = ledger.store()
     calls = store.calls()
-    fresh = calls[calls["recorded_at"] > since] if len(calls) else calls
+    # A row may reach the ledger after newer ones (the write-behind batches, another step's batch, a dead
+    # worker's journal replayed by the next reconcile), carrying the time its call was made: rows recorded
+    # within LATE_ROWS before the newest one seen are checked again, and a violation is reported once.
+    fresh = calls[calls["recorded_at"] > since - LATE_ROWS] if len(calls) else calls
     findings = []
     for violation in call_violations(fresh, models.catalog(), active_policy()) if len(fresh) else []:
-        workflow = fresh.loc[fresh["item_id"] == violation["item"], "workflow"].dropna()
+        if violation["call"] in reported:
+            continue
+        row = fresh.loc[fresh["call_id"] == violation["call"]]
+        reported[violation["call"]] = row["recorded_at"].iloc[0].isoformat()
+        workflow = row["workflow"].dropna()
         findings.append({"source": "ledger", "workflow": workflow.iloc[0] if len(workflow) else "invoices", **violation})
     for check, workflow, _, run_id in _failed_checks(context.instance, seen):
         findings.append({"source": "asset check", "workflow": workflow, "check": check, "run": run_id,
@@ -78,8 +89,9 @@ def ai_compliance_sensor(context: dg.SensorEvaluationContext, ledger: LedgerReso
                                               metadata={"workflow": workflow, "findings": dg.MetadataValue.json(mine[:50])}))
     if len(calls):
         since = max(since, calls["recorded_at"].max().to_pydatetime())
+    reported = {call: at for call, at in reported.items() if datetime.fromisoformat(at) > since - LATE_ROWS}
     holds = store.holds()
     summary = (f"{len(findings)} new violations; " if findings else "no new violations; ") + (
         "on hold: " + ", ".join(f"{w} ({h['reason']})" for w, h in holds.items()) if holds else "no workflow on hold")
     return dg.SensorResult(skip_reason=summary, asset_events=events,
-                           cursor=json.dumps({"since": since.isoformat(), "checks": seen}))
+                           cursor=json.dumps({"since": since.isoformat(), "checks": seen, "reported": reported}))

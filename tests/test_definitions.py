@@ -141,6 +141,37 @@ def test_budget_sensor_cancels_started_runs_of_the_capped_department(tmp_path):
         assert instance.get_run_by_id("theirs").status == dg.DagsterRunStatus.STARTED
 
 
+def test_compliance_sensor_checks_a_row_stored_after_a_newer_one_once(tmp_path):
+    """The cursor was the newest call time seen: a row stored after a tick but made before that tick's newest row
+    (a later write-behind batch, another step, a dead worker's journal) was never checked."""
+    from datetime import timedelta
+
+    from orchestration_assets.definitions import default_resources
+    from resources.ledger import utc_now
+    from sensors.compliance_sensor import ai_compliance_sensor
+
+    ledger = LedgerResource(path=str(tmp_path / "ledger.duckdb"))
+    resources = {"ledger": ledger, "models": default_resources()["models"], "budget": BudgetResource()}
+    now = utc_now()
+
+    def row(item: str, model: str, residency: str, when) -> CallRecord:
+        return CallRecord(item_id=item, task="t", model_id=model, provider="p", residency=residency, classification="restricted",
+                          outcome="ok", workflow="invoices", recorded_at=when)
+
+    ledger.store().append([row("ok-1", "rules-invoice", "on_prem", now)])
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            first = ai_compliance_sensor(context)
+        ledger.store().append([row("late-1", "gpt-4o-mini", "cloud", now - timedelta(seconds=3))])
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor) as context:
+            second = ai_compliance_sensor(context)
+        assert len(second.asset_events) == 1 and "late-1" in json.dumps(second.asset_events[0].metadata["findings"].value)
+        assert "invoices" in ledger.store().holds()
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=second.cursor) as context:
+            third = ai_compliance_sensor(context)
+        assert third.asset_events == []  # reported once
+
+
 def test_compliance_sensor_alerts_and_holds_the_workflow_until_released(tmp_path, webhook):
     from orchestration_assets.definitions import default_resources
     from sensors.compliance_sensor import ai_compliance_sensor
