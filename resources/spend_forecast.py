@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Optional
@@ -47,6 +48,13 @@ MIN_HISTORY_DAYS = 28  # four weeks: the least that shows a weekly pattern more 
 MIN_BACKTEST_TRAIN_DAYS = 56  # a backtest origin needs this much history before it
 SELECTION_ORIGINS = 4  # rolling origins, a week apart, that test the candidates on a series
 Z80 = 1.2815515655446004  # standard normal quantile of 0.9: p10/p90 is an 80 % interval
+# A forecast's daily mean is at most this many times the last four weeks' (room for growth, none for the
+# log-linear trends' blow-ups on a sparse history: a dollar two months ago and one yesterday had extrapolated to
+# $5.9 million for the next 30 days).
+CEILING_FACTOR = 3.0
+# The interval's log σ at most: past about 2.56 (2 × Z80) a log-normal's mean lies above its own p90, and the
+# forecast fell outside its interval.
+MAX_SPREAD = 1.5
 _WEEK = 7
 
 
@@ -208,6 +216,7 @@ def forecast_spend(daily: pd.Series, horizons: Sequence[int] = (30, 90), *,
     series = complete_daily(daily, as_of=as_of)
     horizons = _check_horizons(horizons)
     history = _History.of(series.to_numpy(), series.index[0].weekday())
+    recent = float(series.to_numpy()[-4 * _WEEK:].mean())
     totals, candidate_mape, paths, fitted = {}, {}, {}, {}
     for horizon in horizons:
         choice = _choose(history, horizon)
@@ -215,9 +224,10 @@ def forecast_spend(daily: pd.Series, horizons: Sequence[int] = (30, 90), *,
         members = [fitted[m] for m in choice.members if m in fitted]
         if not members:  # the members fit the backtest's shorter histories but not this one
             members = list(_paths(history, max(horizons), [_FALLBACK]).values())
-        paths[horizon] = np.mean(members, axis=0)
-        totals[horizon] = _horizon_forecast(paths[horizon][:horizon], choice.spread, choice.method, choice.mape)
+        paths[horizon] = _under_ceiling(np.mean(members, axis=0)[:horizon], recent)
+        totals[horizon] = _horizon_forecast(paths[horizon], choice.spread, choice.method, choice.mape)
         candidate_mape[horizon] = choice.scores
+    _never_less_over_longer(totals)
     longest = max(horizons)
     daily_frame = _daily_frame(series.index[-1], paths[longest], history.noise_sigma, _spread_of(totals[longest]))
     shift = series.index[history.shifts[-1]].date() if history.shifts else None
@@ -581,9 +591,27 @@ def _noise_spread(history: _History, horizon: int) -> float:
     return history.noise_sigma / np.sqrt(horizon)
 
 
+def _under_ceiling(path: np.ndarray, recent_daily_mean: float) -> np.ndarray:
+    """``path`` scaled down, shape kept, where its mean passes ``CEILING_FACTOR`` times the recent daily mean."""
+    ceiling = CEILING_FACTOR * recent_daily_mean * len(path)
+    total = float(path.sum())
+    return path * (ceiling / total) if total > ceiling > 0 else path
+
+
+def _never_less_over_longer(totals: dict[int, HorizonForecast]) -> None:
+    """A longer horizon forecasts at least what a shorter one does (each horizon picks its own models, and a
+    sparse history once gave $3 for 90 days beside a far larger 30)."""
+    ordered = sorted(totals)
+    for shorter, longer in zip(ordered, ordered[1:]):
+        low, high = totals[shorter], totals[longer]
+        if high.total_usd < low.total_usd:
+            totals[longer] = dataclasses.replace(high, total_usd=low.total_usd, p10_usd=max(high.p10_usd, low.p10_usd),
+                                                 p90_usd=max(high.p90_usd, low.p90_usd))
+
+
 def _horizon_forecast(path: np.ndarray, spread: float, method: str, backtest_mape: Optional[float]) -> HorizonForecast:
     total = float(path.sum())
-    low, high = _interval(total, spread)
+    low, high = _interval(total, min(spread, MAX_SPREAD))
     return HorizonForecast(horizon_days=len(path), total_usd=total, p10_usd=float(low), p90_usd=float(high), method=method,
                            backtest_mape=backtest_mape)
 

@@ -130,3 +130,21 @@ def test_forecast_by_department_returns_one_entry_per_department():
     payload = result.to_dict()
     assert set(payload["departments"]) == set(history["department"])
     assert payload["departments"]["finance"]["horizons"]["30"]["total_usd"] > 0
+
+
+@pytest.mark.parametrize("spent", [
+    {59: 1.0, 0: 1.0},  # a dollar two months ago and one yesterday: once $5.9 million for the next 30 days
+    {199: 1.0, 0: 1.0},  # once $5.8e35
+    {**{d: 5.0 for d in range(30, 40)}, 0: 0.5},  # a pilot, then quiet: once $7.4e7
+    {40: 2.0, **{d: 2.0 for d in range(0, 7)}},  # a month's gap, then a week: once outside its own interval
+])
+def test_a_sparse_history_forecasts_within_reason_longer_horizons_never_less(spent):
+    end = date(2026, 11, 26)
+    daily = pd.Series({end - timedelta(days=d): usd for d, usd in spent.items()})
+    forecast = forecast_spend(daily, (30, 90))
+    recent_mean = sum(usd for d, usd in spent.items() if d < 28) / 28
+    for horizon in (30, 90):
+        total = forecast.totals[horizon]
+        assert total.total_usd <= 3.0 * recent_mean * horizon + 1e-9
+        assert total.p10_usd <= total.total_usd <= total.p90_usd
+    assert forecast.totals[90].total_usd >= forecast.totals[30].total_usd
