@@ -139,12 +139,12 @@ def read_documents_jsonl(path: "str | Path", classification: DataClassification)
     return documents
 
 
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
     """``text`` without C0 control characters (tab and line breaks kept) and with each lone surrogate as U+FFFD."""
-    return _LONE_SURROGATE.sub("\ufffd", CONTROL_CHARACTERS.sub("", text))
+    return LONE_SURROGATE.sub("\ufffd", CONTROL_CHARACTERS.sub("", text))
 
 
 def _document_id(value: Any) -> Optional[str]:
@@ -155,7 +155,7 @@ def _document_id(value: Any) -> Optional[str]:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str) and value.strip():
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return LONE_SURROGATE.sub("\ufffd", value)
     return None
 
 

@@ -322,6 +322,11 @@ def has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return count > 0
 
 
+# What DuckDB refuses for a row's own values (a count past BIGINT, text it cannot store), unlike a file it cannot
+# open now (locked, disk full): retrying never stores such a row, so it must not hold back the rows written with it.
+REFUSED_VALUES = (duckdb.DataError, duckdb.InvalidInputException, UnicodeEncodeError)
+
+
 def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[tuple], *,
                 or_ignore: bool = False, frame_from: int = 500) -> None:
     """Insert ``rows`` (tuples in ``columns`` order) in one statement; ``or_ignore`` skips rows whose key is already stored.

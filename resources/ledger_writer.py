@@ -32,21 +32,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import duckdb
 from pydantic import ValidationError
 
 from resources.audit_log import AuditEntry, DuckDBAuditLog
-from resources.duckdb_file import checkpoints_deferred, default_data_dir
+from resources.duckdb_file import REFUSED_VALUES, checkpoints_deferred, default_data_dir
 from resources.ledger import CallRecord, DuckDBLedger
 
 log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "ledger-journal"
 SET_ASIDE_DIR = "set-aside"  # in the journals' folder: rows the ledger refused for what they hold, for a person
-
-# What DuckDB refuses for a row's own values (a count past BIGINT, text it cannot store), unlike a file it cannot
-# open now (locked, disk full): retrying never stores such a row, so it must not hold back the rows batched with it.
-DATA_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, UnicodeEncodeError)
 
 
 def journal_dir(ledger: DuckDBLedger) -> Path:
@@ -154,7 +149,7 @@ class LedgerWriter:
         try:
             self.ledger.settle_batch(calls, outputs)
             return True
-        except DATA_ERRORS as exc:  # one call's row refused for its values: the others are stored without it
+        except REFUSED_VALUES as exc:  # one call's row refused for its values: the others are stored without it
             self._failed(exc, len(calls))
             try:
                 self.set_aside += store_each(self.ledger, calls, outputs, source=self.journal_path.name)
@@ -258,7 +253,7 @@ def store_each(ledger: DuckDBLedger, calls: Sequence[tuple[Optional[str], Sequen
         kept = [output for record in records for output in own_outputs.get(record.call_id, [])]
         try:
             ledger.settle_batch([(reservation, records)], kept)
-        except DATA_ERRORS as exc:
+        except REFUSED_VALUES as exc:
             _set_aside(ledger, {"from": source, "error": f"{type(exc).__name__}: {exc}", "reservation": reservation,
                                 "calls": [r.model_dump(mode="json") for r in records], "outputs": kept})
             refused += len(records)
@@ -314,7 +309,7 @@ def recover_journals(ledger: DuckDBLedger) -> dict[str, int]:
             if calls:
                 try:
                     ledger.settle_batch(calls, outputs)
-                except DATA_ERRORS:  # a row the ledger refuses never blocks the journal (nor later reconciles)
+                except REFUSED_VALUES:  # a row the ledger refuses never blocks the journal (nor later reconciles)
                     refused = store_each(ledger, calls, outputs, source=path.name)
             if entries and audit_path:  # the writer may have died after storing them and before saying so
                 DuckDBAuditLog(audit_path).append(entries, skip_stored=True)

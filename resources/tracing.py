@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import dagster as dg
-import duckdb
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -58,7 +57,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from resources.reliability import error_type
-from resources.duckdb_file import checkpoints_deferred, default_data_dir, has_table, insert_rows, locked_connection
+from resources.duckdb_file import (REFUSED_VALUES, checkpoints_deferred, default_data_dir, has_table, insert_rows,
+                                   locked_connection)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _row(span: ReadableSpan) -> tuple:
     )
 
 
-_SPAN_DATA_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, UnicodeEncodeError, ValueError, TypeError)
+_SPAN_DATA_ERRORS = (*REFUSED_VALUES, ValueError, TypeError)  # and a value ``_row`` cannot encode
 
 
 class DuckDBSpanExporter(SpanExporter):

@@ -62,7 +62,10 @@ def ai_compliance_sensor(context: dg.SensorEvaluationContext, ledger: LedgerReso
     # A row may reach the ledger after newer ones (the write-behind batches, another step's batch, a dead
     # worker's journal replayed by the next reconcile), carrying the time its call was made: rows recorded
     # within LATE_ROWS before the newest one seen are checked again, and a violation is reported once.
-    fresh = calls[calls["recorded_at"] > since - LATE_ROWS] if len(calls) else calls
+    # (A cursor written before violations were kept by call id has no "reported": its window starts at
+    # ``since``, or the violations it already alerted on, some perhaps released since, would alert again.)
+    window = since - LATE_ROWS if "reported" in state or not state.get("since") else since
+    fresh = calls[calls["recorded_at"] > window] if len(calls) else calls
     findings = []
     for violation in call_violations(fresh, models.catalog(), active_policy()) if len(fresh) else []:
         if violation["call"] in reported:

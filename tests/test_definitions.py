@@ -170,6 +170,10 @@ def test_compliance_sensor_checks_a_row_stored_after_a_newer_one_once(tmp_path):
         with dg.build_sensor_context(instance=instance, resources=resources, cursor=second.cursor) as context:
             third = ai_compliance_sensor(context)
         assert third.asset_events == []  # reported once
+        # a cursor written before violations were kept by call id does not re-alert what it had already seen
+        legacy = json.dumps({k: v for k, v in json.loads(second.cursor).items() if k != "reported"})
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=legacy) as context:
+            assert ai_compliance_sensor(context).asset_events == []
 
 
 def test_compliance_sensor_alerts_and_holds_the_workflow_until_released(tmp_path, webhook):

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ValidationError
 
+from resources.documents import LONE_SURROGATE
+
 MAX_ERROR_CHARS = 300
 
 # A whole reply wrapped in one Markdown code fence, as chat models like to answer.
@@ -68,13 +70,12 @@ def parse_structured_reply(raw: "str | dict[str, Any] | None", schema: type[Base
 # A JSON escape of a UTF-16 surrogate: a model cut an emoji's pair ("\ud83d" alone), which no UTF-8 output,
 # ledger or trace store can hold.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def without_lone_surrogates(data: Any) -> Any:
     """``data`` with each lone surrogate in its strings (keys too) as U+FFFD."""
     if isinstance(data, str):
-        return data if data.isascii() else _LONE_SURROGATE.sub("\ufffd", data)
+        return data if data.isascii() else LONE_SURROGATE.sub("\ufffd", data)
     if isinstance(data, dict):
         return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in data.items()}
     if isinstance(data, list):
